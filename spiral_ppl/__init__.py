@@ -1,0 +1,14 @@
+"""spiral_ppl: inverse graphics as probabilistic programming.
+
+Renderers are Pyro programs with named discrete latent sites; SPIRAL (an adversarially
+trained painting policy), MCMC, SMC and importance sampling are engines that invert them
+behind one interface, so learned and search-based inverse graphics can be compared on the
+same images under the same budget of renderer calls.
+"""
+
+from spiral_ppl import inference, programs, renderers
+from spiral_ppl.inference.budget import Budget
+
+__version__ = "0.1.0"
+
+__all__ = ["Budget", "inference", "programs", "renderers", "__version__"]

@@ -1,0 +1,58 @@
+"""The contract every inference engine follows: ``engine.infer(prog, images, budget)``.
+
+An engine subclasses :class:`Engine` and implements :meth:`Engine._infer`. The base class
+checks the inputs at the boundary, seeds the random number generators when asked, times the
+run and measures the renders spent through the program's render counter, so that every
+engine is held to the same accounting.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import dataclasses
+import time
+
+import pyro
+import torch
+
+from spiral_ppl.inference.budget import Budget, RenderMeter
+from spiral_ppl.inference.result import Result
+from spiral_ppl.programs.base import Program
+
+
+class Engine(abc.ABC):
+    """Base class of inference engines (importance sampling, MCMC, SMC, SPIRAL)."""
+
+    #: Short name used in tables and plots.
+    name: str = "engine"
+
+    def infer(self, prog: Program, images: torch.Tensor, budget: Budget, *, seed: int | None = None) -> Result:
+        """Reconstruct each target image with at most ``budget.renders`` renders per target.
+
+        :param prog: the program to invert.
+        :param images: ``(B, C, H, W)`` float targets in ``[0, 1]``.
+        :param budget: renders allowed per target.
+        :param seed: seed for this run; the global random state is left as it was.
+        """
+        if not isinstance(prog, Program):
+            raise TypeError(f"prog must be a spiral_ppl.programs.Program, got {type(prog).__name__}")
+        images = prog.check_images(images, name="images")
+        budget = Budget.check(budget)
+        rng = torch.random.fork_rng(devices=[]) if seed is not None else contextlib.nullcontext()
+        with rng, torch.no_grad():
+            if seed is not None:
+                pyro.set_rng_seed(seed)
+            started = time.perf_counter()
+            with RenderMeter(prog, targets=images.shape[0]) as meter:
+                result = self._infer(prog, images, budget)
+            seconds = time.perf_counter() - started
+        spent = meter.per_target
+        if spent > budget.renders:
+            raise RuntimeError(f"{self.name} spent {spent} renders per target, over its budget of {budget.renders}")
+        renders = torch.full((images.shape[0],), spent, dtype=torch.long)
+        return dataclasses.replace(result, renders=renders, seconds=seconds, engine=self.name)
+
+    @abc.abstractmethod
+    def _infer(self, prog: Program, images: torch.Tensor, budget: Budget) -> Result:
+        """Do the work on validated inputs. ``renders`` and ``seconds`` are filled in by :meth:`infer`."""

@@ -1,0 +1,298 @@
+r"""Programs: Pyro generative models over discrete action sites, observed through a renderer.
+
+A :class:`Program` is the single source of truth that every engine works from. Its Pyro
+model draws, for each step ``t`` and each component of the action space, a categorical
+latent at the address ``step_{t}/{component}``, renders the whole program and scores the
+target at the observed site ``image``:
+
+.. math::
+
+    a_{t,k} \sim \mathrm{Categorical}(\pi_{t,k}), \qquad
+    x \sim \mathcal{N}\big(\mathrm{render}(a), \sigma^2 I\big)
+
+(the paper's MCMC baseline used :math:`\sigma^2 = 0.25`, the default here). Every engine
+reads the program's addresses and action space; none knows which renderer is behind it.
+
+A custom grammar subclasses :class:`Program`, declares its ``action_space``, ``channels``
+and ``image_size`` and writes :meth:`Program.draw`; the model, priors, likelihood,
+validation and render accounting come from the base class::
+
+    >>> import torch, spiral_ppl as sp
+    >>> from spiral_ppl.renderers import Component
+    >>> class Squares(sp.programs.Program):
+    ...     '''Up to ``steps`` white 2x2 squares on an 8x8 canvas.'''
+    ...     channels, image_size = 1, 8
+    ...     action_space = (Component("corner", 16, "location"), Component("present", 2))
+    ...     def draw(self, actions):
+    ...         corner, present = actions["corner"], actions["present"].float()
+    ...         rows = torch.arange(8)
+    ...         y, x = (corner // 4 * 2)[..., None], (corner % 4 * 2)[..., None]
+    ...         inside_y = ((rows >= y) & (rows < y + 2)).float() * present[..., None]
+    ...         inside_x = ((rows >= x) & (rows < x + 2)).float()
+    ...         ink = torch.einsum("bty,btx->byx", inside_y, inside_x).clamp(max=1)
+    ...         return ink[:, None]
+    >>> prog = Squares(steps=2)
+    >>> trace = sp.programs.trace(prog, image=torch.zeros(3, 1, 8, 8))
+    >>> sorted(name for name in trace.nodes if name.startswith("step_0"))
+    ['step_0/corner', 'step_0/present']
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, Callable, Mapping
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro import poutine
+
+from spiral_ppl.renderers.base import Component, validate_actions
+
+#: Default pixel noise of the likelihood: standard deviation 0.5, i.e. the paper's variance 0.25.
+DEFAULT_PIXEL_SCALE = 0.5
+
+
+def site_name(step: int, component: str) -> str:
+    """The address of component ``component`` at step ``step``: ``step_{step}/{component}``."""
+    return f"step_{step}/{component}"
+
+
+def mean_squared_error(images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per-image mean squared pixel error over ``(C, H, W)``; leading dimensions broadcast."""
+    return (images - targets).pow(2).flatten(-3).mean(-1)
+
+
+class Program(abc.ABC):
+    """A generative program with named discrete latent sites (base class).
+
+    :param steps: number of steps (actions) of a program.
+    :param priors: optional prior probabilities per component name, each a tensor of shape
+        ``(size,)`` (every step) or ``(steps, size)`` (per step); unnormalised is fine.
+        Components without an entry get a uniform prior.
+    :param pixel_scale: standard deviation of the Normal pixel likelihood.
+    :param likelihood: optional ``canvas -> Distribution`` replacing the Normal likelihood;
+        its event shape must be ``(C, H, W)``.
+
+    Subclasses set ``action_space``, ``channels`` and ``image_size`` and implement
+    :meth:`draw`. Programs that can paint one step at a time (a brush) also override the
+    step-wise protocol :meth:`initial_state`, :meth:`advance`, :meth:`draw_state`; the
+    default re-draws the prefix of actions, which is correct for any grammar.
+    """
+
+    action_space: tuple[Component, ...]
+    channels: int
+    image_size: int
+
+    def __init__(
+        self,
+        steps: int,
+        *,
+        priors: Mapping[str, Any] | None = None,
+        pixel_scale: float = DEFAULT_PIXEL_SCALE,
+        likelihood: Callable[[torch.Tensor], dist.Distribution] | None = None,
+    ) -> None:
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+            raise ValueError(f"steps must be a positive int, got {steps!r}")
+        if not (isinstance(pixel_scale, (int, float)) and pixel_scale > 0 and pixel_scale < float("inf")):
+            raise ValueError(f"pixel_scale must be a positive finite number, got {pixel_scale!r}")
+        for attribute in ("action_space", "channels", "image_size"):
+            if not hasattr(self, attribute):
+                raise TypeError(f"{type(self).__name__} must define {attribute!r} (see spiral_ppl.programs.Program)")
+        names = [component.name for component in self.action_space]
+        if len(set(names)) != len(names):
+            raise ValueError(f"component names must be unique, got {names}")
+        self.steps = steps
+        self.pixel_scale = float(pixel_scale)
+        self._likelihood = likelihood
+        self._prior_logits = self._build_priors(priors or {})
+        self._prior_cache: dict[torch.device, dict[str, torch.Tensor]] = {}
+        #: Canvases rendered through this program so far (see :meth:`render`, :meth:`canvas`).
+        self.renders = 0
+
+    # -- what subclasses provide ------------------------------------------------------------
+
+    @abc.abstractmethod
+    def draw(self, actions: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Images ``(N, C, H, W)`` of programs ``{name: LongTensor[N, T]}``, any ``T <= steps``.
+
+        Pure and uncounted: call :meth:`render` instead, which validates and counts.
+        """
+
+    def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> Any:
+        """State of ``batch_size`` empty programs (default: the empty prefix of actions)."""
+        device = torch.device(device or "cpu")
+        return {c.name: torch.zeros(batch_size, 0, dtype=torch.long, device=device) for c in self.action_space}
+
+    def advance(self, state: Any, action: Mapping[str, torch.Tensor]) -> Any:
+        """State after one more action ``{name: LongTensor[N]}`` (default: extend the prefix)."""
+        return {name: torch.cat([prefix, action[name][:, None]], dim=1) for name, prefix in state.items()}
+
+    def draw_state(self, state: Any) -> torch.Tensor:
+        """Images ``(N, C, H, W)`` of a state, uncounted (default: draw the prefix)."""
+        return self.draw(state)
+
+    # -- counted rendering: the one place renderer calls are accounted for -------------------
+
+    def render(self, actions: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Render programs ``{name: LongTensor[*batch, T]}`` to images ``(*batch, C, H, W)``.
+
+        Every program rendered counts as one render in :attr:`renders`. No Pyro needed.
+        """
+        shape = validate_actions(self.action_space, actions)
+        if len(shape) < 2:
+            raise ValueError(
+                f"actions must have shape (*batch, steps), got {tuple(shape)}; a single program of "
+                "T steps is a (1, T) tensor per component"
+            )
+        batch_shape, steps = shape[:-1], shape[-1]
+        if steps > self.steps:
+            raise ValueError(f"this program has {self.steps} steps, got actions for {steps}")
+        flat = {name: value.reshape(-1, steps) for name, value in actions.items()}
+        images = self.draw(flat)
+        self.renders += flat[self.action_space[0].name].shape[0]
+        return images.reshape(*batch_shape, *images.shape[1:])
+
+    def canvas(self, state: Any) -> torch.Tensor:
+        """Images of an intermediate state; each canvas counts as one render."""
+        images = self.draw_state(state)
+        self.renders += images.shape[0]
+        return images
+
+    # -- priors and likelihood ---------------------------------------------------------------
+
+    def _build_priors(self, priors: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        names = [component.name for component in self.action_space]
+        unknown = sorted(set(priors) - set(names))
+        if unknown:
+            raise ValueError(f"priors given for unknown components {unknown}; the components are {names}")
+        logits = {}
+        for component in self.action_space:
+            if component.name not in priors:
+                logits[component.name] = torch.zeros(self.steps, component.size)
+                continue
+            probs = torch.as_tensor(priors[component.name], dtype=torch.float32)
+            if probs.shape == (component.size,):
+                probs = probs.expand(self.steps, component.size)
+            if probs.shape != (self.steps, component.size):
+                raise ValueError(
+                    f"prior of {component.name!r} must have shape ({component.size},) or "
+                    f"({self.steps}, {component.size}), got {tuple(probs.shape)}"
+                )
+            if not bool(torch.isfinite(probs).all()) or bool((probs < 0).any()) or bool((probs.sum(-1) <= 0).any()):
+                raise ValueError(
+                    f"prior of {component.name!r} must hold finite non-negative probabilities with a positive sum"
+                )
+            logits[component.name] = (probs / probs.sum(-1, keepdim=True)).log()
+        return logits
+
+    def prior(self, step: int, component: str, device: torch.device | str | None = None) -> dist.Categorical:
+        """The prior distribution of site ``step_{step}/{component}``."""
+        device = torch.device(device or "cpu")
+        if device not in self._prior_cache:
+            self._prior_cache[device] = {name: value.to(device) for name, value in self._prior_logits.items()}
+        return dist.Categorical(logits=self._prior_cache[device][component][step])
+
+    def likelihood(self, canvas: torch.Tensor) -> dist.Distribution:
+        """The distribution of the observed image given rendered canvases ``(*batch, C, H, W)``."""
+        if self._likelihood is not None:
+            return self._likelihood(canvas)
+        return dist.Normal(canvas, self.pixel_scale).to_event(3)
+
+    def log_prior(self, actions: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Log prior probability of whole programs ``{name: LongTensor[*batch, steps]}``."""
+        validate_actions(self.action_space, actions)
+        total = 0.0
+        for component in self.action_space:
+            value = actions[component.name]
+            logits = self._prior_logits[component.name].to(value.device)
+            logits = logits - logits.logsumexp(-1, keepdim=True)
+            total = total + logits[torch.arange(value.shape[-1], device=value.device), value].sum(-1)
+        return total
+
+    # -- the Pyro model ------------------------------------------------------------------------
+
+    def model(self, image: torch.Tensor | None = None, *, batch_size: int | None = None) -> torch.Tensor:
+        """The Pyro model: latent sites ``step_{t}/{component}``, observed site ``image``.
+
+        Targets are independent in the plate ``targets`` (dim -1); engines may wrap the model
+        in outer plates (particles, chains) or enumerate sites. Returns the rendered canvases.
+        """
+        if image is not None:
+            image = self.check_images(image)
+            if batch_size is not None and batch_size != image.shape[0]:
+                raise ValueError(f"batch_size={batch_size} disagrees with the {image.shape[0]} images given")
+            batch_size, device = image.shape[0], image.device
+        else:
+            batch_size, device = batch_size or 1, torch.device("cpu")
+        with pyro.plate("targets", batch_size, dim=-1):
+            sampled = [
+                pyro.sample(site_name(t, component.name), self.prior(t, component.name, device))
+                for t in range(self.steps)
+                for component in self.action_space
+            ]
+            actions = self.stack_sites(sampled)
+            canvas = self.render(actions)
+            pyro.sample("image", self.likelihood(canvas), obs=image)
+        return canvas
+
+    __call__ = model
+
+    def site_names(self) -> list[str]:
+        """All latent addresses in the order the model samples them."""
+        return [site_name(t, c.name) for t in range(self.steps) for c in self.action_space]
+
+    def stack_sites(self, values: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Values of :meth:`site_names`, in order, -> ``{name: LongTensor[*batch, steps]}``.
+
+        Values broadcast against each other first, so enumerated sites (each with its own
+        enumeration dimension) yield every combination.
+        """
+        values = torch.broadcast_tensors(*values)
+        width = len(self.action_space)
+        return {
+            component.name: torch.stack(values[index::width], dim=-1).long()
+            for index, component in enumerate(self.action_space)
+        }
+
+    def actions_from_trace(self, trace: poutine.Trace) -> dict[str, torch.Tensor]:
+        """The programs ``{name: LongTensor[*batch, steps]}`` recorded in a model or guide trace."""
+        missing = [name for name in self.site_names() if name not in trace.nodes]
+        if missing:
+            raise ValueError(f"the trace lacks the sites {missing[:4]}{'...' if len(missing) > 4 else ''}")
+        return self.stack_sites([trace.nodes[name]["value"] for name in self.site_names()])
+
+    # -- input checks -------------------------------------------------------------------------
+
+    def check_images(self, images: Any, name: str = "image") -> torch.Tensor:
+        """Validate target images: a float tensor ``(B, C, H, W)`` in ``[0, 1]`` without NaN."""
+        expected = f"(B, {self.channels}, {self.image_size}, {self.image_size})"
+        if not isinstance(images, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor of shape {expected}, got {type(images).__name__}")
+        if not images.is_floating_point():
+            raise TypeError(
+                f"{name} must be a float tensor with values in [0, 1], got dtype {images.dtype}; "
+                "for uint8 pixels use images.float() / 255"
+            )
+        if images.dim() != 4 or tuple(images.shape[1:]) != (self.channels, self.image_size, self.image_size):
+            hint = " (add a batch dimension with image[None])" if images.dim() == 3 else ""
+            raise ValueError(f"{name} must have shape {expected}, got {tuple(images.shape)}{hint}")
+        if images.shape[0] == 0:
+            raise ValueError(f"{name} is an empty batch; give at least one image")
+        if not bool(torch.isfinite(images).all()):
+            raise ValueError(f"{name} contains NaN or infinite values")
+        low, high = float(images.min()), float(images.max())
+        if low < 0 or high > 1:
+            raise ValueError(f"{name} values must lie in [0, 1], got [{low:.3g}, {high:.3g}]")
+        return images
+
+    def __repr__(self) -> str:
+        parts = ", ".join(f"{c.name}:{c.size}" for c in self.action_space)
+        return f"{type(self).__name__}(steps={self.steps}, image={self.channels}x{self.image_size}, actions=[{parts}])"
+
+
+def trace(program: Program, image: torch.Tensor | None = None, **kwargs) -> poutine.Trace:
+    """Run the program's model once and return its trace with log-probabilities computed."""
+    model_trace = poutine.trace(program.model).get_trace(image, **kwargs)
+    model_trace.compute_log_prob()
+    return model_trace

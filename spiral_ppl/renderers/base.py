@@ -1,0 +1,178 @@
+"""The renderer contract: discrete actions in, images out.
+
+A renderer is a pure image maker. It knows nothing of Pyro, of priors or of inference: it
+declares an *action space* (an ordered tuple of :class:`Component`) and turns integer
+actions into images, either a whole program at once (:meth:`Renderer.render`) or one step
+at a time (:meth:`Renderer.initial_state`, :meth:`Renderer.step`, :meth:`Renderer.canvas`),
+which is what step-wise engines (SMC, the SPIRAL policy) need.
+
+Conventions shared by every renderer:
+
+- an action is a mapping ``{component name: LongTensor}``; a whole program has shape
+  ``(B, T)`` per component, a single step ``(B,)``;
+- a location component is a flat index ``y * grid_size + x`` into a square grid;
+- images are float tensors ``(B, C, H, W)`` with values in ``[0, 1]``.
+
+Example::
+
+    >>> import torch, spiral_ppl as sp
+    >>> brush = sp.renderers.Brush(canvas_size=64, grid_size=32)
+    >>> [c.name for c in brush.action_space]
+    ['flag', 'end_point', 'control_point', 'brush_size', 'pressure']
+    >>> actions = {c.name: torch.zeros(2, 3, dtype=torch.long) for c in brush.action_space}
+    >>> brush.render(actions).shape
+    torch.Size([2, 1, 64, 64])
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from dataclasses import dataclass
+from typing import Any, Literal, Mapping
+
+import torch
+
+ComponentKind = Literal["scalar", "location"]
+
+
+@dataclass(frozen=True)
+class Component:
+    """One discrete decision of an action.
+
+    :param name: the component's name; program sites are called ``step_{t}/{name}``.
+    :param size: its cardinality: valid values are ``0 .. size - 1``.
+    :param kind: ``"scalar"`` for an ordinary categorical choice, ``"location"`` for a flat
+        index ``y * grid_size + x`` into a square grid of ``size`` cells. The SPIRAL policy
+        decodes locations with a convolutional head and scalars with a linear one.
+    """
+
+    name: str
+    size: int
+    kind: ComponentKind = "scalar"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name or "/" in self.name:
+            raise ValueError(f"a component name must be a non-empty string without '/', got {self.name!r}")
+        if not isinstance(self.size, int) or self.size < 1:
+            raise ValueError(f"component {self.name!r}: size must be a positive int, got {self.size!r}")
+        if self.kind not in ("scalar", "location"):
+            raise ValueError(f"component {self.name!r}: kind must be 'scalar' or 'location', got {self.kind!r}")
+        if self.kind == "location" and math.isqrt(self.size) ** 2 != self.size:
+            raise ValueError(
+                f"location component {self.name!r} must have a square size (grid_size ** 2), got {self.size}"
+            )
+
+    @property
+    def grid_size(self) -> int:
+        """Side of the square grid of a location component."""
+        if self.kind != "location":
+            raise AttributeError(f"component {self.name!r} is a scalar and has no grid")
+        return math.isqrt(self.size)
+
+
+def validate_actions(
+    action_space: tuple[Component, ...],
+    actions: Mapping[str, Any],
+    *,
+    ndim: int | None = None,
+) -> torch.Size:
+    """Check an action mapping against an action space and return its common shape.
+
+    Raises :class:`TypeError` for non-integer tensors and :class:`ValueError` for unknown or
+    missing names, mismatched shapes and out-of-range values, each saying what was expected.
+
+    :param ndim: if given, the number of dimensions every component must have
+        (2 for a whole program ``(B, T)``, 1 for a single step ``(B,)``).
+    """
+    if not isinstance(actions, Mapping):
+        raise TypeError(f"actions must be a mapping {{component name: LongTensor}}, got {type(actions).__name__}")
+    expected = [c.name for c in action_space]
+    unknown = sorted(set(actions) - set(expected))
+    missing = [name for name in expected if name not in actions]
+    if unknown or missing:
+        raise ValueError(
+            f"actions must have exactly the components {expected}; "
+            + (f"unknown: {unknown}. " if unknown else "")
+            + (f"missing: {missing}." if missing else "")
+        )
+    shape = None
+    for component in action_space:
+        value = actions[component.name]
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(
+                f"action {component.name!r} must be a torch.LongTensor, got {type(value).__name__}; "
+                "wrap it with torch.as_tensor(..., dtype=torch.long)"
+            )
+        if value.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
+            raise TypeError(f"action {component.name!r} must have an integer dtype (torch.long), got {value.dtype}")
+        if ndim is not None and value.dim() != ndim:
+            layout = "(batch, steps)" if ndim == 2 else "(batch,)"
+            raise ValueError(
+                f"action {component.name!r} must have {ndim} dimensions {layout}, got shape {tuple(value.shape)}"
+            )
+        if shape is None:
+            shape = value.shape
+        elif value.shape != shape:
+            raise ValueError(
+                f"all action components must have the same shape; {component.name!r} has {tuple(value.shape)}, "
+                f"{action_space[0].name!r} has {tuple(shape)}"
+            )
+        if value.numel() and (int(value.min()) < 0 or int(value.max()) >= component.size):
+            raise ValueError(
+                f"action {component.name!r} must lie in [0, {component.size - 1}], "
+                f"got values in [{int(value.min())}, {int(value.max())}]"
+            )
+    assert shape is not None
+    if len(shape) and shape[0] == 0:
+        raise ValueError("actions describe an empty batch; give at least one program")
+    return shape
+
+
+class Renderer(abc.ABC):
+    """Base class of every renderer.
+
+    Subclasses set :attr:`action_space`, :attr:`channels` and :attr:`image_size`, and
+    implement the step-wise protocol; :meth:`render` is derived from it.
+    """
+
+    #: The ordered components of one action.
+    action_space: tuple[Component, ...]
+    #: Number of image channels (1 for grayscale, 3 for RGB).
+    channels: int
+    #: Height and width of the square images, in pixels.
+    image_size: int
+
+    @abc.abstractmethod
+    def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> Any:
+        """The state of ``batch_size`` empty canvases (or scenes)."""
+
+    @abc.abstractmethod
+    def step(self, state: Any, action: Mapping[str, torch.Tensor]) -> Any:
+        """Apply one action ``{name: LongTensor[B]}`` to every item of the batch."""
+
+    @abc.abstractmethod
+    def canvas(self, state: Any) -> torch.Tensor:
+        """The images ``(B, C, H, W)`` of a state."""
+
+    @property
+    def component_names(self) -> list[str]:
+        return [component.name for component in self.action_space]
+
+    def render(self, actions: Mapping[str, torch.Tensor], device: torch.device | str | None = None) -> torch.Tensor:
+        """Render whole programs: ``{name: LongTensor[B, T]}`` -> images ``(B, C, H, W)``.
+
+        The loop runs over the ``T`` steps of the program; each step is batched.
+        """
+        shape = validate_actions(self.action_space, actions, ndim=2)
+        batch_size, steps = shape
+        if device is None:
+            device = next(iter(actions.values())).device
+        state = self.initial_state(batch_size, device=device)
+        for t in range(steps):
+            state = self.step(state, {name: value[:, t] for name, value in actions.items()})
+        return self.canvas(state)
+
+    def __repr__(self) -> str:
+        parts = ", ".join(f"{c.name}:{c.size}" for c in self.action_space)
+        return f"{type(self).__name__}(image_size={self.image_size}, channels={self.channels}, actions=[{parts}])"
