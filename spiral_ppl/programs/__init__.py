@@ -4,6 +4,7 @@ from spiral_ppl.programs.base import (
     DEFAULT_PIXEL_SCALE,
     Program,
     mean_squared_error,
+    sample_sites,
     site_name,
     trace,
 )
@@ -15,6 +16,7 @@ __all__ = [
     "Program",
     "RendererProgram",
     "mean_squared_error",
+    "sample_sites",
     "site_name",
     "trace",
 ]

@@ -46,6 +46,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 from pyro import poutine
+from pyro.poutine.util import site_is_subsample
 
 from spiral_ppl.renderers.base import Component, validate_actions
 
@@ -289,6 +290,17 @@ class Program(abc.ABC):
     def __repr__(self) -> str:
         parts = ", ".join(f"{c.name}:{c.size}" for c in self.action_space)
         return f"{type(self).__name__}(steps={self.steps}, image={self.channels}x{self.image_size}, actions=[{parts}])"
+
+
+def sample_sites(trace: poutine.Trace, observed: bool | None = None) -> dict[str, dict]:
+    """The sample sites of a trace, without plates; only latent (``observed=False``) or observed ones if asked."""
+    return {
+        name: node
+        for name, node in trace.nodes.items()
+        if node["type"] == "sample"
+        and not site_is_subsample(node)
+        and (observed is None or node["is_observed"] == observed)
+    }
 
 
 def trace(program: Program, image: torch.Tensor | None = None, **kwargs) -> poutine.Trace:
