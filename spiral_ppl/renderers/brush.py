@@ -53,6 +53,8 @@ from spiral_ppl.renderers.base import Component, Renderer, validate_actions
 
 #: Brush sizes of the reference agents (the action picks one of them).
 DEFAULT_SIZES = (1, 2, 4, 8, 12, 24)
+#: With ``compile=None``, calls painting at least this many pixels use the compiled kernel.
+COMPILE_FROM_PIXELS = 64 * 64 * 64
 
 
 class BrushState(NamedTuple):
@@ -73,14 +75,15 @@ def _stroke_distance(start, control, end, pixel_x, pixel_y):
     With ``a = control - start``, ``b = start - 2 control + end`` and ``e = start - q``, the
     curve is ``p(t) - q = e + 2 a t + b t^2`` and the stationary points of the squared
     distance solve ``|b|^2 t^3 + 3 (a.b) t^2 + (2 |a|^2 + e.b) t + e.a = 0``. Straight strokes
-    (``b = 0``, the control point at the midpoint, and dots) are handled as segments.
+    (``b = 0``: the control point at the midpoint, and dots) are handled as segments.
     """
     a = control - start
     b = start - 2 * control + end
     bb = (b * b).sum(-1)
-    straight = bb == 0
-    # On grids, b is either exactly zero or at least one grid spacing long, so the cubic is
-    # well conditioned whenever it is used; the placeholder only keeps straight rows finite.
+    # On a grid, b is a whole multiple of the grid spacing (at least one pixel) or zero up to
+    # rounding, so the cubic is well conditioned whenever it is used; the placeholder only
+    # keeps the rows of straight strokes finite.
+    straight = bb < 1e-4
     b = torch.where(straight[:, None], torch.ones_like(b), b)
     bb = torch.where(straight, torch.full_like(bb, 2.0), bb)
 
@@ -147,11 +150,9 @@ def _paint(canvas, start, control, end, radius, opacity, ink, pixel_x, pixel_y):
 _compiled_paint = None
 
 
-def _compile_by_default() -> bool:
+def _compile_allowed() -> bool:
     setting = os.environ.get("SPIRAL_PPL_COMPILE", "").strip().lower()
-    if setting in ("0", "false", "no", "off"):
-        return False
-    return True
+    return setting not in ("0", "false", "no", "off")
 
 
 class Brush(Renderer):
@@ -168,10 +169,11 @@ class Brush(Renderer):
     :param color_bins: bins per colour channel; bin ``k`` is intensity ``k / (bins - 1)``.
     :param background: canvas value before any stroke (a float, or one per channel).
     :param width_scale: stroke width of size ``s`` is ``width_scale * s`` pixels at 64x64.
-    :param compile: fuse the per-pixel arithmetic with :func:`torch.compile` (several times
-        faster on CPU and GPU; the first call compiles for ~20 s). ``None`` compiles unless
-        the environment variable ``SPIRAL_PPL_COMPILE=0`` says otherwise. Falls back to
-        eager mode with a warning when compiling fails.
+    :param compile: fuse the per-pixel arithmetic with :func:`torch.compile` (about 8 times
+        faster on CPU, more on a GPU; the first call compiles for ~20 s). ``None`` compiles
+        for calls of at least :data:`COMPILE_FROM_PIXELS` pixels (64 canvases of 64x64), where
+        the time pays back, unless the environment variable ``SPIRAL_PPL_COMPILE=0`` says
+        otherwise (it does not override an explicit ``True``). Falls back to eager mode with a warning when compiling fails.
     """
 
     def __init__(
@@ -216,7 +218,7 @@ class Brush(Renderer):
                 f"background must be one value in [0, 1] or {self.channels} of them, got {background.tolist()}"
             )
         self.background = background.clone()
-        self.compile = _compile_by_default() if compile is None else bool(compile)
+        self.compile = None if compile is None else bool(compile)
 
         grid_cells = grid_size * grid_size
         components = [
@@ -301,15 +303,20 @@ class Brush(Renderer):
         else:
             ink = torch.ones(canvas.shape[0], 1, device=device)
         pixel_x, pixel_y = self._pixels(device)
-        canvas = self._paint_function()(canvas, start, control, end, radius, opacity, ink, pixel_x, pixel_y)
+        paint = self._paint_function(canvas.shape[0] * canvas.shape[-1] * canvas.shape[-2])
+        canvas = paint(canvas, start, control, end, radius, opacity, ink, pixel_x, pixel_y)
         return BrushState(canvas, action["end_point"])
 
     def canvas(self, state: BrushState) -> torch.Tensor:
         return state.canvas
 
-    def _paint_function(self):
+    def _paint_function(self, pixels: int):
         global _compiled_paint
-        if not self.compile:
+        if self.compile is None:
+            use_compiled = pixels >= COMPILE_FROM_PIXELS and _compile_allowed()
+        else:
+            use_compiled = self.compile
+        if not use_compiled:
             return _paint
         if _compiled_paint is None:
             _compiled_paint = _CompiledWithFallback(_paint)
