@@ -17,7 +17,6 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-import torch
 
 import spiral_ppl as sp
 from spiral_ppl import io

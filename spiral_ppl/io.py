@@ -176,20 +176,26 @@ def save_image(path: str | Path, image: torch.Tensor) -> None:
     pixels = (image.detach().cpu().clamp(0, 1) * 255).round().to(torch.uint8)
     array = pixels[0].numpy() if pixels.shape[0] == 1 else pixels.permute(1, 2, 0).numpy()
     path = Path(path)
-    with _atomic_path(path) as temporary:
+    with atomic_path(path) as temporary:
         Image.fromarray(array).save(temporary, format="PNG")
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the new one, never half."""
-    with _atomic_path(Path(path)) as temporary:
+    with atomic_path(Path(path)) as temporary:
         Path(temporary).write_bytes(data)
 
 
-class _atomic_path:
-    """A temporary path beside ``path`` that replaces it on success and vanishes on error."""
+class atomic_path:
+    """A temporary path beside ``path`` that replaces it on success and vanishes on error.
 
-    def __init__(self, path: Path) -> None:
+    Readers see the old file or the new one, never half of one, even if the process dies::
+
+        with atomic_path("checkpoint.pt") as temporary:
+            torch.save(state, temporary)
+    """
+
+    def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
 
     def __enter__(self) -> str:
@@ -200,6 +206,9 @@ class _atomic_path:
 
     def __exit__(self, exc_type, *rest) -> None:
         if exc_type is None:
+            # Flush to disk before the rename, so a crash cannot leave a renamed empty file.
+            with open(self.temporary, "rb+") as stream:
+                os.fsync(stream.fileno())
             os.replace(self.temporary, self.path)
         else:
             Path(self.temporary).unlink(missing_ok=True)

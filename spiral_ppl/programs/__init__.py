@@ -9,12 +9,15 @@ from spiral_ppl.programs.base import (
     trace,
 )
 from spiral_ppl.programs.renderer_program import PaintProgram, RendererProgram
+from spiral_ppl.programs.scene_program import DEFAULT_COMMAND_PRIOR, SceneProgram
 
 __all__ = [
+    "DEFAULT_COMMAND_PRIOR",
     "DEFAULT_PIXEL_SCALE",
     "PaintProgram",
     "Program",
     "RendererProgram",
+    "SceneProgram",
     "mean_squared_error",
     "sample_sites",
     "site_name",
