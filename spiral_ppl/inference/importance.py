@@ -15,7 +15,10 @@ sample size is :math:`(\sum_i w^{(i)})^2 / \sum_i (w^{(i)})^2`. Each sample cost
 The guide is any Pyro callable ``guide(image)`` that samples the program's latent sites
 ``step_{t}/{component}`` (and no others) for a plate of targets at dim -1, such as the
 SPIRAL policy's ``spiral.guide``. Samples are drawn in vectorised chunks inside a
-``particles`` plate at dim -2.
+``particles`` plate at dim -2. A guide that renders canvases itself (the SPIRAL policy
+looks at the canvas before each action) declares it in an attribute
+``renders_per_sample``; each sample then costs ``1 + renders_per_sample`` renders and a
+budget of ``N`` renders draws ``N // (1 + renders_per_sample)`` samples.
 
 Example::
 
@@ -78,15 +81,28 @@ class Importance(Engine):
         if guide is not None:
             self.name = "importance-guide"
 
+    def renders_per_sample(self) -> int:
+        """Renders one sample costs: the model's render plus those the guide declares."""
+        cost = getattr(self.guide, "renders_per_sample", 0)
+        if isinstance(cost, bool) or not isinstance(cost, int) or cost < 0:
+            raise TypeError(f"guide.renders_per_sample must be a non-negative int, got {cost!r}")
+        return 1 + cost
+
     def _infer(self, prog: Program, images: torch.Tensor, budget: Budget) -> Result:
         targets = images.shape[0]
-        total = budget.renders
+        per_sample = self.renders_per_sample()
+        total = budget.renders // per_sample
+        if total < 1:
+            raise ValueError(
+                f"one sample of this guide costs {per_sample} renders per target; the budget of {budget.renders} "
+                f"is smaller: give sp.Budget(renders={per_sample}) or more"
+            )
         per_chunk = max(1, self.max_canvases // targets)
         log_weights, sample_l2 = [], []
         best_l2 = torch.full((targets,), math.inf, device=images.device)
         best_images = torch.zeros_like(images)
         best_actions: dict[str, torch.Tensor] | None = None
-        with tqdm(total=total, desc=self.name, unit="render", disable=self._quiet()) as bar:
+        with tqdm(total=total, desc=self.name, unit="sample", disable=self._quiet()) as bar:
             for start in range(0, total, per_chunk):
                 count = min(per_chunk, total - start)
                 chunk_log_weights, canvases, actions = self._sample(prog, images, count)
@@ -115,7 +131,7 @@ class Importance(Engine):
             l2=best_l2,
             renders=torch.zeros(targets, dtype=torch.long),
             seconds=0.0,
-            curve=Curve.from_samples(torch.cat(sample_l2).cpu()),
+            curve=Curve.from_samples(torch.cat(sample_l2).cpu(), renders_per_sample=per_sample),
             log_weights=log_weights,
             ess=effective_sample_size(log_weights),
             log_evidence=log_weights.logsumexp(0) - math.log(total),

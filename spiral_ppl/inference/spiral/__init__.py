@@ -1,0 +1,21 @@
+"""SPIRAL (Ganin et al. 2018): an RL painting policy trained against a WGAN-GP critic.
+
+One concept per module: :mod:`.policy` (the network), :mod:`.critic` (discriminator and
+WGAN-GP loss), :mod:`.rewards`, :mod:`.replay` (replay buffer), :mod:`.rollout` (batched
+episodes), :mod:`.learner` (hyper-parameters and the A2C update), :mod:`.guide` (the
+policy as a Pyro guide), :mod:`.sources` (training images), :mod:`.logs` and
+:mod:`.agent` (:class:`Spiral`, the engine).
+"""
+
+from spiral_ppl.inference.spiral.agent import Spiral
+from spiral_ppl.inference.spiral.critic import Critic, wgan_gp_loss
+from spiral_ppl.inference.spiral.guide import SpiralGuide
+from spiral_ppl.inference.spiral.learner import Learner, SpiralConfig, TrainingDiverged
+from spiral_ppl.inference.spiral.policy import Policy
+from spiral_ppl.inference.spiral.replay import ReplayBuffer
+from spiral_ppl.inference.spiral.rollout import Episode, rollout
+
+__all__ = [
+    "Critic", "Episode", "Learner", "Policy", "ReplayBuffer", "Spiral", "SpiralConfig", "SpiralGuide",
+    "TrainingDiverged", "rollout", "wgan_gp_loss",
+]

@@ -1,0 +1,425 @@
+r"""``Spiral``: a SPIRAL agent as an inference engine, a trainer and a Pyro guide.
+
+A SPIRAL agent (Ganin et al. 2018) is a recurrent policy that writes a program one action
+at a time while looking at the canvas, trained by reinforcement learning: A2C against a
+WGAN-GP critic (``reward="critic"``) or against the l2 distance to the target
+(``reward="l2"``, conditional agents only). Once trained it inverts an image in one pass
+of ``steps`` renders; with a larger budget it keeps the best of several passes. Its policy
+is also a Pyro guide over the program's sites (:attr:`Spiral.guide`), so importance
+sampling can use it as a proposal.
+
+Example::
+
+    >>> import torch, spiral_ppl as sp
+    >>> prog = sp.programs.PaintProgram(sp.renderers.Brush(canvas_size=16, grid_size=4), steps=2)
+    >>> agent = sp.inference.Spiral(prog, reward="l2", config=sp.inference.SpiralConfig.small(batch_size=8))
+    >>> targets = prog.render({c.name: torch.randint(0, c.size, (20, 2)) for c in prog.action_space})
+    >>> history = agent.fit(targets, steps=2, progress=False)
+    >>> result = agent.infer(prog, targets[:3], sp.Budget(renders=6), seed=0)
+    >>> result.renders.tolist(), result.curve.renders.tolist()  # 3 passes of 2 renders
+    ([6, 6, 6], [2, 4, 6])
+
+References: Ganin et al., ICML 2018; Mellor et al. 2019 (SPIRAL++); Mnih et al. 2016 (A2C);
+Gulrajani et al. 2017 (WGAN-GP).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from spiral_ppl.inference.budget import Budget
+from spiral_ppl.inference.engine import Engine
+from spiral_ppl.inference.result import Curve, Result
+from spiral_ppl.inference.spiral.critic import Critic
+from spiral_ppl.inference.spiral.guide import SpiralGuide
+from spiral_ppl.inference.spiral.learner import Learner, SpiralConfig
+from spiral_ppl.inference.spiral.logs import TrainingLog
+from spiral_ppl.inference.spiral.policy import Policy
+from spiral_ppl.inference.spiral.rollout import rollout
+from spiral_ppl.inference.spiral.sources import ImageSource
+from spiral_ppl.io import atomic_path
+from spiral_ppl.programs.base import Program, mean_squared_error
+
+#: Format tag of checkpoint files.
+CHECKPOINT_FORMAT = "spiral_ppl.Spiral/1"
+REWARDS = ("critic", "l2")
+
+
+def describe_program(prog: Program) -> dict[str, Any]:
+    """What a checkpoint records of its program, to rebuild it or to check another against it."""
+    from spiral_ppl.io import renderer_config
+    from spiral_ppl.programs.renderer_program import RendererProgram
+
+    renderer = None
+    if isinstance(prog, RendererProgram):
+        try:
+            renderer = renderer_config(prog.renderer)
+        except ValueError:  # no JSON description for this renderer: load() will need prog=
+            renderer = None
+    return {
+        "class": type(prog).__name__,
+        "action_space": [[c.name, c.size, c.kind] for c in prog.action_space],
+        "channels": prog.channels,
+        "image_size": prog.image_size,
+        "steps": prog.steps,
+        "pixel_scale": prog.pixel_scale,
+        "renderer": renderer,
+    }
+
+
+def _rng_state() -> dict[str, Any]:
+    numpy_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [numpy_state[0], torch.from_numpy(numpy_state[1].astype(np.int64)), *numpy_state[2:]],
+        "python": random.getstate(),
+    }
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    python = state["python"]
+    random.setstate((python[0], tuple(python[1]), python[2]))
+
+
+class Spiral(Engine):
+    """A SPIRAL agent for a program.
+
+    :param prog: the program the agent writes (any :class:`~spiral_ppl.programs.Program`).
+    :param conditional: the policy sees the target (reconstruction); otherwise it draws from
+        noise and the critic compares its images with the data (generation).
+    :param reward: ``"critic"`` (WGAN-GP critic's score) or ``"l2"`` (minus the mean squared
+        error to the target; conditional agents only).
+    :param blind: the policy does not see intermediate canvases.
+    :param device: where the networks and rollouts live (default: CUDA when present).
+    :param config: hyper-parameters (:class:`SpiralConfig`; the paper's by default).
+    :param max_batch: most episodes rolled out at once by :meth:`infer`.
+    """
+
+    name = "spiral"
+
+    def __init__(
+        self,
+        prog: Program,
+        conditional: bool = True,
+        reward: str = "critic",
+        blind: bool = False,
+        *,
+        device: torch.device | str | None = None,
+        config: SpiralConfig | None = None,
+        max_batch: int = 1024,
+    ) -> None:
+        if not isinstance(prog, Program):
+            raise TypeError(f"prog must be a spiral_ppl.programs.Program, got {type(prog).__name__}")
+        if reward not in REWARDS:
+            raise ValueError(f"reward must be one of {REWARDS}, got {reward!r}")
+        if reward == "l2" and not conditional:
+            raise ValueError("reward='l2' compares with a target, so it needs conditional=True; "
+                             "an unconditional agent uses reward='critic'")
+        config = SpiralConfig() if config is None else config
+        if not isinstance(config, SpiralConfig):
+            raise TypeError(f"config must be a SpiralConfig, got {type(config).__name__}")
+        if not isinstance(max_batch, int) or max_batch < 1:
+            raise ValueError(f"max_batch must be a positive int, got {max_batch!r}")
+        self.prog, self.conditional, self.reward, self.blind = prog, bool(conditional), reward, bool(blind)
+        self.config, self.max_batch = config, max_batch
+        self.device = torch.device(device) if device is not None else torch.device(
+            "cuda" if torch.cuda.is_available() else "cpu")
+        self.policy = Policy(prog.action_space, prog.channels, prog.image_size,
+                             conditional=self.conditional, config=config).to(self.device)
+        self.critic = (Critic(prog.channels, prog.image_size, conditional=self.conditional, config=config)
+                       .to(self.device) if reward == "critic" else None)
+        self.learner = Learner(prog, self.policy, self.critic, config, blind=self.blind)
+        self.train_seconds = 0.0
+        self._source_state: torch.Tensor | None = None
+        self._resume_rng: dict[str, Any] | None = None
+        if blind:
+            self.name = "spiral-blind"
+
+    @property
+    def renders_per_pass(self) -> int:
+        """Renders of one episode: every step's canvas, or only the last for a blind agent."""
+        return 1 if self.blind else self.prog.steps
+
+    @property
+    def guide(self) -> SpiralGuide:
+        """The policy as a Pyro guide ``guide(image)`` over the sites ``step_{t}/{component}``."""
+        return SpiralGuide(self)
+
+    # -- inference ---------------------------------------------------------------------------
+
+    def check_program(self, prog: Program) -> None:
+        """Refuse a program whose action space, images or steps differ from the agent's."""
+        if prog is self.prog:
+            return
+        mine, theirs = describe_program(self.prog), describe_program(prog)
+        keys = ("action_space", "channels", "image_size", "steps")
+        differ = [key for key in keys if mine[key] != theirs[key]]
+        if differ:
+            raise ValueError(
+                f"this agent was built for {self.prog!r}, which differs from {prog!r} in {differ}; "
+                "train (or load) an agent for this program"
+            )
+
+    def _infer(self, prog: Program, images: torch.Tensor, budget: Budget) -> Result:
+        self.check_program(prog)
+        passes = budget.renders // self.renders_per_pass
+        if passes < 1:
+            raise ValueError(
+                f"one pass of this agent costs {self.renders_per_pass} renders per target; "
+                f"the budget of {budget.renders} is smaller: give sp.Budget(renders={self.renders_per_pass}) or more"
+            )
+        targets = images.to(self.device)
+        count = targets.shape[0]
+        per_rollout = max(1, self.max_batch // count)
+        sample_l2, best_l2, best_images, best_actions = [], None, None, None
+        for start in range(0, passes, per_rollout):
+            repeats = min(per_rollout, passes - start)
+            tiled = targets.repeat(repeats, 1, 1, 1)
+            with self.learner.autocast():
+                episode = rollout(self.policy, prog, repeats * count, tiled if self.conditional else None,
+                                  blind=self.blind)
+            final = episode.final.float().view(repeats, count, *targets.shape[1:])
+            l2 = mean_squared_error(final, targets)  # (repeats, count)
+            sample_l2.append(l2)
+            chunk_l2, chunk_best = l2.min(0)
+            columns = torch.arange(count, device=self.device)
+            chunk_images = final[chunk_best, columns]
+            chunk_actions = {k: v.view(repeats, count, -1)[chunk_best, columns] for k, v in episode.actions.items()}
+            if best_l2 is None:
+                best_l2, best_images, best_actions = chunk_l2, chunk_images, chunk_actions
+            else:
+                better = chunk_l2 < best_l2
+                best_l2 = torch.where(better, chunk_l2, best_l2)
+                best_images = torch.where(better[:, None, None, None], chunk_images, best_images)
+                best_actions = {k: torch.where(better[:, None], chunk_actions[k], v) for k, v in best_actions.items()}
+        home = images.device
+        return Result(
+            images=best_images.to(home),
+            actions={k: v.to(home) for k, v in best_actions.items()},
+            l2=best_l2.to(home),
+            renders=torch.zeros(count, dtype=torch.long),
+            seconds=0.0,
+            curve=Curve.from_samples(torch.cat(sample_l2).cpu(), renders_per_sample=self.renders_per_pass),
+        )
+
+    # -- training ----------------------------------------------------------------------------
+
+    def fit(
+        self,
+        data: Any,
+        steps: int,
+        *,
+        eval_data: Any = None,
+        eval_size: int = 64,
+        eval_every: int = 0,
+        log_dir: str | Path | None = None,
+        log_every: int = 10,
+        checkpoint: str | Path | None = None,
+        checkpoint_every: int = 0,
+        progress: bool | None = None,
+    ) -> list[dict[str, float]]:
+        """Train for ``steps`` more updates of ``config.batch_size`` episodes each.
+
+        :param data: target images: a tensor ``(N, C, H, W)`` in ``[0, 1]`` or a ``Dataset``
+            of images or ``(image, label)`` tuples (e.g. :class:`spiral_ppl.data.MNIST`).
+        :param eval_data: held-out targets for the evaluations; by default the last
+            ``eval_size`` items of ``data`` are held out of training.
+        :param eval_every: evaluate every this many updates and at the end (0: never):
+            mean l2 of one pass on the held-out targets against a blank canvas (conditional),
+            or mean ink against the data's (unconditional), plus a PNG grid of samples.
+        :param log_dir: folder of ``train.csv``, ``eval.csv``, sample grids and, when
+            TensorBoard is installed, event files.
+        :param checkpoint: file written atomically every ``checkpoint_every`` updates and at
+            the end; :meth:`load` resumes from it exactly.
+        :returns: the metrics of every update of this call.
+        """
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"steps must be a positive int (updates to run), got {steps!r}")
+        for name, value in (("eval_every", eval_every), ("checkpoint_every", checkpoint_every),
+                            ("log_every", log_every), ("eval_size", eval_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+        prog = self.prog
+        if eval_data is None and eval_every:
+            total = len(data)
+            if total <= eval_size:
+                raise ValueError(f"data holds {total} images, too few to hold out eval_size={eval_size}; "
+                                 "pass eval_data= or a smaller eval_size")
+            source = ImageSource(data, prog.channels, prog.image_size, indices=range(total - eval_size))
+            held_out = source.images(torch.arange(total - eval_size, total))
+        else:
+            source = ImageSource(data, prog.channels, prog.image_size)
+            held_out = None
+            if eval_data is not None:
+                held_out = ImageSource(eval_data, prog.channels, prog.image_size).images(
+                    torch.arange(min(eval_size, len(eval_data))))
+        if self._source_state is not None:
+            source.generator.set_state(self._source_state)
+        if self._resume_rng is not None:
+            _set_rng_state(self._resume_rng)
+            self._resume_rng = None
+        log = TrainingLog(log_dir) if log_dir is not None else None
+        history: list[dict[str, float]] = []
+        episode_steps = self.config.batch_size * prog.steps
+        try:
+            with tqdm(total=steps, desc=self.name, unit="update", disable=None if progress is None else not progress) as bar:
+                for _ in range(steps):
+                    started = time.perf_counter()
+                    targets = source.batch(self.config.batch_size).to(self.device) if self.conditional else None
+                    metrics = self.learner.update(targets, source.batch)
+                    self._source_state = source.generator.get_state()
+                    elapsed = time.perf_counter() - started
+                    self.train_seconds += elapsed
+                    update = self.learner.updates
+                    metrics = {"update": update, "seconds": self.train_seconds,
+                               "agent_steps_per_second": episode_steps / elapsed, **metrics}
+                    history.append(metrics)
+                    bar.update(1)
+                    bar.set_postfix({k: f"{metrics[k]:.4g}" for k in ("l2", "return") if math.isfinite(metrics[k])})
+                    if log is not None and log_every and update % log_every == 0:
+                        log.write("train", metrics)
+                    last = len(history) == steps
+                    if held_out is not None and eval_every and (update % eval_every == 0 or last):
+                        evaluation = self.evaluate(held_out, source, log_dir, update)
+                        history[-1].update(evaluation)
+                        if log is not None:
+                            log.write("eval", {"update": update, "seconds": self.train_seconds, **evaluation})
+                    if checkpoint is not None and ((checkpoint_every and update % checkpoint_every == 0) or last):
+                        self.save(checkpoint)
+        finally:
+            if log is not None:
+                log.close()
+        return history
+
+    def evaluate(self, targets: torch.Tensor, source: ImageSource | None = None, log_dir: str | Path | None = None,
+                 update: int | None = None) -> dict[str, float]:
+        """One pass on ``targets`` (without disturbing the training's random streams).
+
+        Conditional agents: ``eval_l2`` (mean l2 of the reconstructions) and ``blank_l2``
+        (of an empty canvas). Unconditional: ``eval_ink`` of samples and ``data_ink``.
+        Writes ``samples_{update}.png`` into ``log_dir`` when given.
+        """
+        from spiral_ppl.plots import plt, reconstruction_grid
+
+        targets = targets.to(self.device)
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []), torch.no_grad():
+            with self.learner.autocast():
+                episode = rollout(self.policy, self.prog, targets.shape[0], targets if self.conditional else None,
+                                  blind=self.blind)
+        images = episode.final.float()
+        if self.conditional:
+            empty = self.learner.empty_canvas().expand_as(targets)
+            metrics = {"eval_l2": float(mean_squared_error(images, targets).mean()),
+                       "blank_l2": float(mean_squared_error(empty, targets).mean())}
+        else:
+            metrics = {"eval_ink": float(images.mean()), "data_ink": float(targets.mean())}
+        if log_dir is not None:
+            name = "reconstruction" if self.conditional else "sample"
+            figure = reconstruction_grid(targets[:8].cpu(), {name: images[:8].cpu()},
+                                         Path(log_dir) / f"samples_{update if update is not None else 'eval'}.png")
+            plt.close(figure)
+        return metrics
+
+    # -- checkpoints -------------------------------------------------------------------------
+
+    def save(self, path: str | Path, *, training_state: bool = True) -> None:
+        """Write the agent atomically, with its training state unless ``training_state=False``.
+
+        The training state (optimisers, replay buffer, random states, update counter) lets
+        :meth:`fit` resume exactly; without it the file holds the weights only (a smaller
+        file for inference; training after loading it starts fresh optimisers).
+        """
+        state = {
+            "format": CHECKPOINT_FORMAT,
+            "program": describe_program(self.prog),
+            "conditional": self.conditional,
+            "reward": self.reward,
+            "blind": self.blind,
+            "config": self.config.to_dict(),
+            "policy": self.policy.state_dict(),
+            "critic": self.critic.state_dict() if self.critic is not None else None,
+            "learner": self.learner.state_dict() if training_state else None,
+            "train_seconds": self.train_seconds,
+            "source_state": self._source_state if training_state else None,
+            "rng": _rng_state() if training_state else None,
+        }
+        with atomic_path(path) as temporary:
+            torch.save(state, temporary)
+
+    @classmethod
+    def load(cls, path: str | Path, prog: Program | None = None, *, device: torch.device | str | None = None) -> "Spiral":
+        """Read an agent written by :meth:`save`; :meth:`fit` then resumes exactly where it stopped.
+
+        :param prog: the program to act on; required unless the checkpoint's program is a
+            brush program (whose description it holds). It must match the checkpoint's
+            action space, images and steps.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no SPIRAL checkpoint at {path}")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # noqa: BLE001 - any unpickling failure means a bad file
+            raise ValueError(
+                f"{path} is not a readable SPIRAL checkpoint (corrupt, truncated or another kind of file): "
+                f"{type(error).__name__}: {str(error)[:200]}"
+            ) from None
+        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+            found = state.get("format") if isinstance(state, dict) else type(state).__name__
+            raise ValueError(f"{path} is not a SPIRAL checkpoint of format {CHECKPOINT_FORMAT!r} (found {found!r})")
+        recorded = state["program"]
+        if prog is None:
+            prog = _rebuild_program(recorded, path)
+        elif not isinstance(prog, Program):
+            raise TypeError(f"prog must be a spiral_ppl.programs.Program, got {type(prog).__name__}")
+        else:
+            given = describe_program(prog)
+            differ = [key for key in ("action_space", "channels", "image_size", "steps") if given[key] != recorded[key]]
+            if differ:
+                raise ValueError(
+                    f"{path} holds an agent for a {recorded['class']} with {recorded['steps']} steps, images "
+                    f"{recorded['channels']}x{recorded['image_size']} and actions "
+                    f"{[tuple(c) for c in recorded['action_space']]}; the program given differs in {differ}"
+                )
+        agent = cls(prog, conditional=state["conditional"], reward=state["reward"], blind=state["blind"],
+                    device=device, config=SpiralConfig.from_dict(state["config"]))
+        try:
+            agent.policy.load_state_dict(state["policy"])
+            if agent.critic is not None:
+                agent.critic.load_state_dict(state["critic"])
+            if state["learner"] is not None:
+                agent.learner.load_state_dict(state["learner"])
+        except (RuntimeError, KeyError, ValueError) as error:
+            raise ValueError(f"{path}: the weights do not fit the agent they describe: {str(error)[:300]}") from None
+        agent.train_seconds = float(state["train_seconds"])
+        agent._source_state = state["source_state"]
+        agent._resume_rng = state["rng"]
+        return agent
+
+
+def _rebuild_program(recorded: dict[str, Any], path: Path) -> Program:
+    from spiral_ppl.io import renderer_from_config
+    from spiral_ppl.programs.renderer_program import PaintProgram, RendererProgram
+
+    classes = {"PaintProgram": PaintProgram, "RendererProgram": RendererProgram}
+    if recorded["renderer"] is None or recorded["class"] not in classes:
+        raise ValueError(
+            f"{path} holds an agent for a {recorded['class']}, which a checkpoint cannot rebuild; "
+            f"pass the program: Spiral.load(path, prog=...)"
+        )
+    renderer = renderer_from_config(recorded["renderer"])
+    return classes[recorded["class"]](renderer, recorded["steps"], pixel_scale=recorded["pixel_scale"])

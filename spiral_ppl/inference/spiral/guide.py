@@ -1,0 +1,68 @@
+r"""The SPIRAL policy as a Pyro guide: ``q(a \mid x)`` over the program's sites.
+
+``SpiralGuide(agent)(image)`` samples every site ``step_{t}/{component}`` of the agent's
+program from the policy, inside the plate ``targets`` (dim -1) the model uses, so
+``pyro.poutine.replay`` of the model on its trace, and hence
+:class:`~spiral_ppl.inference.Importance`, work unchanged. Outer plates (Importance's
+``particles`` at dim -2) are honoured: the guide flattens the batch of particles and
+targets for the network, and gives each site its value in the plates' shape.
+
+To choose its actions the policy looks at the canvases drawn so far: a sighted guide draws
+``steps - 1`` intermediate canvases per sample (the model draws the last), a blind one
+none. The guide declares this in :attr:`SpiralGuide.renders_per_sample`, which Importance
+reads to keep its budget of renders; the canvases are drawn (and counted) with the agent's
+program, so give Importance that same program.
+
+Example::
+
+    >>> import torch, spiral_ppl as sp
+    >>> prog = sp.programs.PaintProgram(sp.renderers.Brush(canvas_size=16, grid_size=4), steps=2)
+    >>> agent = sp.inference.Spiral(prog, reward="l2", config=sp.inference.SpiralConfig.small())
+    >>> result = sp.inference.Importance(agent.guide).infer(prog, torch.zeros(3, 1, 16, 16),
+    ...                                                     sp.Budget(renders=10), seed=0)
+    >>> result.log_weights.shape, result.renders.tolist()  # 10 // (1 + 1) samples of 2 renders
+    (torch.Size([5, 3]), [10, 10, 10])
+"""
+
+from __future__ import annotations
+
+import math
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.poutine.runtime import get_plates
+
+from spiral_ppl.inference.spiral.rollout import rollout
+from spiral_ppl.programs.base import site_name
+
+
+class SpiralGuide:
+    """A callable Pyro guide ``guide(image)`` backed by a SPIRAL agent's policy."""
+
+    def __init__(self, agent) -> None:
+        self.agent = agent
+
+    @property
+    def renders_per_sample(self) -> int:
+        """Canvases the guide draws per sample, on top of the model's one render."""
+        return 0 if self.agent.blind else self.agent.prog.steps - 1
+
+    def __call__(self, image: torch.Tensor, *args, **kwargs) -> None:
+        agent = self.agent
+        image = agent.prog.check_images(image)
+        with pyro.plate("targets", image.shape[0], dim=-1):
+            # The shape of every site: the sizes of all active plates, outermost first.
+            sizes = {frame.dim: frame.size for frame in get_plates() if frame.dim is not None}
+            batch_shape = tuple(sizes.get(dim, 1) for dim in range(min(sizes), 0))
+            count = math.prod(batch_shape)
+            targets = image.to(agent.device).expand(*batch_shape, *image.shape[1:]).reshape(count, *image.shape[1:])
+
+            def choose(step: int, component, logits: torch.Tensor) -> torch.Tensor:
+                logits = logits.reshape(*batch_shape, component.size).to(image.device)
+                value = pyro.sample(site_name(step, component.name), dist.Categorical(logits=logits))
+                return value.expand(batch_shape).reshape(count).to(agent.device)
+
+            with agent.learner.autocast():
+                rollout(agent.policy, agent.prog, count, targets if agent.conditional else None,
+                        blind=agent.blind, draw_final=False, choose=choose)

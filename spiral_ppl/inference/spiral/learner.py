@@ -1,0 +1,294 @@
+r"""The SPIRAL learner: every hyper-parameter in :class:`SpiralConfig`, and one update.
+
+One update (:meth:`Learner.update`) reads top to bottom:
+
+1. roll out a batch of episodes of the policy (conditioned on a batch of targets when the
+   agent is conditional);
+2. reward them (the critic's score or :math:`-\ell_2`, terminal or temporal, plus
+   penalties; see :mod:`~spiral_ppl.inference.spiral.rewards`);
+3. take one A2C step (Mnih et al. 2016) on
+
+   .. math::
+
+       L_\pi = -\sum_t \log \pi(a_t \mid s_t)\,\big(R_t - V(s_t)\big)
+               + \tfrac{c_V}{2} \sum_t \big(R_t - V(s_t)\big)^2
+               - c_H \sum_t \mathcal{H}\big(\pi(\cdot \mid s_t)\big),
+
+   averaged over the batch, where the advantage :math:`R_t - V(s_t)` is held constant in the
+   first term;
+4. put the final renders in the replay buffer and take ``critic_steps`` WGAN-GP steps of
+   the critic on draws from it (:mod:`~spiral_ppl.inference.spiral.critic`).
+
+Adam everywhere (the critic with :math:`\beta_1 = 0.5`, as in the paper), gradients
+clipped by global norm, and ``torch.autocast`` (bfloat16) for the forward passes on CUDA
+only. A non-finite loss raises :class:`TrainingDiverged` before any optimiser step, so the
+weights (and any checkpoint) stay as they were after the last good update.
+
+References: Mnih et al., "Asynchronous Methods for Deep Reinforcement Learning", ICML 2016;
+Ganin et al. 2018 (hyper-parameters: batch 64, Adam 1e-4, critic beta1 0.5, replay of 20
+batches, entropy cost 2e-3..1e-1 and policy learning rate 1e-5..3e-4 under PBT).
+
+Example::
+
+    >>> import torch, spiral_ppl as sp
+    >>> from spiral_ppl.inference.spiral import SpiralConfig
+    >>> config = SpiralConfig.small(batch_size=8)
+    >>> config.critic_lr, config.critic_betas, config.replay_batches
+    (0.0001, (0.5, 0.999), 20)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+from spiral_ppl.inference.spiral.critic import Critic, wgan_gp_loss
+from spiral_ppl.inference.spiral.policy import Policy
+from spiral_ppl.inference.spiral.replay import ReplayBuffer
+from spiral_ppl.inference.spiral.rewards import (
+    check_new_stroke_penalty,
+    discounted_returns,
+    empty_canvases,
+    new_stroke_starts,
+    step_rewards,
+)
+from spiral_ppl.inference.spiral.rollout import rollout
+from spiral_ppl.programs.base import Program, mean_squared_error
+
+
+class TrainingDiverged(FloatingPointError):
+    """A loss became NaN or infinite; raised before the optimiser step that would spread it."""
+
+
+@dataclass(frozen=True)
+class SpiralConfig:
+    """Every hyper-parameter of a SPIRAL agent (the defaults follow the paper where it gives one)."""
+
+    # -- episodes and rewards
+    batch_size: int = 64  #: episodes per update
+    discount: float = 1.0  #: gamma of the returns
+    reward_scale: float = 1.0  #: rewards are multiplied by this (l2 rewards are small numbers)
+    temporal_rewards: bool = False  #: r_t = s(x_t) - s(x_{t-1}) (SPIRAL++) instead of a terminal reward
+    new_stroke_penalty: float = 0.0  #: cost of starting a stroke sequence (needs a 'flag' component)
+    empty_canvas_penalty: float = 0.0  #: cost of an episode that leaves the canvas empty
+    # -- policy network
+    policy_channels: int = 32
+    res_blocks: int = 3
+    lstm_size: int = 256
+    action_embedding: int = 16  #: embedding of each component of the previous action
+    location_channels: int = 32  #: width of the conv decoder of location components
+    noise_size: int = 10  #: noise vector of unconditional agents
+    # -- A2C
+    policy_lr: float = 1e-4
+    policy_betas: tuple[float, float] = (0.9, 0.999)
+    entropy_cost: float = 0.01
+    value_cost: float = 0.5
+    max_grad_norm: float = 40.0
+    # -- critic (WGAN-GP)
+    critic_channels: int = 32
+    critic_lr: float = 1e-4
+    critic_betas: tuple[float, float] = (0.5, 0.999)
+    critic_steps: int = 1  #: critic updates per policy update
+    gradient_penalty: float = 10.0
+    drift_penalty: float = 1e-3  #: weight of the squared mean score that keeps D near 0
+    spectral_norm: bool = False  #: SPIRAL++'s spectrally normalised critic
+    replay_batches: int = 20  #: capacity of the replay buffer, in batches
+    # -- hardware
+    mixed_precision: bool = True  #: bfloat16 autocast for forward passes, on CUDA only
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "policy_channels", "lstm_size", "action_embedding", "location_channels",
+                     "critic_channels", "critic_steps", "replay_batches"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"SpiralConfig.{name} must be a positive int, got {value!r}")
+        for name in ("res_blocks", "noise_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"SpiralConfig.{name} must be a non-negative int, got {value!r}")
+        for name in ("policy_lr", "critic_lr", "max_grad_norm", "reward_scale"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"SpiralConfig.{name} must be positive, got {getattr(self, name)!r}")
+        for name in ("entropy_cost", "value_cost", "new_stroke_penalty", "empty_canvas_penalty",
+                     "gradient_penalty", "drift_penalty"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"SpiralConfig.{name} must be non-negative, got {getattr(self, name)!r}")
+        if not 0 <= self.discount <= 1:
+            raise ValueError(f"SpiralConfig.discount must lie in [0, 1], got {self.discount!r}")
+
+    @classmethod
+    def small(cls, **overrides: Any) -> "SpiralConfig":
+        """A narrow network for CPU tests and small canvases; ``overrides`` replace fields."""
+        sizes = dict(batch_size=32, policy_channels=16, res_blocks=1, lstm_size=64, location_channels=8,
+                     critic_channels=16)
+        return cls(**{**sizes, **overrides})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "SpiralConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown SpiralConfig fields {unknown}; the checkpoint is from another version")
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+        return cls(**values)
+
+
+def _check_finite(name: str, value: torch.Tensor, step: int) -> None:
+    value = value.detach()
+    if not bool(torch.isfinite(value).all()):
+        raise TrainingDiverged(
+            f"the {name} became {value.item()} at update {step}; training stopped before the optimiser step of "
+            "this loss, and the last checkpoint (written only after good updates) is untouched: resume from it "
+            "with Spiral.load, with lower learning rates or stronger gradient clipping, or check the data."
+        )
+
+
+class Learner:
+    """Optimisers, replay buffer and the update of a SPIRAL agent's policy and critic.
+
+    :param prog: the program the agent acts on.
+    :param policy: the agent's :class:`Policy`.
+    :param critic: its :class:`Critic`, or ``None`` for the l2 reward.
+    :param config: the :class:`SpiralConfig`.
+    :param blind: the policy does not see intermediate canvases.
+    """
+
+    def __init__(self, prog: Program, policy: Policy, critic: Critic | None, config: SpiralConfig, *,
+                 blind: bool) -> None:
+        if config.new_stroke_penalty:
+            check_new_stroke_penalty(prog.action_space)
+        self.prog, self.policy, self.critic, self.config, self.blind = prog, policy, critic, config, blind
+        self.policy_optimiser = torch.optim.Adam(policy.parameters(), lr=config.policy_lr, betas=config.policy_betas)
+        self.critic_optimiser = (
+            torch.optim.Adam(critic.parameters(), lr=config.critic_lr, betas=config.critic_betas) if critic else None
+        )
+        self.replay = ReplayBuffer(config.replay_batches)
+        self.updates = 0
+        self._empty_canvas: torch.Tensor | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.policy.parameters()).device
+
+    def autocast(self):
+        """bfloat16 autocast on CUDA when asked; a no-op on the CPU."""
+        if self.config.mixed_precision and self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def score(self, canvases: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor:
+        """``(B,)`` how good final canvases are: the critic's score, else minus the l2 to the targets."""
+        if self.critic is not None:
+            return self.critic(canvases, targets)
+        return -mean_squared_error(canvases, targets)
+
+    def empty_canvas(self) -> torch.Tensor:
+        """The program's canvas before any action (drawn once, uncounted: it is no program's render)."""
+        if self._empty_canvas is None:
+            self._empty_canvas = self.prog.draw_state(self.prog.initial_state(1, device=self.device)).to(self.device)
+        return self._empty_canvas
+
+    def rewards(self, episode, targets: torch.Tensor | None) -> torch.Tensor:
+        """``(B, T)`` rewards of a batch of episodes (see :mod:`~spiral_ppl.inference.spiral.rewards`)."""
+        config = self.config
+        batch = episode.final.shape[0]
+        nothing_drawn = torch.zeros_like(episode.final)
+
+        def score(canvases: torch.Tensor) -> torch.Tensor:
+            paired = None if targets is None else targets.repeat(canvases.shape[0] // batch, 1, 1, 1)
+            return self.score(canvases, paired)
+
+        rewards = step_rewards(score, episode.canvases, nothing_drawn, temporal=config.temporal_rewards)
+        rewards = rewards * config.reward_scale
+        if config.new_stroke_penalty:
+            rewards = rewards - config.new_stroke_penalty * new_stroke_starts(episode.actions["flag"])
+        if config.empty_canvas_penalty:
+            rewards[:, -1] -= config.empty_canvas_penalty * empty_canvases(episode.final, self.empty_canvas())
+        return rewards
+
+    def update(self, targets: torch.Tensor | None, real_images: Callable[[int], torch.Tensor]) -> dict[str, float]:
+        """One policy update and ``critic_steps`` critic updates; returns the losses.
+
+        :param targets: ``(batch_size, C, H, W)`` targets of a conditional agent, else ``None``.
+        :param real_images: ``count -> (count, C, H, W)`` data images for an unconditional critic.
+        """
+        config, step = self.config, self.updates + 1
+        with self.autocast():
+            try:
+                episode = rollout(self.policy, self.prog, config.batch_size, targets, blind=self.blind,
+                                  observe_all=config.temporal_rewards)
+            except FloatingPointError as error:
+                raise TrainingDiverged(
+                    f"{error} at update {step}; training stopped, and the last checkpoint (written only after "
+                    "good updates) is untouched: resume from it with lower learning rates"
+                ) from None
+            with torch.no_grad():
+                rewards = self.rewards(episode, targets)
+        returns = discounted_returns(rewards.float(), config.discount)
+        advantages = returns - episode.values
+        policy_loss = -(episode.log_probs * advantages.detach()).sum(1).mean()
+        value_loss = 0.5 * advantages.pow(2).sum(1).mean()
+        entropy = episode.entropies.sum(1).mean()
+        loss = policy_loss + config.value_cost * value_loss - config.entropy_cost * entropy
+        _check_finite("policy loss (A2C)", loss, step)
+
+        self.policy_optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.policy.parameters(), config.max_grad_norm)
+        self.policy_optimiser.step()
+
+        metrics = {
+            "policy_loss": policy_loss.item(),
+            "value_loss": value_loss.item(),
+            "entropy": entropy.item(),
+            "return": float(returns[:, 0].mean()),
+            "l2": float(mean_squared_error(episode.final, targets).mean()) if targets is not None else float("nan"),
+            "ink": float(episode.final.mean()),
+        }
+        if self.critic is not None:
+            self.replay.add(episode.final, targets)
+            metrics.update(self.update_critic(real_images, step))
+        self.updates = step
+        return metrics
+
+    def update_critic(self, real_images: Callable[[int], torch.Tensor], step: int) -> dict[str, float]:
+        """``critic_steps`` WGAN-GP steps on renders from the replay buffer."""
+        config = self.config
+        for _ in range(config.critic_steps):
+            fake, targets = self.replay.sample(config.batch_size)
+            # A conditional critic's real pairs are (target, target): a perfect reconstruction.
+            real = targets if targets is not None else real_images(config.batch_size).to(self.device)
+            with self.autocast():
+                loss, parts = wgan_gp_loss(self.critic, real, fake, targets,
+                                           gradient_penalty=config.gradient_penalty,
+                                           drift_penalty=config.drift_penalty)
+            _check_finite("critic loss (WGAN-GP)", loss, step)
+            self.critic_optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.critic.parameters(), config.max_grad_norm)
+            self.critic_optimiser.step()
+        return {"critic_loss": loss.item(), **{name: float(value) for name, value in parts.items()}}
+
+    # -- checkpoints ----------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "updates": self.updates,
+            "policy_optimiser": self.policy_optimiser.state_dict(),
+            "critic_optimiser": self.critic_optimiser.state_dict() if self.critic_optimiser else None,
+            "replay": self.replay.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.updates = int(state["updates"])
+        self.policy_optimiser.load_state_dict(state["policy_optimiser"])
+        if self.critic_optimiser is not None:
+            self.critic_optimiser.load_state_dict(state["critic_optimiser"])
+        self.replay.load_state_dict(state["replay"], device=self.device)

@@ -1,0 +1,206 @@
+r"""The SPIRAL policy network: canvas (and target) in, one action of any program out.
+
+Per step :math:`t` the network reads the canvas :math:`x_t` (and, when conditional, the
+target :math:`x^\ast`) with two coordinate channels, adds a bias computed from the previous
+action (and, when unconditional, a noise vector drawn once per episode), downsamples with
+strided convolutions to 8x8, applies residual blocks and a fully connected layer and updates
+an LSTM. From the LSTM output :math:`z` an autoregressive decoder samples the components of
+the action in the order of ``prog.action_space``:
+
+.. math::
+
+    a_{t,k} \sim \pi_k(\cdot \mid z_{t,k}), \qquad z_{t,k+1} = z_{t,k} + W_k\,e_k(a_{t,k}),
+
+with :math:`e_k` a 16-d embedding of the sampled value. Scalar components have a linear
+head; location components a convolutional one (the vector is reshaped to a small map,
+residual blocks and transposed convolutions upsample it to ``grid_size x grid_size``
+logits). A linear value head reads :math:`z_{t,0}`. The heads are built from the action
+space alone, so any :class:`~spiral_ppl.programs.Program` gets a policy without new code.
+
+Reference: Ganin et al., "Synthesizing Programs for Images using Reinforced Adversarial
+Learning", ICML 2018, appendix (architecture); He et al. 2016 (residual blocks).
+
+Example::
+
+    >>> import torch, spiral_ppl as sp
+    >>> from spiral_ppl.inference.spiral import Policy, SpiralConfig
+    >>> prog = sp.programs.PaintProgram(sp.renderers.Brush(canvas_size=16, grid_size=8), steps=2)
+    >>> policy = Policy(prog.action_space, prog.channels, prog.image_size, conditional=True,
+    ...                 config=SpiralConfig.small())
+    >>> hidden = policy.initial_hidden(3, torch.device("cpu"))
+    >>> canvas = torch.zeros(3, 1, 16, 16)
+    >>> out = policy.step(canvas, canvas, None, None, hidden)
+    >>> sorted(out.action), out.log_prob.shape, out.value.shape
+    (['brush_size', 'control_point', 'end_point', 'flag', 'pressure'], torch.Size([3]), torch.Size([3]))
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Mapping, NamedTuple
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from spiral_ppl.renderers.base import Component
+
+#: ``choose(component, logits) -> LongTensor``: how the decoder picks each component's value.
+Chooser = Callable[[Component, torch.Tensor], torch.Tensor]
+
+
+def sample_categorical(component: Component, logits: torch.Tensor) -> torch.Tensor:
+    """Draw one value per row from ``softmax(logits)`` (the default chooser)."""
+    return torch.multinomial(logits.float().softmax(-1), 1).squeeze(-1)
+
+
+class StepOutput(NamedTuple):
+    """What one policy step returns; all tensors have a leading batch dimension ``B``."""
+
+    action: dict[str, torch.Tensor]
+    log_prob: torch.Tensor  # (B,) log pi(a_t | s_t), summed over components
+    entropy: torch.Tensor  # (B,) entropy of each component's distribution, summed
+    value: torch.Tensor  # (B,) V(s_t)
+    hidden: tuple[torch.Tensor, torch.Tensor]
+
+
+class ResBlock(nn.Module):
+    """Two 3x3 convolutions with a skip connection."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.first = nn.Conv2d(channels, channels, 3, padding=1)
+        self.second = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.second(F.relu(self.first(F.relu(x))))
+
+
+def coordinate_channels(batch: int, size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """``(batch, 2, size, size)`` x and y coordinates in ``[-1, 1]`` (CoordConv)."""
+    line = torch.linspace(-1, 1, size, device=device, dtype=dtype)
+    ys, xs = torch.meshgrid(line, line, indexing="ij")
+    return torch.stack([xs, ys])[None].expand(batch, 2, size, size)
+
+
+class LocationHead(nn.Module):
+    """Hidden vector -> ``grid_size ** 2`` logits through a small upsampling conv decoder."""
+
+    def __init__(self, hidden: int, grid_size: int, channels: int) -> None:
+        super().__init__()
+        # Start from the largest odd factor of the grid (at most 4 wide) and double up to it,
+        # so grids of any size get a decoder: 32 = 4 * 2^3, 16 = 4 * 2^2, 6 = 3 * 2.
+        start, doublings = grid_size, 0
+        while start % 2 == 0 and start > 4:
+            start, doublings = start // 2, doublings + 1
+        self.start, self.channels = start, channels
+        self.project = nn.Linear(hidden, channels * start * start)
+        layers: list[nn.Module] = [ResBlock(channels)]
+        for _ in range(doublings):
+            layers += [nn.ReLU(), nn.ConvTranspose2d(channels, channels, 4, stride=2, padding=1)]
+        layers += [nn.ReLU(), nn.Conv2d(channels, 1, 3, padding=1)]
+        self.decode = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        grid = self.project(z).view(-1, self.channels, self.start, self.start)
+        return self.decode(grid).flatten(1)
+
+
+class Policy(nn.Module):
+    """The recurrent policy and value network of a SPIRAL agent.
+
+    :param action_space: the program's components, in sampling order.
+    :param channels: image channels of the program.
+    :param image_size: side of the program's square images.
+    :param conditional: whether the policy also sees the target image.
+    :param config: sizes of the layers (:class:`~spiral_ppl.inference.spiral.SpiralConfig`).
+    """
+
+    def __init__(self, action_space, channels: int, image_size: int, *, conditional: bool, config) -> None:
+        super().__init__()
+        self.action_space = tuple(action_space)
+        self.conditional = conditional
+        self.noise_size = 0 if conditional else config.noise_size
+        width, hidden = config.policy_channels, config.lstm_size
+        inputs = channels * (2 if conditional else 1) + 2
+
+        self.stem = nn.Conv2d(inputs, width, 5, padding=2)
+        self.previous_action = nn.ModuleList(nn.Embedding(c.size, config.action_embedding) for c in self.action_space)
+        self.action_mlp = nn.Sequential(
+            nn.Linear(config.action_embedding * len(self.action_space), width), nn.ReLU(), nn.Linear(width, width)
+        )
+        self.noise_mlp = nn.Linear(self.noise_size, width) if self.noise_size else None
+
+        down: list[nn.Module] = []
+        size = image_size
+        while size > 8:  # strided convolutions down to 8x8: one for 16x16, three for 64x64
+            down += [nn.ReLU(), nn.Conv2d(width, width, 4, stride=2, padding=1)]
+            size = (size + 1) // 2
+        down += [ResBlock(width) for _ in range(config.res_blocks)] + [nn.ReLU(), nn.Flatten()]
+        self.body = nn.Sequential(*down)
+        self.fc = nn.Linear(width * size * size, hidden)
+        self.lstm = nn.LSTMCell(hidden, hidden)
+        self.value_head = nn.Linear(hidden, 1)
+
+        self.heads = nn.ModuleList(
+            LocationHead(hidden, c.grid_size, config.location_channels)
+            if c.kind == "location"
+            else nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, c.size))
+            for c in self.action_space
+        )
+        self.sample_embedding = nn.ModuleList(nn.Embedding(c.size, 16) for c in self.action_space)
+        self.sample_update = nn.ModuleList(nn.Linear(16, hidden) for _ in self.action_space)
+
+    def initial_hidden(self, batch: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        zeros = torch.zeros(batch, self.lstm.hidden_size, device=device)
+        return zeros, zeros.clone()
+
+    def step(
+        self,
+        canvas: torch.Tensor,
+        target: torch.Tensor | None,
+        previous: Mapping[str, torch.Tensor] | None,
+        noise: torch.Tensor | None,
+        hidden: tuple[torch.Tensor, torch.Tensor],
+        choose: Chooser = sample_categorical,
+    ) -> StepOutput:
+        """One step: observe, update the LSTM, decode an action component by component.
+
+        :param canvas: ``(B, C, H, W)`` what the agent sees.
+        :param target: ``(B, C, H, W)`` the target (conditional policies), else ``None``.
+        :param previous: the previous action ``{name: LongTensor[B]}``, ``None`` at ``t = 0``.
+        :param noise: ``(B, noise_size)`` for unconditional policies, else ``None``.
+        :param choose: picks each component's value from its logits (sampling by default;
+            the Pyro guide passes ``pyro.sample``).
+        """
+        batch = canvas.shape[0]
+        images = [canvas] + ([target] if self.conditional else [])
+        images.append(coordinate_channels(batch, canvas.shape[-1], canvas.device, canvas.dtype))
+        features = self.stem(torch.cat(images, dim=1))
+
+        # The previous action enters as a per-channel bias of the first feature map.
+        if previous is None:
+            embedded = [torch.zeros(batch, e.embedding_dim, device=canvas.device) for e in self.previous_action]
+        else:
+            embedded = [e(previous[c.name]) for e, c in zip(self.previous_action, self.action_space)]
+        bias = self.action_mlp(torch.cat(embedded, dim=-1))
+        if self.noise_mlp is not None:
+            bias = bias + self.noise_mlp(noise)
+        features = features + bias[:, :, None, None]
+
+        h, cell = self.lstm(F.relu(self.fc(self.body(features))), hidden)
+        value = self.value_head(h).squeeze(-1)
+        z = h
+
+        action, log_prob, entropy = {}, 0.0, 0.0
+        for component, head, embedding, update in zip(
+            self.action_space, self.heads, self.sample_embedding, self.sample_update
+        ):
+            logits = head(z).float().log_softmax(-1)
+            if not bool(torch.isfinite(logits).all()):
+                raise FloatingPointError(f"the policy produced non-finite logits for component {component.name!r}")
+            chosen = choose(component, logits).reshape(batch).long()
+            action[component.name] = chosen
+            log_prob = log_prob + logits.gather(-1, chosen[:, None]).squeeze(-1)
+            entropy = entropy - (logits.exp() * logits).sum(-1)
+            z = z + update(embedding(chosen))  # later components see this one
+        return StepOutput(action, log_prob, entropy, value.float(), (h, cell))

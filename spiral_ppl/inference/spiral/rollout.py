@@ -1,0 +1,106 @@
+"""Batched episodes of a policy on a program, through the program's step-wise protocol.
+
+An episode of a ``T``-step program starts from an empty canvas. Before the first action
+the agent sees a canvas of zeros ("nothing drawn yet"; no renderer call); after each
+action the program advances its state and, where the agent needs to see it, draws the new
+canvas with :meth:`~spiral_ppl.programs.Program.canvas`, which counts one render per
+canvas. A sighted agent therefore spends ``T`` renders per episode (the last canvas is the
+result), a blind one ``1``. The whole batch moves in lock-step on the policy's device;
+renderers that draw on the CPU (MuJoCo) are called as they are.
+
+Example::
+
+    >>> import torch, spiral_ppl as sp
+    >>> from spiral_ppl.inference.spiral import Policy, SpiralConfig
+    >>> prog = sp.programs.PaintProgram(sp.renderers.Brush(canvas_size=16, grid_size=8), steps=3)
+    >>> policy = Policy(prog.action_space, 1, 16, conditional=True, config=SpiralConfig.small())
+    >>> before = prog.renders
+    >>> episode = rollout(policy, prog, 5, targets=torch.zeros(5, 1, 16, 16))
+    >>> episode.actions["end_point"].shape, episode.final.shape, prog.renders - before
+    (torch.Size([5, 3]), torch.Size([5, 1, 16, 16]), 15)
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import torch
+
+from spiral_ppl.inference.spiral.policy import Policy, sample_categorical
+from spiral_ppl.programs.base import Program
+from spiral_ppl.renderers.base import Component
+
+#: ``choose(step, component, logits) -> LongTensor``: picks the value of one component.
+StepChooser = Callable[[int, Component, torch.Tensor], torch.Tensor]
+
+
+def _sample(step: int, component: Component, logits: torch.Tensor) -> torch.Tensor:
+    return sample_categorical(component, logits)
+
+
+class Episode(NamedTuple):
+    """A batch of ``B`` episodes of ``T`` steps."""
+
+    actions: dict[str, torch.Tensor]  # {name: LongTensor[B, T]}, what prog.render takes
+    log_probs: torch.Tensor  # (B, T)
+    entropies: torch.Tensor  # (B, T)
+    values: torch.Tensor  # (B, T)
+    canvases: list[torch.Tensor | None]  # x_1 .. x_T, None where not drawn
+    final: torch.Tensor | None  # x_T, (B, C, H, W), None if not drawn
+
+
+def rollout(
+    policy: Policy,
+    prog: Program,
+    batch: int,
+    targets: torch.Tensor | None = None,
+    *,
+    blind: bool = False,
+    observe_all: bool = False,
+    draw_final: bool = True,
+    choose: StepChooser = _sample,
+    device: torch.device | str | None = None,
+) -> Episode:
+    """Run ``batch`` episodes of ``policy`` on ``prog``.
+
+    :param targets: ``(batch, C, H, W)`` targets of a conditional policy, else ``None``.
+    :param blind: the policy sees the zero canvas at every step and intermediate canvases are
+        not drawn (unless ``observe_all``).
+    :param observe_all: draw every intermediate canvas even when blind (temporal rewards).
+    :param draw_final: draw the last canvas (the Pyro guide leaves that to the model).
+    :param choose: how each component is picked (sampling by default).
+    """
+    device = torch.device(device) if device is not None else next(policy.parameters()).device
+    shape = (batch, prog.channels, prog.image_size, prog.image_size)
+    nothing_drawn = torch.zeros(shape, device=device)
+    noise = torch.randn(batch, policy.noise_size, device=device) if policy.noise_size else None
+    hidden = policy.initial_hidden(batch, device)
+    state = prog.initial_state(batch, device=device)
+    seen, previous = nothing_drawn, None
+    log_probs, entropies, values, canvases = [], [], [], []
+    for t in range(prog.steps):
+        out = policy.step(seen, targets, previous, noise, hidden, choose=lambda c, logits: choose(t, c, logits))
+        state = prog.advance(state, out.action)
+        last = t == prog.steps - 1
+        canvas = None
+        if (last and draw_final) or (not last and (observe_all or not blind)):
+            canvas = prog.canvas(state).to(device)
+        canvases.append(canvas)
+        if not blind and canvas is not None:
+            seen = canvas
+        previous, hidden = out.action, out.hidden
+        log_probs.append(out.log_prob)
+        entropies.append(out.entropy)
+        values.append(out.value)
+        if t == 0:
+            actions = {name: [] for name in out.action}
+        for name, value in out.action.items():
+            actions[name].append(value)
+    return Episode(
+        actions={name: torch.stack(values_, dim=1) for name, values_ in actions.items()},
+        log_probs=torch.stack(log_probs, dim=1),
+        entropies=torch.stack(entropies, dim=1),
+        values=torch.stack(values, dim=1),
+        canvases=canvases,
+        final=canvases[-1],
+    )

@@ -1,0 +1,74 @@
+"""Target images for training, from a tensor or a torch ``Dataset``, drawn reproducibly.
+
+A data set is a tensor ``(N, C, H, W)`` or a ``Dataset`` whose items are images
+``(C, H, W)`` or ``(image, label)`` tuples (as :class:`spiral_ppl.data.MNIST` gives); values
+lie in ``[0, 1]``. Batches are drawn with replacement by a generator of their own, whose
+state goes into checkpoints so that a resumed run draws the same batches.
+
+Example::
+
+    >>> import torch
+    >>> source = ImageSource(torch.rand(10, 1, 4, 4), channels=1, image_size=4)
+    >>> source.batch(3).shape, len(source)
+    (torch.Size([3, 1, 4, 4]), 10)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from torch.utils.data import Dataset
+
+
+class ImageSource:
+    """Images of a tensor or data set, checked against the program's shape.
+
+    :param data: ``(N, C, H, W)`` tensor or a ``Dataset`` of images or ``(image, label)``.
+    :param channels: the program's image channels.
+    :param image_size: the program's image side.
+    :param indices: the items to use (default: all), e.g. to hold some out.
+    """
+
+    def __init__(self, data: Any, channels: int, image_size: int, indices: Sequence[int] | None = None) -> None:
+        if isinstance(data, torch.Tensor):
+            if data.dim() != 4:
+                raise ValueError(f"data must be images (N, C, H, W), got shape {tuple(data.shape)}")
+        elif not isinstance(data, Dataset) or not hasattr(data, "__len__"):
+            raise TypeError(
+                "data must be a tensor (N, C, H, W) of images in [0, 1] or a torch Dataset of images "
+                f"(or (image, label) tuples), got {type(data).__name__}"
+            )
+        self.data, self.channels, self.image_size = data, channels, image_size
+        self.indices = torch.arange(len(data)) if indices is None else torch.as_tensor(list(indices))
+        if len(self.indices) == 0:
+            raise ValueError("data holds no images; give at least one")
+        self.generator = torch.Generator().manual_seed(int(torch.randint(2**62, ())))
+        self.check(self.images(self.indices[:1]))
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def images(self, indices: torch.Tensor) -> torch.Tensor:
+        """The images at ``indices`` (positions in the underlying data), checked."""
+        if isinstance(self.data, torch.Tensor):
+            return self.check(self.data[indices].float())
+        items = [self.data[int(i)] for i in indices]
+        return self.check(torch.stack([item[0] if isinstance(item, (tuple, list)) else item for item in items]))
+
+    def batch(self, count: int) -> torch.Tensor:
+        """``count`` images drawn uniformly with replacement."""
+        chosen = self.indices[torch.randint(len(self.indices), (count,), generator=self.generator)]
+        return self.images(chosen)
+
+    def check(self, images: torch.Tensor) -> torch.Tensor:
+        expected = (self.channels, self.image_size, self.image_size)
+        if not isinstance(images, torch.Tensor) or not images.is_floating_point():
+            raise TypeError(f"data items must be float image tensors {expected} in [0, 1]")
+        if tuple(images.shape[1:]) != expected:
+            raise ValueError(
+                f"data images must have shape {expected} to match the program, got {tuple(images.shape[1:])}"
+            )
+        if not bool(torch.isfinite(images).all()) or float(images.min()) < 0 or float(images.max()) > 1:
+            raise ValueError("data images must be finite with values in [0, 1]")
+        return images
