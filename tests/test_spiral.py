@@ -1,0 +1,333 @@
+"""SPIRAL: learning on real renderers, exact resume, divergence, guides, any grammar, bad input."""
+
+import math
+
+import pyro
+import pytest
+import torch
+from pyro import poutine
+
+import spiral_ppl as sp
+from spiral_ppl.inference.spiral import Critic, Policy, SpiralConfig, TrainingDiverged, rollout, wgan_gp_loss
+from spiral_ppl.inference.spiral.rewards import discounted_returns, new_stroke_starts, step_rewards
+from tests.test_programs import Rectangles
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small networks run faster on one thread than on two contended ones (shared machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def stroke_program(grid_size=8, steps=1):
+    brush = sp.renderers.Brush(canvas_size=16, grid_size=grid_size, sizes=(8, 12), pressure_levels=2)
+    return sp.programs.PaintProgram(brush, steps=steps)
+
+
+def one_stroke_targets(prog, count, seed):
+    """Targets of one full-pressure stroke (in the last step; earlier steps jump)."""
+    generator = torch.Generator().manual_seed(seed)
+    actions = {c.name: torch.randint(0, c.size, (count, prog.steps), generator=generator) for c in prog.action_space}
+    actions["flag"][:] = 0
+    actions["flag"][:, -1] = 1
+    actions["pressure"][:] = prog.action_space[-1].size - 1
+    return prog.render(actions)
+
+
+def test_conditional_reconstruction_halves_the_l2_within_two_minutes():
+    torch.manual_seed(0)
+    prog = stroke_program()
+    train, held_out = one_stroke_targets(prog, 2000, seed=1), one_stroke_targets(prog, 256, seed=2)
+    config = SpiralConfig.small(policy_lr=1e-3, reward_scale=10.0)
+    agent = sp.inference.Spiral(prog, reward="l2", config=config, device="cpu")
+    untrained = agent.evaluate(held_out)["eval_l2"]
+    trained = untrained
+    while agent.train_seconds < 120 and trained > 0.45 * untrained:
+        agent.fit(train, 250, progress=False)
+        trained = agent.evaluate(held_out)["eval_l2"]
+    assert trained <= 0.5 * untrained, (untrained, trained, agent.learner.updates)
+    # infer() spends one pass of `steps` renders per target and reports the same kind of l2.
+    result = agent.infer(prog, held_out[:32], sp.Budget(renders=1), seed=0)
+    assert result.renders.tolist() == [1] * 32
+    torch.testing.assert_close(result.images, prog.render(result.actions))
+    assert float(result.l2.mean()) < 0.6 * untrained
+
+
+def test_unconditional_critic_moves_the_image_statistics_toward_the_data():
+    torch.manual_seed(0)
+    prog = stroke_program(grid_size=4)
+    data = one_stroke_targets(prog, 512, seed=3)
+    config = SpiralConfig.small(policy_lr=3e-4, critic_lr=3e-4, critic_steps=2, batch_size=32)
+    agent = sp.inference.Spiral(prog, conditional=False, reward="critic", config=config, device="cpu")
+    data_ink = float(data.mean())
+
+    def distances():
+        """Total variation between pixel histograms (10 bins) of 256 samples and of the data; ink gap."""
+        samples = agent.infer(prog, data[:256], sp.Budget(renders=1), seed=0).images
+        bins = [torch.histc(images, bins=10, min=0, max=1) / images.numel() for images in (samples, data[:256])]
+        return 0.5 * float((bins[0] - bins[1]).abs().sum()), abs(float(samples.mean()) - data_ink)
+
+    histogram_before, ink_before = distances()
+    agent.fit(data, 150, progress=False)
+    after = []
+    for _ in range(5):  # adversarial training oscillates: judge the average of five snapshots
+        agent.fit(data, 50, progress=False)
+        after.append(distances())
+    histogram_after = sum(h for h, _ in after) / len(after)
+    ink_after = sum(i for _, i in after) / len(after)
+    assert histogram_after < 0.5 * histogram_before, (histogram_before, after)
+    assert ink_after < 0.5 * ink_before, (ink_before, after)
+
+
+def training_state(agent):
+    return {**{f"policy.{k}": v for k, v in agent.policy.state_dict().items()},
+            **{f"critic.{k}": v for k, v in agent.critic.state_dict().items()}}
+
+
+@pytest.mark.parametrize("conditional", [False, True])
+def test_save_load_resume_is_an_identical_continuation(tmp_path, conditional):
+    prog = stroke_program(grid_size=4, steps=2)
+    data = one_stroke_targets(prog, 64, seed=4)
+    config = SpiralConfig.small(batch_size=8, critic_steps=2, replay_batches=3, temporal_rewards=True)
+
+    torch.manual_seed(5)
+    straight = sp.inference.Spiral(prog, conditional=conditional, config=config, device="cpu")
+    history = straight.fit(data, 7, progress=False)
+
+    torch.manual_seed(5)
+    first = sp.inference.Spiral(prog, conditional=conditional, config=config, device="cpu")
+    first.fit(data, 4, progress=False, checkpoint=tmp_path / "agent.pt")
+    torch.rand(3)  # whatever happens between the runs must not matter
+    resumed = sp.inference.Spiral.load(tmp_path / "agent.pt")
+    assert resumed.learner.updates == 4 and len(resumed.learner.replay.batches) == 3
+    resumed_history = resumed.fit(data, 3, progress=False)
+
+    assert [h["update"] for h in resumed_history] == [5, 6, 7]
+    for straight_row, resumed_row in zip(history[4:], resumed_history):
+        for key in ("policy_loss", "value_loss", "critic_loss", "return"):
+            assert straight_row[key] == resumed_row[key], key
+    expected, got = training_state(straight), training_state(resumed)
+    assert expected.keys() == got.keys()
+    for name in expected:
+        assert torch.equal(expected[name], got[name]), name
+
+
+def test_a_nan_stops_training_with_a_clear_message_and_keeps_the_last_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    prog = stroke_program(grid_size=4)
+    data = one_stroke_targets(prog, 64, seed=6)
+    agent = sp.inference.Spiral(prog, config=SpiralConfig.small(batch_size=8), device="cpu")
+    checkpoint = tmp_path / "agent.pt"
+    agent.fit(data, 2, progress=False, checkpoint=checkpoint, checkpoint_every=1)
+    saved = checkpoint.read_bytes()
+
+    with torch.no_grad():
+        next(agent.critic.parameters()).fill_(math.nan)  # the critic's weights blew up: its rewards are NaN
+    with pytest.raises(TrainingDiverged, match=r"policy loss \(A2C\) became nan at update 3.*checkpoint"):
+        agent.fit(data, 5, progress=False, checkpoint=checkpoint, checkpoint_every=1)
+    assert checkpoint.read_bytes() == saved
+    assert sp.inference.Spiral.load(checkpoint).learner.updates == 2
+
+    with torch.no_grad():
+        next(agent.policy.parameters()).fill_(math.nan)
+    with pytest.raises(TrainingDiverged, match=r"non-finite logits .* at update 3"):
+        agent.fit(data, 1, progress=False, checkpoint=checkpoint)
+    assert checkpoint.read_bytes() == saved
+
+
+def test_fit_writes_csv_logs_evaluations_and_sample_grids(tmp_path):
+    torch.manual_seed(0)
+    prog = stroke_program(grid_size=4)
+    data = one_stroke_targets(prog, 40, seed=7)
+    agent = sp.inference.Spiral(prog, reward="l2", config=SpiralConfig.small(batch_size=8), device="cpu")
+    history = agent.fit(data, 4, eval_every=2, eval_size=16, log_dir=tmp_path, log_every=1, progress=False)
+    train_rows = (tmp_path / "train.csv").read_text().splitlines()
+    eval_rows = (tmp_path / "eval.csv").read_text().splitlines()
+    assert train_rows[0].startswith("update,seconds,agent_steps_per_second,policy_loss") and len(train_rows) == 5
+    assert eval_rows[0] == "update,seconds,eval_l2,blank_l2" and len(eval_rows) == 3
+    assert (tmp_path / "samples_2.png").stat().st_size > 1000 and (tmp_path / "samples_4.png").exists()
+    # The blank canvas's l2 is the held-out targets' mean squared ink.
+    assert history[-1]["blank_l2"] == pytest.approx(float(data[-16:].pow(2).mean()), rel=1e-5)
+
+
+def test_any_program_gets_an_agent_custom_grammar():
+    torch.manual_seed(0)
+    prog = Rectangles(steps=2)
+    targets = prog.render({c.name: torch.randint(0, c.size, (24, 2)) for c in prog.action_space})
+    for reward in ("l2", "critic"):
+        agent = sp.inference.Spiral(prog, reward=reward, config=SpiralConfig.small(batch_size=8), device="cpu")
+        agent.fit(targets, 2, progress=False)
+        result = agent.infer(prog, targets[:5], sp.Budget(renders=7), seed=0)  # 3 passes of 2 renders
+        assert result.renders.tolist() == [6] * 5 and result.curve.renders.tolist() == [2, 4, 6]
+        assert result.actions["corner"].shape == (5, 2)
+        torch.testing.assert_close(result.images, prog.render(result.actions))
+        torch.testing.assert_close(result.l2, sp.programs.mean_squared_error(result.images, targets[:5]))
+        torch.testing.assert_close(result.curve.l2[-1], result.l2)
+    with pytest.raises(ValueError, match="needs a scalar component named 'flag'"):
+        sp.inference.Spiral(prog, config=SpiralConfig.small(new_stroke_penalty=0.1))
+
+
+def test_any_program_gets_an_agent_mujoco_scene():
+    with sp.renderers.MujocoScene(image_size=16, grid_size=4, max_objects=3) as scene:
+        prog = sp.programs.SceneProgram(scene, steps=2)
+        targets = prog.render({c.name: torch.randint(0, c.size, (8, 2)) for c in prog.action_space})
+        agent = sp.inference.Spiral(prog, config=SpiralConfig.small(batch_size=4), device="cpu")
+        history = agent.fit(targets, 1, progress=False)
+        assert math.isfinite(history[0]["critic_loss"])
+        result = agent.infer(prog, targets[:2], sp.Budget(renders=4), seed=0)
+        assert result.renders.tolist() == [4, 4]
+        torch.testing.assert_close(result.images, prog.render(result.actions))
+
+
+def test_policy_heads_follow_the_action_space():
+    config = SpiralConfig.small()
+    for image_size, strided in ((16, 1), (64, 3)):
+        policy = Policy(Rectangles.action_space, 1, image_size, conditional=True, config=config)
+        assert sum(isinstance(m, torch.nn.Conv2d) and m.stride == (2, 2) for m in policy.body) == strided
+    policy = Policy(Rectangles.action_space, 1, 16, conditional=False, config=config)
+    hidden = policy.initial_hidden(3, torch.device("cpu"))
+    seen = []
+    out = policy.step(torch.zeros(3, 1, 16, 16), None, None, torch.randn(3, config.noise_size), hidden,
+                      choose=lambda component, logits: seen.append((component.name, logits.shape)) or
+                      torch.zeros(3, dtype=torch.long))
+    assert seen == [("present", (3, 2)), ("corner", (3, 16)), ("width", (3, 4)), ("height", (3, 4)), ("shade", (3, 2))]
+    assert out.value.shape == out.log_prob.shape == out.entropy.shape == (3,)
+    # Log-probabilities are normalised: the entropy of the uniform choice bounds the entropy.
+    assert (out.entropy <= sum(math.log(c.size) for c in Rectangles.action_space) + 1e-4).all()
+
+
+def test_blind_agents_see_only_blank_canvases_and_pay_one_render():
+    torch.manual_seed(0)
+    prog = stroke_program(grid_size=4, steps=3)
+    agent = sp.inference.Spiral(prog, reward="l2", blind=True, config=SpiralConfig.small(), device="cpu")
+    targets = one_stroke_targets(prog, 4, seed=8)
+    seen = []
+    original = agent.policy.step
+    agent.policy.step = lambda canvas, *args, **kwargs: seen.append(canvas.abs().sum().item()) or original(
+        canvas, *args, **kwargs)
+    result = agent.infer(prog, targets, sp.Budget(renders=2), seed=0)
+    assert seen == [0.0] * 3 and result.renders.tolist() == [2] * 4 and agent.name == "spiral-blind"
+
+
+def test_the_guide_is_the_policy_and_works_with_importance():
+    torch.manual_seed(0)
+    prog = stroke_program(grid_size=4, steps=2)
+    agent = sp.inference.Spiral(prog, reward="l2", config=SpiralConfig.small(), device="cpu")
+    targets = one_stroke_targets(prog, 3, seed=9)
+
+    with pyro.plate("particles", 5, dim=-2):
+        guide_trace = poutine.trace(agent.guide).get_trace(targets)
+    guide_trace.compute_log_prob()
+    sites = sp.programs.sample_sites(guide_trace, observed=False)
+    assert list(sites) == prog.site_names()
+    assert all(node["value"].shape == (5, 3) for node in sites.values())
+    # Replaying the guide's choices through the policy gives the same log q.
+    actions = prog.actions_from_trace(guide_trace)
+    flat = {name: value.reshape(15, 2) for name, value in actions.items()}
+    episode = rollout(agent.policy, prog, 15, targets.repeat(5, 1, 1, 1),
+                      choose=lambda t, component, logits: flat[component.name][:, t])
+    log_q = sum(node["log_prob"] for node in sites.values())
+    torch.testing.assert_close(log_q.reshape(15), episode.log_probs.sum(1), rtol=1e-4, atol=1e-4)
+
+    result = sp.inference.Importance(agent.guide).infer(prog, targets, sp.Budget(renders=21), seed=0)
+    assert agent.guide.renders_per_sample == 1
+    assert result.log_weights.shape == (10, 3) and result.renders.tolist() == [20] * 3
+    assert result.curve.renders.tolist() == list(range(2, 21, 2))
+    torch.testing.assert_close(result.images, prog.render(result.actions))
+
+
+def test_rewards_returns_and_the_gradient_penalty_by_hand():
+    canvases = [torch.full((2, 1, 2, 2), value) for value in (0.25, 0.5, 1.0)]
+    score = lambda images: images.mean((1, 2, 3)) * torch.tensor([1.0, 2.0]).repeat(images.shape[0] // 2)  # noqa: E731
+    terminal = step_rewards(score, canvases, torch.zeros(2, 1, 2, 2), temporal=False)
+    temporal = step_rewards(score, canvases, torch.zeros(2, 1, 2, 2), temporal=True)
+    torch.testing.assert_close(terminal, torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, 2.0]]))
+    torch.testing.assert_close(temporal, torch.tensor([[0.25, 0.25, 0.5], [0.5, 0.5, 1.0]]))
+    torch.testing.assert_close(discounted_returns(temporal, 1.0)[:, 0], temporal.sum(1))
+    torch.testing.assert_close(new_stroke_starts(torch.tensor([[0, 1, 1, 0, 1]])), torch.tensor([[0.0, 1, 0, 0, 1]]))
+
+    class Linear(torch.nn.Module):  # D(x) = w . x has gradient w everywhere
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.full((1, 1, 2, 2), 2.0))
+
+        def forward(self, images, targets=None):
+            return (images * self.w).sum((1, 2, 3))
+
+    real, fake = torch.ones(3, 1, 2, 2), torch.zeros(3, 1, 2, 2)
+    loss, parts = wgan_gp_loss(Linear(), real, fake, gradient_penalty=10.0, drift_penalty=0.5)
+    # wasserstein = 0 - 8; penalty = (|w| - 1)^2 = (4 - 1)^2; drift = (8 / 2)^2
+    assert parts["wasserstein"].item() == -8 and parts["gradient_penalty"].item() == pytest.approx(9)
+    assert parts["drift"].item() == 16 and loss.item() == pytest.approx(-8 + 90 + 8)
+
+    critic = Critic(1, 16, conditional=True, config=SpiralConfig.small(spectral_norm=True))
+    assert critic(torch.rand(2, 1, 16, 16), torch.rand(2, 1, 16, 16)).shape == (2,)
+    assert any("parametrizations" in name for name, _ in critic.named_parameters())
+
+
+class TestBadInput:
+    def setup_method(self):
+        self.prog = stroke_program(grid_size=4, steps=2)
+
+    def test_constructor(self):
+        with pytest.raises(ValueError, match="reward must be one of"):
+            sp.inference.Spiral(self.prog, reward="l1")
+        with pytest.raises(ValueError, match="needs conditional=True"):
+            sp.inference.Spiral(self.prog, conditional=False, reward="l2")
+        with pytest.raises(TypeError, match="Program"):
+            sp.inference.Spiral("brush")
+        with pytest.raises(ValueError, match="batch_size must be a positive int"):
+            SpiralConfig(batch_size=0)
+
+    def test_images_budget_and_data(self):
+        agent = sp.inference.Spiral(self.prog, reward="l2", config=SpiralConfig.small(batch_size=4), device="cpu")
+        with pytest.raises(ValueError, match=r"\(B, 1, 16, 16\)"):
+            agent.infer(self.prog, torch.zeros(1, 1, 8, 8), sp.Budget(renders=2))
+        with pytest.raises(ValueError, match=r"costs 2 renders.*Budget\(renders=2\)"):
+            agent.infer(self.prog, torch.zeros(1, 1, 16, 16), sp.Budget(renders=1))
+        with pytest.raises(ValueError, match=r"differs from .* in \['steps'\]"):
+            agent.infer(stroke_program(grid_size=4, steps=3), torch.zeros(1, 1, 16, 16), sp.Budget(renders=6))
+        with pytest.raises(ValueError, match=r"shape \(1, 16, 16\) to match the program"):
+            agent.fit(torch.zeros(10, 1, 8, 8), 1, progress=False)
+        with pytest.raises(ValueError, match=r"\[0, 1\]"):
+            agent.fit(torch.full((10, 1, 16, 16), 2.0), 1, progress=False)
+        with pytest.raises(TypeError, match="Dataset"):
+            agent.fit([1, 2, 3], 1, progress=False)
+        with pytest.raises(ValueError, match="steps must be a positive int"):
+            agent.fit(torch.zeros(10, 1, 16, 16), 0)
+
+    def test_load_refuses_other_programs_and_corrupt_files(self, tmp_path):
+        agent = sp.inference.Spiral(self.prog, reward="l2", config=SpiralConfig.small(), device="cpu")
+        agent.save(tmp_path / "agent.pt")
+        with pytest.raises(ValueError, match=r"holds an agent for a PaintProgram with 2 steps.*differs in \['action_space'\]"):
+            sp.inference.Spiral.load(tmp_path / "agent.pt", prog=stroke_program(grid_size=8, steps=2))
+        with pytest.raises(ValueError, match="differs in"):
+            sp.inference.Spiral.load(tmp_path / "agent.pt", prog=Rectangles(steps=2))
+        data = (tmp_path / "agent.pt").read_bytes()
+        (tmp_path / "truncated.pt").write_bytes(data[: len(data) // 2])
+        with pytest.raises(ValueError, match="not a readable SPIRAL checkpoint"):
+            sp.inference.Spiral.load(tmp_path / "truncated.pt")
+        torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
+        with pytest.raises(ValueError, match="not a SPIRAL checkpoint"):
+            sp.inference.Spiral.load(tmp_path / "other.pt")
+        with pytest.raises(FileNotFoundError, match="no SPIRAL checkpoint"):
+            sp.inference.Spiral.load(tmp_path / "missing.pt")
+        custom = sp.inference.Spiral(Rectangles(steps=1), reward="l2", config=SpiralConfig.small(), device="cpu")
+        custom.save(tmp_path / "custom.pt")
+        with pytest.raises(ValueError, match=r"pass the program: Spiral.load\(path, prog=...\)"):
+            sp.inference.Spiral.load(tmp_path / "custom.pt")
+        assert sp.inference.Spiral.load(tmp_path / "custom.pt", prog=Rectangles(steps=1)).reward == "l2"
+
+
+def test_the_pretrained_cpu_mnist_agent_beats_a_blank_canvas(data_root):
+    from pathlib import Path
+
+    agent = sp.inference.Spiral.load(Path(sp.__file__).parent / "pretrained" / "spiral_mnist_cpu.pt", device="cpu")
+    digits = sp.data.MNIST(data_root / "mnist", split="test").images(range(1000, 1064))
+    result = agent.infer(agent.prog, digits, sp.Budget(renders=agent.prog.steps), seed=0)
+    blank = float(digits.pow(2).mean())
+    assert result.renders.tolist() == [6] * 64
+    assert float(result.l2.mean()) < 0.85 * blank, (float(result.l2.mean()), blank)
