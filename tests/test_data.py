@@ -3,7 +3,6 @@ and downloads with checksum verification against a local HTTP server on loopback
 
 import functools
 import gzip
-import hashlib
 import http.server
 import io
 import struct
@@ -16,7 +15,7 @@ import torch
 from PIL import Image
 
 import spiral_ppl as sp
-from spiral_ppl.data import download, mnist, omniglot
+from spiral_ppl.data import download, mnist
 from spiral_ppl.metrics import chamfer_distance, parsing_scores, pen_paths
 
 
