@@ -2,6 +2,7 @@
 
 import matplotlib.pyplot as plt
 import torch
+from PIL import Image
 
 import spiral_ppl as sp
 from spiral_ppl import plots
@@ -39,5 +40,6 @@ def test_figures_are_written(tmp_path):
     plots.plot_curves({"importance": result}, tmp_path / "curves.png", blank_l2=float(target.pow(2).mean()))
     plots.reconstruction_grid(target, {"importance": result.images}, tmp_path / "grid.png")
     for name in ("strokes", "high", "curves", "grid"):
-        assert (tmp_path / f"{name}.png").stat().st_size > 2000
+        with Image.open(tmp_path / f"{name}.png") as picture:
+            assert picture.width > 100 and picture.height > 100
     plt.close("all")
