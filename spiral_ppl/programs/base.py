@@ -133,6 +133,27 @@ class Program(abc.ABC):
         """Images ``(N, C, H, W)`` of a state, uncounted (default: draw the prefix)."""
         return self.draw(state)
 
+    def index_state(self, state: Any, index: torch.Tensor) -> Any:
+        """The states of the batch items ``index`` (a LongTensor into the batch), uncounted.
+
+        Particle methods use it to resample. The default handles any state that is a tensor
+        or a (named) tuple, list or dict of them with the batch first, which covers the
+        default prefix state and :class:`~spiral_ppl.renderers.BrushState`; programs with
+        other states override it.
+        """
+        if isinstance(state, torch.Tensor):
+            return state.index_select(0, index.to(state.device))
+        if isinstance(state, Mapping):
+            return type(state)({key: self.index_state(value, index) for key, value in state.items()})
+        if isinstance(state, tuple) and hasattr(state, "_fields"):
+            return type(state)(*(self.index_state(value, index) for value in state))
+        if isinstance(state, (tuple, list)):
+            return type(state)(self.index_state(value, index) for value in state)
+        raise TypeError(
+            f"{type(self).__name__}.index_state cannot index a state of type {type(state).__name__}; "
+            "override index_state for this program's states"
+        )
+
     # -- counted rendering: the one place renderer calls are accounted for -------------------
 
     def render(self, actions: Mapping[str, torch.Tensor]) -> torch.Tensor:
