@@ -48,6 +48,7 @@ import torch
 from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 
+from spiral_ppl.programs.likelihood import PixelNormal
 from spiral_ppl.renderers.base import Component, validate_actions
 
 #: Default pixel noise of the likelihood: standard deviation 0.5, i.e. the paper's variance 0.25.
@@ -219,7 +220,7 @@ class Program(abc.ABC):
         """The distribution of the observed image given rendered canvases ``(*batch, C, H, W)``."""
         if self._likelihood is not None:
             return self._likelihood(canvas)
-        return dist.Normal(canvas, self.pixel_scale).to_event(3)
+        return PixelNormal(canvas, self.pixel_scale)
 
     def log_prior(self, actions: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Log prior probability of whole programs ``{name: LongTensor[*batch, steps]}``."""
