@@ -25,6 +25,8 @@ from spiral_ppl.inference.engine import Engine
 #: Engines the command line can build by name, each from the options of ``infer``/``demo``.
 ENGINES: dict[str, Callable[[argparse.Namespace], Engine]] = {
     "importance": lambda options: sp.inference.Importance(),
+    "mcmc": lambda options: sp.inference.MCMC(chains=4),
+    "smc": lambda options: sp.inference.SMC(),
 }
 
 
