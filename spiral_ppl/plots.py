@@ -1,7 +1,7 @@
 """Pictures of inference: l2 against renderer calls, and reconstruction grids.
 
-Everything returns a matplotlib ``Figure`` (the Agg backend is fine headless) and, given a
-path, saves it.
+Everything returns a matplotlib ``Figure`` (shown inline in a notebook; matplotlib falls back
+to its Agg backend without a display) and, given a path, saves it.
 """
 
 from __future__ import annotations
@@ -9,13 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping
 
-import matplotlib
+import matplotlib.pyplot as plt
+import torch
 
-matplotlib.use("Agg", force=False)
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-
-from spiral_ppl.inference.result import Result  # noqa: E402
+from spiral_ppl.inference.result import Result
 
 
 def _save(figure, path: str | Path | None):

@@ -131,8 +131,10 @@ def test_custom_grammar_in_a_few_lines():
     assert image[8:16, 8:12].eq(0.5).all() and image[8:, 12:].eq(0).all()
     trace = sp.programs.trace(prog, image[None, None])
     assert set(prog.site_names()) < set(trace.nodes)
-    # The default step-wise protocol re-draws the prefix.
-    state = prog.advance(prog.initial_state(1), {k: v[:, 0] for k, v in actions.items()})
+    # The default step-wise protocol re-draws the prefix; the empty one is a blank canvas.
+    empty = prog.initial_state(1)
+    assert prog.canvas(empty).shape == (1, 1, 16, 16) and prog.canvas(empty).sum() == 0
+    state = prog.advance(empty, {k: v[:, 0] for k, v in actions.items()})
     assert prog.canvas(state)[0, 0, 8:].sum() == 0
 
 

@@ -116,10 +116,21 @@ class Program(abc.ABC):
 
     @abc.abstractmethod
     def draw(self, actions: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """Images ``(N, C, H, W)`` of programs ``{name: LongTensor[N, T]}``, any ``T <= steps``.
+        """Images ``(N, C, H, W)`` of programs ``{name: LongTensor[N, T]}``, any ``1 <= T <= steps``.
 
-        Pure and uncounted: call :meth:`render` instead, which validates and counts.
+        Pure and uncounted: call :meth:`render` instead, which validates and counts. The empty
+        program (``T = 0``) never reaches ``draw``: it is :meth:`blank_canvas`.
         """
+
+    def blank_canvas(self, batch_size: int, device: torch.device | str | None = None) -> torch.Tensor:
+        """Images ``(N, C, H, W)`` of the empty program (default: zeros); override for another background."""
+        return torch.zeros(batch_size, self.channels, self.image_size, self.image_size, device=device)
+
+    def _draw_any(self, actions: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        first = actions[self.action_space[0].name]
+        if first.shape[1] == 0:
+            return self.blank_canvas(first.shape[0], device=first.device)
+        return self.draw(actions)
 
     def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> Any:
         """State of ``batch_size`` empty programs (default: the empty prefix of actions)."""
@@ -132,7 +143,7 @@ class Program(abc.ABC):
 
     def draw_state(self, state: Any) -> torch.Tensor:
         """Images ``(N, C, H, W)`` of a state, uncounted (default: draw the prefix)."""
-        return self.draw(state)
+        return self._draw_any(state)
 
     def index_state(self, state: Any, index: torch.Tensor) -> Any:
         """The states of the batch items ``index`` (a LongTensor into the batch), uncounted.
@@ -172,7 +183,7 @@ class Program(abc.ABC):
         if steps > self.steps:
             raise ValueError(f"this program has {self.steps} steps, got actions for {steps}")
         flat = {name: value.reshape(-1, steps) for name, value in actions.items()}
-        images = self.draw(flat)
+        images = self._draw_any(flat)
         self.renders += flat[self.action_space[0].name].shape[0]
         return images.reshape(*batch_shape, *images.shape[1:])
 
