@@ -1,6 +1,5 @@
 """The example notebooks run top to bottom (with small settings: SPIRAL_PPL_SMALL=1)."""
 
-import os
 from pathlib import Path
 
 import nbformat
