@@ -10,20 +10,13 @@ import spiral_ppl as sp
 from spiral_ppl.inference.moves import BlockProposal
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Small tensors on a shared 2-core machine run far faster without intra-op threads.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    """Two strokes on an 8x8 canvas, 3x3 grid: 162 actions per step, 26244 programs in all."""
-    brush = sp.renderers.Brush(canvas_size=8, grid_size=3, sizes=(16,), pressure_levels=1, compile=False)
-    prog = sp.programs.PaintProgram(brush, steps=2, pixel_scale=1.5)
+def tiny(two_stroke_program):
+    """The two-stroke program, two planted targets and their exact posterior."""
+    prog = two_stroke_program
     planted = {
         "flag": torch.tensor([[1, 1], [1, 0]]),
         "end_point": torch.tensor([[8, 2], [4, 6]]),
@@ -33,20 +26,6 @@ def tiny():
     }
     images = prog.render(planted)
     return prog, images, sp.inference.enumerate_posterior(prog, images)
-
-
-@pytest.fixture(scope="module")
-def planted16():
-    """Three strokes on a 16x16 canvas with the full paint action space."""
-    prog = sp.programs.PaintProgram(sp.renderers.Brush(canvas_size=16, grid_size=4, compile=False), steps=3)
-    planted = {
-        "flag": torch.ones(4, 3, dtype=torch.long),
-        "end_point": torch.tensor([[15, 3, 12], [5, 10, 0], [12, 15, 3], [6, 9, 6]]),
-        "control_point": torch.tensor([[5, 7, 0], [1, 14, 4], [8, 13, 7], [0, 10, 3]]),
-        "brush_size": torch.tensor([[3, 2, 3]] * 4),
-        "pressure": torch.tensor([[9, 9, 7]] * 4),
-    }
-    return prog, prog.render(planted)
 
 
 def worst_total_variation(samples, exact, prog):

@@ -11,20 +11,13 @@ import spiral_ppl as sp
 from spiral_ppl.inference.smc import particle_schedule, systematic_resample
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Small tensors on a shared 2-core machine run far faster without intra-op threads.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    """Two strokes on an 8x8 canvas, 3x3 grid (26244 programs), and its exact log evidence."""
-    brush = sp.renderers.Brush(canvas_size=8, grid_size=3, sizes=(16,), pressure_levels=1, compile=False)
-    prog = sp.programs.PaintProgram(brush, steps=2, pixel_scale=1.5)
+def tiny(two_stroke_program):
+    """The two-stroke program, a planted target and its exact log evidence."""
+    prog = two_stroke_program
     planted = {"flag": torch.tensor([[1, 1]]), "end_point": torch.tensor([[8, 2]]),
                "control_point": torch.tensor([[2, 5]]), "brush_size": torch.tensor([[0, 0]]),
                "pressure": torch.tensor([[0, 0]])}
@@ -81,16 +74,8 @@ def test_weights_telescope_to_the_full_importance_weight(tiny):
         assert torch.allclose(result.log_evidence, log_weight, atol=1e-3)
 
 
-def test_recovers_a_planted_program_and_spends_exactly_its_budget():
-    prog = sp.programs.PaintProgram(sp.renderers.Brush(canvas_size=16, grid_size=4, compile=False), steps=3)
-    planted = {
-        "flag": torch.ones(4, 3, dtype=torch.long),
-        "end_point": torch.tensor([[15, 3, 12], [5, 10, 0], [12, 15, 3], [6, 9, 6]]),
-        "control_point": torch.tensor([[5, 7, 0], [1, 14, 4], [8, 13, 7], [0, 10, 3]]),
-        "brush_size": torch.tensor([[3, 2, 3]] * 4),
-        "pressure": torch.tensor([[9, 9, 7]] * 4),
-    }
-    images = prog.render(planted)
+def test_recovers_a_planted_program_and_spends_exactly_its_budget(planted16):
+    prog, images = planted16
     blank = images.pow(2).flatten(1).mean(1)
     budget = sp.Budget(renders=3001)
     result = sp.inference.SMC().infer(prog, images, budget, seed=0)
