@@ -15,7 +15,7 @@ Example::
     >>> likelihood.batch_shape, likelihood.event_shape
     (torch.Size([2]), torch.Size([1, 4, 4]))
     >>> round(float(likelihood.log_prob(torch.zeros(1, 4, 4))[0]), 3)  # 16 * log N(0; 0, 0.25)
-    -3.612
+    -3.613
 """
 
 from __future__ import annotations
