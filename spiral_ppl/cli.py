@@ -4,7 +4,8 @@
 
     spiral-ppl render PROGRAM.json -o canvas.png      # a program file to a picture
     spiral-ppl infer IMAGE --engine importance        # a picture to a program file
-    spiral-ppl demo --out runs/demo                   # head to head on MNIST test digits
+    spiral-ppl compare mnist-recon --budgets 100 1000 # engines head to head on an experiment
+    spiral-ppl demo --out runs/demo                   # head to head on MNIST digits and MuJoCo scenes
 
 Run ``spiral-ppl COMMAND --help`` for the options of each.
 """
@@ -25,7 +26,15 @@ from spiral_ppl.inference.engine import Engine
 #: Engines the command line can build by name, each from the options of ``infer``/``demo``.
 ENGINES: dict[str, Callable[[argparse.Namespace], Engine]] = {
     "importance": lambda options: sp.inference.Importance(),
+    "mcmc": lambda options: sp.inference.MCMC(chains=4),
+    "smc": lambda options: sp.inference.SMC(),
 }
+
+
+def _shipped() -> list[str]:
+    from spiral_ppl import experiments
+
+    return experiments.list_configs()
 
 
 def _add_brush_options(parser: argparse.ArgumentParser) -> None:
@@ -72,31 +81,38 @@ def command_infer(options: argparse.Namespace) -> int:
     return 0
 
 
-def command_demo(options: argparse.Namespace) -> int:
-    from spiral_ppl import plots
+def _comparison(config_name: str, overrides: list[str], engines: list[str], budgets: list[int], targets: int,
+                seeds: list[int], out: Path, options: argparse.Namespace) -> Path:
+    from spiral_ppl import experiments
 
-    digits = sp.data.MNIST(root=options.data, split="test", image_size=options.canvas_size)
-    images = digits.images(range(options.digits))
-    options.color = False
-    prog = _brush_program(options)
-    engines = {name: ENGINES[name](options) for name in options.engines}
-    table = sp.compare(prog, images, engines=engines, budgets=options.budgets, seeds=[options.seed])
-    out = Path(options.out)
-    out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out / "results.csv")
-    largest = max(options.budgets)
-    best = {name: table.results[(name, largest, options.seed)] for name in engines}
-    blank = float(images.pow(2).flatten(1).mean(1).mean())
-    plots.plot_curves(best, out / "l2_vs_renders.png", title=f"{options.digits} MNIST test digits", blank_l2=blank)
-    plots.reconstruction_grid(images, {name: r.images for name, r in best.items()}, out / "reconstructions.png")
-    report = (
-        f"# Head to head on {options.digits} MNIST test digits\n\n"
-        f"Program: {prog!r}\n\nMean l2 of a blank canvas: {blank:.5f}\n\n"
-        + table.to_markdown()
-        + "\n![l2 against renders](l2_vs_renders.png)\n\n![reconstructions](reconstructions.png)\n"
-    )
-    (out / "report.md").write_text(report)
+    config = experiments.load_config(config_name, overrides)
+    prog = experiments.build_program(config)
+    _, test = experiments.load_datasets(config, prog.image_size)
+    images = experiments.target_images(test, targets)
+    table = sp.compare(prog, images, engines={name: ENGINES[name](options) for name in engines},
+                       budgets=budgets, seeds=seeds)
     print(table.to_markdown())
+    return table.write_report(out, prog, images, title=f"{config['name']}: {targets} held-out targets")
+
+
+def command_compare(options: argparse.Namespace) -> int:
+    report = _comparison(options.config, options.set, options.engines, options.budgets, options.targets,
+                         options.seeds, Path(options.out), options)
+    print(f"wrote {report}")
+    return 0
+
+
+def command_demo(options: argparse.Namespace) -> int:
+    out = Path(options.out)
+    sections = []
+    for config_name, budgets in (("mnist-recon", options.budgets), ("scenes-recon", options.scene_budgets)):
+        report = _comparison(config_name, [], options.engines, budgets, options.targets, [options.seed],
+                             out / config_name, options)
+        sections.append(f"- [{config_name}]({report.relative_to(out)})")
+    (out / "report.md").write_text(
+        "# spiral_ppl head to head\n\nThe same held-out targets and renderer-call budgets for every engine:\n\n"
+        + "\n".join(sections) + "\n"
+    )
     print(f"wrote {out / 'report.md'}")
     return 0
 
@@ -121,14 +137,24 @@ def build_parser() -> argparse.ArgumentParser:
     _add_brush_options(infer)
     infer.set_defaults(run=command_infer)
 
-    demo = commands.add_parser("demo", help="head-to-head of the engines on MNIST test digits, with a report")
+    compare = commands.add_parser("compare", help="head-to-head of engines on held-out targets of an experiment")
+    compare.add_argument("config", help=f"experiment name or .toml file (shipped: {', '.join(_shipped())})")
+    compare.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                         help="override a configuration value, e.g. --set program.steps=10")
+    compare.add_argument("--engines", nargs="+", choices=sorted(ENGINES), default=sorted(ENGINES))
+    compare.add_argument("--budgets", type=int, nargs="+", default=[100, 1000], help="renders per target")
+    compare.add_argument("--targets", type=int, default=8, help="held-out targets (default: 8)")
+    compare.add_argument("--seeds", type=int, nargs="+", default=[0])
+    compare.add_argument("--out", default="runs/compare", help="output folder (default: runs/compare)")
+    compare.set_defaults(run=command_compare)
+
+    demo = commands.add_parser("demo", help="the main job: head-to-head on MNIST test digits and MUJOCO SCENES")
     demo.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
-    demo.add_argument("--data", default=None, help="folder of the MNIST IDX files (default: $SPIRAL_PPL_DATA/mnist)")
-    demo.add_argument("--digits", type=int, default=8, help="number of test digits (default: 8)")
+    demo.add_argument("--targets", type=int, default=8, help="held-out targets per experiment (default: 8)")
     demo.add_argument("--budgets", type=int, nargs="+", default=[100, 1000], help="renders per digit")
+    demo.add_argument("--scene-budgets", type=int, nargs="+", default=[100, 1000], help="renders per scene")
     demo.add_argument("--engines", nargs="+", choices=sorted(ENGINES), default=sorted(ENGINES))
     demo.add_argument("--seed", type=int, default=0)
-    _add_brush_options(demo)
     demo.set_defaults(run=command_demo)
     return parser
 

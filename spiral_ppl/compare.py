@@ -29,7 +29,7 @@ import torch
 from spiral_ppl.inference.budget import Budget
 from spiral_ppl.inference.engine import Engine
 from spiral_ppl.inference.result import Result
-from spiral_ppl.programs.base import Program
+from spiral_ppl.programs.base import Program, mean_squared_error
 
 COLUMNS = ("engine", "budget", "mean_l2", "se_l2", "renders", "seconds", "ess", "log_evidence")
 
@@ -46,6 +46,34 @@ class Comparison:
             writer = csv.DictWriter(stream, fieldnames=COLUMNS)
             writer.writeheader()
             writer.writerows(self.records)
+
+    def write_report(self, out: str | Path, prog: Program, targets: torch.Tensor, title: str) -> Path:
+        """Write ``report.md`` with the table, ``results.csv`` and the plots into ``out``.
+
+        The plots are the best l2 so far against renders at the largest budget, and the
+        reconstructions of every engine at that budget (first seed).
+        """
+        from spiral_ppl import plots
+
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        self.to_csv(out / "results.csv")
+        budget = max(key[1] for key in self.results)
+        seed = min(key[2] for key in self.results)
+        engines = list(dict.fromkeys(key[0] for key in self.results))
+        best = {name: self.results[(name, budget, seed)] for name in engines if (name, budget, seed) in self.results}
+        blank = float(mean_squared_error(prog.blank_canvas(1, device=targets.device), targets).mean())
+        plots.plot_curves(best, out / "l2_vs_renders.png", title=title, blank_l2=blank)
+        plots.reconstruction_grid(targets, {name: result.images for name, result in best.items()},
+                                  out / "reconstructions.png")
+        report = (
+            f"# {title}\n\nProgram: `{prog!r}`\n\n{targets.shape[0]} targets; mean l2 of a blank canvas: "
+            f"{blank:.5f}. Budgets are renderer calls per target.\n\n{self.to_markdown()}\n"
+            f"![l2 against renders at {budget} renders per target](l2_vs_renders.png)\n\n"
+            f"![reconstructions at {budget} renders per target](reconstructions.png)\n"
+        )
+        (out / "report.md").write_text(report)
+        return out / "report.md"
 
     def to_markdown(self) -> str:
         header = "| engine | renders / target | mean l2 | ± s.e. | seconds | ESS | log evidence |"

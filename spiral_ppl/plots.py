@@ -1,7 +1,7 @@
 """Pictures of inference: l2 against renderer calls, and reconstruction grids.
 
-Everything returns a matplotlib ``Figure`` (the Agg backend is fine headless) and, given a
-path, saves it.
+Everything returns a matplotlib ``Figure`` (shown inline in a notebook; matplotlib falls back
+to its Agg backend without a display) and, given a path, saves it.
 """
 
 from __future__ import annotations
@@ -9,13 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping
 
-import matplotlib
+import matplotlib.pyplot as plt
+import torch
 
-matplotlib.use("Agg", force=False)
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-
-from spiral_ppl.inference.result import Result  # noqa: E402
+from spiral_ppl.inference.result import Result
 
 
 def _save(figure, path: str | Path | None):
@@ -72,5 +69,66 @@ def reconstruction_grid(
             ax.set_yticks([])
             if column == 0:
                 ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
+    figure.subplots_adjust(wspace=0.05, hspace=0.05)
+    return _save(figure, path)
+
+
+def stroke_colours(prog, actions: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """Each program's canvas with every step's marks in a colour of their own: ``(B, 3, H, W)``.
+
+    Works for any program through its step-wise protocol: a pixel takes the colour of the
+    last step that changed it, at the brightness of the final canvas (the paper's Figure 6d).
+    """
+    names = list(actions)
+    batch, steps = actions[names[0]].shape
+    palette = torch.tensor(plt.get_cmap("tab20").colors, dtype=torch.float32)
+    state = prog.initial_state(batch, device=actions[names[0]].device)
+    previous = prog.draw_state(state)
+    owner = torch.full((batch, *previous.shape[-2:]), -1, dtype=torch.long)
+    for t in range(steps):
+        state = prog.advance(state, {name: value[:, t] for name, value in actions.items()})
+        canvas = prog.draw_state(state)
+        changed = (canvas - previous).abs().sum(1).cpu() > 1e-3
+        owner[changed] = t
+        previous = canvas
+    brightness = previous.detach().cpu().abs().amax(1, keepdim=True).clamp(0, 1)
+    colours = palette[owner.clamp(min=0) % len(palette)].permute(0, 3, 1, 2)
+    return torch.where(owner[:, None] >= 0, colours * brightness.clamp(min=0.35), torch.zeros_like(colours))
+
+
+def stroke_decomposition(prog, actions: Mapping[str, torch.Tensor], path: str | Path | None = None, columns: int = 8):
+    """A row of programs drawn with one colour per step (see :func:`stroke_colours`)."""
+    pictures = stroke_colours(prog, actions)
+    count = pictures.shape[0]
+    columns = min(columns, count)
+    rows = (count + columns - 1) // columns
+    figure, axes = plt.subplots(rows, columns, figsize=(1.6 * columns, 1.6 * rows), squeeze=False)
+    for index, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if index < count:
+            ax.imshow(_as_picture(pictures[index]), interpolation="nearest")
+    figure.subplots_adjust(wspace=0.05, hspace=0.05)
+    return _save(figure, path)
+
+
+def high_resolution(renderer, actions: Mapping[str, torch.Tensor], scale: int = 4, path: str | Path | None = None):
+    """The same programs at their own resolution and re-rendered ``scale`` times larger (Figure 6c).
+
+    ``renderer`` must offer ``with_canvas_size`` (the Brush does).
+    """
+    if not hasattr(renderer, "with_canvas_size"):
+        raise ValueError(f"{type(renderer).__name__} cannot re-render at another resolution (no with_canvas_size)")
+    low = renderer.render(actions)
+    high = renderer.with_canvas_size(renderer.image_size * scale).render(actions)
+    count = low.shape[0]
+    figure, axes = plt.subplots(2, count, figsize=(2.2 * count, 4.6), squeeze=False)
+    for column in range(count):
+        for row, images in enumerate((low, high)):
+            ax = axes[row, column]
+            ax.imshow(_as_picture(images[column]), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[0, 0].set_ylabel(f"{low.shape[-1]}px")
+        axes[1, 0].set_ylabel(f"{high.shape[-1]}px")
     figure.subplots_adjust(wspace=0.05, hspace=0.05)
     return _save(figure, path)

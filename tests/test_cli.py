@@ -88,7 +88,7 @@ def test_unreadable_inputs(tmp_path, capsys):
     assert cli.main(["render", str(tmp_path / "missing.json")]) == 2
 
 
-@pytest.mark.parametrize("command", ["render", "infer", "demo"])
+@pytest.mark.parametrize("command", ["render", "infer", "compare", "demo"])
 def test_every_command_has_help(command):
     completed = subprocess.run(
         [sys.executable, "-m", "spiral_ppl.cli", command, "--help"], capture_output=True, text=True, check=True
@@ -96,11 +96,19 @@ def test_every_command_has_help(command):
     assert "usage: spiral-ppl " + command in completed.stdout
 
 
-def test_demo_runs_on_real_mnist_digits(tmp_path, data_root):
-    arguments = ["demo", "--out", str(tmp_path), "--data", str(data_root / "mnist"), "--digits", "2",
-                 "--budgets", "5", "20", "--steps", "2"]
+def test_compare_runs_on_real_mnist_digits(tmp_path, data_root, monkeypatch):
+    monkeypatch.setenv("SPIRAL_PPL_DATA", str(data_root))
+    arguments = ["compare", "mnist-recon", "--set", "program.steps=2", "--targets", "2", "--budgets", "4", "20",
+                 "--engines", "importance", "smc", "--out", str(tmp_path)]
     assert cli.main(arguments) == 0
     report = (tmp_path / "report.md").read_text()
-    assert "| importance | 20 |" in report
+    assert "| importance | 20 |" in report and "| smc | 20 |" in report
+    rows = (tmp_path / "results.csv").read_text().splitlines()
+    assert rows[0].startswith("engine,budget,mean_l2") and len(rows) == 5
     assert (tmp_path / "l2_vs_renders.png").stat().st_size > 1000
     assert (tmp_path / "reconstructions.png").stat().st_size > 1000
+
+
+def test_compare_refuses_unknown_experiments(capsys):
+    assert cli.main(["compare", "mnist-reconstruction"]) == 2
+    assert "unknown configuration" in capsys.readouterr().err

@@ -77,7 +77,7 @@ def test_user_priors_and_pixel_scale(paint):
     flags = trace.nodes["step_0/flag"]
     torch.testing.assert_close(flags["log_prob"], torch.tensor([0.25, 0.75]).log()[flags["value"]])
     assert (trace.nodes["step_0/pressure"]["value"] == 2).all() and (trace.nodes["step_1/pressure"]["value"] == 7).all()
-    assert prog.likelihood(torch.zeros(1, 1, 16, 16)).base_dist.scale.max() == pytest.approx(0.1)
+    assert prog.likelihood(torch.zeros(1, 1, 16, 16)).scale == pytest.approx(0.1)
     actions = prog.actions_from_trace(trace)
     expected = sum(trace.nodes[name]["log_prob"] for name in prog.site_names())
     torch.testing.assert_close(prog.log_prior(actions), expected)
@@ -131,8 +131,10 @@ def test_custom_grammar_in_a_few_lines():
     assert image[8:16, 8:12].eq(0.5).all() and image[8:, 12:].eq(0).all()
     trace = sp.programs.trace(prog, image[None, None])
     assert set(prog.site_names()) < set(trace.nodes)
-    # The default step-wise protocol re-draws the prefix.
-    state = prog.advance(prog.initial_state(1), {k: v[:, 0] for k, v in actions.items()})
+    # The default step-wise protocol re-draws the prefix; the empty one is a blank canvas.
+    empty = prog.initial_state(1)
+    assert prog.canvas(empty).shape == (1, 1, 16, 16) and prog.canvas(empty).sum() == 0
+    state = prog.advance(empty, {k: v[:, 0] for k, v in actions.items()})
     assert prog.canvas(state)[0, 0, 8:].sum() == 0
 
 
@@ -188,6 +190,18 @@ class TestImageChecks:
     def test_batch_size_disagreement(self):
         with pytest.raises(ValueError, match="batch_size=3"):
             self.prog.model(torch.zeros(2, 1, 16, 16), batch_size=3)
+
+
+def test_pixel_normal_equals_pyro_normal_and_broadcasts():
+    canvas, images = torch.rand(4, 3, 3, 8, 8), torch.rand(3, 3, 8, 8)
+    fast = sp.programs.PixelNormal(canvas, 0.3)
+    reference = dist.Normal(canvas, 0.3).to_event(3)
+    torch.testing.assert_close(fast.log_prob(images), reference.log_prob(images))
+    assert fast.expand((2, 4, 3)).batch_shape == (2, 4, 3)
+    sample = fast.sample((5,))
+    assert sample.shape == (5, 4, 3, 3, 8, 8) and abs(float((sample - canvas).std()) - 0.3) < 0.01
+    with pytest.raises(ValueError, match="positive"):
+        sp.programs.PixelNormal(canvas, 0.0)
 
 
 def test_custom_likelihood_is_used():

@@ -9,7 +9,8 @@ recognition", Proc. IEEE 1998. MNIST is distributed under CC BY-SA 3.0.
 
 Example::
 
-    digits = MNIST(split="test")          # reads $SPIRAL_PPL_DATA/mnist or ~/.cache/spiral_ppl/mnist
+    digits = MNIST(split="test")          # $SPIRAL_PPL_DATA/mnist or ~/.cache/spiral_ppl/mnist,
+                                          # downloaded there (checksums verified) if missing
     image, label = digits[0]              # (1, 64, 64) float in [0, 1], int
     batch = digits.images(range(16))      # (16, 1, 64, 64)
 """
@@ -19,18 +20,27 @@ from __future__ import annotations
 import gzip
 import struct
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from spiral_ppl.data.cache import default_root
+from spiral_ppl.data.download import ensure_files
 
 FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
 }
+#: Published SHA-256 of the original files.
+SHA256 = {
+    "train-images-idx3-ubyte.gz": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+    "train-labels-idx1-ubyte.gz": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+    "t10k-images-idx3-ubyte.gz": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+    "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+}
+MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/")
 IMAGE_MAGIC, LABEL_MAGIC = 2051, 2049
 
 
@@ -58,9 +68,20 @@ class MNIST(Dataset):
     :param root: folder holding the IDX files (default: :func:`~spiral_ppl.data.cache.default_root`).
     :param split: ``"train"`` (60,000 digits) or ``"test"`` (10,000).
     :param image_size: side of the returned images (64 in the paper).
+    :param download: fetch missing files (checksums verified) when online.
+    :param mirrors: base URLs to download from.
+    :param checksums: SHA-256 per file name (default: the published ones).
     """
 
-    def __init__(self, root: str | Path | None = None, split: str = "test", image_size: int = 64) -> None:
+    def __init__(
+        self,
+        root: str | Path | None = None,
+        split: str = "test",
+        image_size: int = 64,
+        download: bool = True,
+        mirrors: Sequence[str] = MIRRORS,
+        checksums: Mapping[str, str] = SHA256,
+    ) -> None:
         if split not in FILES:
             raise ValueError(f"split must be one of {sorted(FILES)}, got {split!r}")
         if not isinstance(image_size, int) or image_size < 1:
@@ -68,13 +89,8 @@ class MNIST(Dataset):
         self.root = Path(root) if root is not None else default_root("mnist")
         self.split = split
         self.image_size = image_size
-        image_file, label_file = (self.root / name for name in FILES[split])
-        missing = [path.name for path in (image_file, label_file) if not path.is_file()]
-        if missing:
-            raise FileNotFoundError(
-                f"MNIST {split} files {missing} are not in {self.root}. Put the original IDX files "
-                f"({', '.join(FILES[split])}) there, or pass root= the folder that holds them."
-            )
+        files = {name: checksums[name] for name in FILES[split]}
+        image_file, label_file = ensure_files(files, self.root, mirrors, download, dataset=f"MNIST {split}")
         self.digits = torch.from_numpy(read_idx(image_file, IMAGE_MAGIC).copy())
         self.labels = torch.from_numpy(read_idx(label_file, LABEL_MAGIC).astype(np.int64))
         if len(self.digits) != len(self.labels):

@@ -8,6 +8,7 @@ from spiral_ppl.programs.base import (
     site_name,
     trace,
 )
+from spiral_ppl.programs.likelihood import PixelNormal
 from spiral_ppl.programs.renderer_program import PaintProgram, RendererProgram
 from spiral_ppl.programs.scene_program import DEFAULT_COMMAND_PRIOR, SceneProgram
 
@@ -15,6 +16,7 @@ __all__ = [
     "DEFAULT_COMMAND_PRIOR",
     "DEFAULT_PIXEL_SCALE",
     "PaintProgram",
+    "PixelNormal",
     "Program",
     "RendererProgram",
     "SceneProgram",
