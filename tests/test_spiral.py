@@ -331,3 +331,39 @@ def test_the_pretrained_cpu_mnist_agent_beats_a_blank_canvas(data_root):
     blank = float(digits.pow(2).mean())
     assert result.renders.tolist() == [6] * 64
     assert float(result.l2.mean()) < 0.85 * blank, (float(result.l2.mean()), blank)
+
+
+def test_the_policy_is_an_smc_step_proposal_with_exact_weights():
+    torch.manual_seed(0)
+    prog = stroke_program(grid_size=4, steps=3)
+    agent = sp.inference.Spiral(prog, reward="l2", config=SpiralConfig.small(), device="cpu")
+    targets = one_stroke_targets(prog, 2, seed=10)
+    # Without resampling the weights are whole-program importance weights p(a) p(x | a) / q(a | x),
+    # with q the policy's probability of the programs in a rollout (canvases and LSTM included).
+    result = sp.inference.SMC(agent.proposal, ess_threshold=0.0).infer(prog, targets, sp.Budget(renders=24), seed=0)
+    assert result.renders.tolist() == [24, 24]
+    # Re-run the same seed with a recording proposal to get the particles' programs.
+    recorded = []
+
+    class Recording(sp.inference.spiral.SpiralProposal):
+        def propose(self, program, step, history, canvas, images):
+            action, log_q = super().propose(program, step, history, canvas, images)
+            recorded.append((action, log_q))
+            return action, log_q
+
+    again = sp.inference.SMC(Recording(agent), ess_threshold=0.0).infer(prog, targets, sp.Budget(renders=24), seed=0)
+    torch.testing.assert_close(again.log_weights, result.log_weights)
+    actions = {c.name: torch.stack([a[c.name] for a, _ in recorded], -1) for c in prog.action_space}  # (8, 2, 3)
+    flat = {name: value.reshape(16, 3) for name, value in actions.items()}
+    with torch.no_grad():
+        episode = rollout(agent.policy, prog, 16, targets.repeat(8, 1, 1, 1),
+                          choose=lambda t, component, logits: flat[component.name][:, t])
+    log_q = episode.log_probs.sum(1).view(8, 2)
+    log_p = prog.log_prior(actions) + prog.likelihood(prog.render(actions)).log_prob(targets)
+    torch.testing.assert_close(result.log_weights, log_p - log_q, rtol=1e-4, atol=1e-3)
+
+    # Resampling and rejuvenation moves (which change prefixes) keep the run within budget.
+    moved = sp.inference.SMC(agent.proposal, ess_threshold=1.0, rejuvenation_moves=1).infer(
+        prog, targets, sp.Budget(renders=60), seed=0)
+    assert int(moved.renders.max()) <= 60 and bool(torch.isfinite(moved.log_evidence).all())
+    torch.testing.assert_close(moved.images, prog.render(moved.actions))

@@ -3,7 +3,7 @@
 One concept per module: :mod:`.policy` (the network), :mod:`.critic` (discriminator and
 WGAN-GP loss), :mod:`.rewards`, :mod:`.replay` (replay buffer), :mod:`.rollout` (batched
 episodes), :mod:`.learner` (hyper-parameters and the A2C update), :mod:`.guide` (the
-policy as a Pyro guide), :mod:`.sources` (training images), :mod:`.logs` and
+policy as a Pyro guide), :mod:`.proposal` (the policy as an SMC step proposal), :mod:`.sources` (training images), :mod:`.logs` and
 :mod:`.agent` (:class:`Spiral`, the engine).
 """
 
@@ -12,10 +12,11 @@ from spiral_ppl.inference.spiral.critic import Critic, wgan_gp_loss
 from spiral_ppl.inference.spiral.guide import SpiralGuide
 from spiral_ppl.inference.spiral.learner import Learner, SpiralConfig, TrainingDiverged
 from spiral_ppl.inference.spiral.policy import Policy
+from spiral_ppl.inference.spiral.proposal import SpiralProposal
 from spiral_ppl.inference.spiral.replay import ReplayBuffer
 from spiral_ppl.inference.spiral.rollout import Episode, rollout
 
 __all__ = [
-    "Critic", "Episode", "Learner", "Policy", "ReplayBuffer", "Spiral", "SpiralConfig", "SpiralGuide",
+    "Critic", "Episode", "Learner", "Policy", "ReplayBuffer", "Spiral", "SpiralConfig", "SpiralGuide", "SpiralProposal",
     "TrainingDiverged", "rollout", "wgan_gp_loss",
 ]

@@ -6,7 +6,7 @@ WGAN-GP critic (``reward="critic"``) or against the l2 distance to the target
 (``reward="l2"``, conditional agents only). Once trained it inverts an image in one pass
 of ``steps`` renders; with a larger budget it keeps the best of several passes. Its policy
 is also a Pyro guide over the program's sites (:attr:`Spiral.guide`), so importance
-sampling can use it as a proposal.
+sampling can use it as a proposal, and a step proposal for SMC (:attr:`Spiral.proposal`).
 
 Example::
 
@@ -43,6 +43,7 @@ from spiral_ppl.inference.spiral.guide import SpiralGuide
 from spiral_ppl.inference.spiral.learner import Learner, SpiralConfig
 from spiral_ppl.inference.spiral.logs import TrainingLog
 from spiral_ppl.inference.spiral.policy import Policy
+from spiral_ppl.inference.spiral.proposal import SpiralProposal
 from spiral_ppl.inference.spiral.rollout import rollout
 from spiral_ppl.inference.spiral.sources import ImageSource
 from spiral_ppl.io import atomic_path
@@ -158,6 +159,11 @@ class Spiral(Engine):
     def guide(self) -> SpiralGuide:
         """The policy as a Pyro guide ``guide(image)`` over the sites ``step_{t}/{component}``."""
         return SpiralGuide(self)
+
+    @property
+    def proposal(self) -> SpiralProposal:
+        """The policy as an SMC step proposal: ``sp.inference.SMC(agent.proposal)``."""
+        return SpiralProposal(self)
 
     # -- inference ---------------------------------------------------------------------------
 
