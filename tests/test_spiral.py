@@ -302,7 +302,8 @@ class TestBadInput:
     def test_load_refuses_other_programs_and_corrupt_files(self, tmp_path):
         agent = sp.inference.Spiral(self.prog, reward="l2", config=SpiralConfig.small(), device="cpu")
         agent.save(tmp_path / "agent.pt")
-        with pytest.raises(ValueError, match=r"holds an agent for a PaintProgram with 2 steps.*differs in \['action_space'\]"):
+        mismatch = r"holds an agent for a PaintProgram with 2 steps.*differs in \['action_space'\]"
+        with pytest.raises(ValueError, match=mismatch):
             sp.inference.Spiral.load(tmp_path / "agent.pt", prog=stroke_program(grid_size=8, steps=2))
         with pytest.raises(ValueError, match="differs in"):
             sp.inference.Spiral.load(tmp_path / "agent.pt", prog=Rectangles(steps=2))

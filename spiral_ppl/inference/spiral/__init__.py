@@ -3,7 +3,8 @@
 One concept per module: :mod:`.policy` (the network), :mod:`.critic` (discriminator and
 WGAN-GP loss), :mod:`.rewards`, :mod:`.replay` (replay buffer), :mod:`.rollout` (batched
 episodes), :mod:`.learner` (hyper-parameters and the A2C update), :mod:`.guide` (the
-policy as a Pyro guide), :mod:`.proposal` (the policy as an SMC step proposal), :mod:`.sources` (training images), :mod:`.logs` and
+policy as a Pyro guide), :mod:`.proposal` (the policy as an SMC step proposal),
+:mod:`.sources` (training images), :mod:`.logs` and
 :mod:`.agent` (:class:`Spiral`, the engine).
 """
 

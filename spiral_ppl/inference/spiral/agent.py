@@ -282,7 +282,8 @@ class Spiral(Engine):
         history: list[dict[str, float]] = []
         episode_steps = self.config.batch_size * prog.steps
         try:
-            with tqdm(total=steps, desc=self.name, unit="update", disable=None if progress is None else not progress) as bar:
+            quiet = None if progress is None else not progress
+            with tqdm(total=steps, desc=self.name, unit="update", disable=quiet) as bar:
                 for _ in range(steps):
                     started = time.perf_counter()
                     targets = source.batch(self.config.batch_size).to(self.device) if self.conditional else None
@@ -367,7 +368,9 @@ class Spiral(Engine):
             torch.save(state, temporary)
 
     @classmethod
-    def load(cls, path: str | Path, prog: Program | None = None, *, device: torch.device | str | None = None) -> "Spiral":
+    def load(
+        cls, path: str | Path, prog: Program | None = None, *, device: torch.device | str | None = None
+    ) -> "Spiral":
         """Read an agent written by :meth:`save`; :meth:`fit` then resumes exactly where it stopped.
 
         :param prog: the program to act on; required unless the checkpoint's program is a

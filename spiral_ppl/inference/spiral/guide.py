@@ -11,7 +11,8 @@ To choose its actions the policy looks at the canvases drawn so far: a sighted g
 ``steps - 1`` intermediate canvases per sample (the model draws the last), a blind one
 none. The guide declares this in :attr:`SpiralGuide.renders_per_sample`, which Importance
 reads to keep its budget of renders; the canvases are drawn (and counted) with the agent's
-program, so give Importance that same program.
+program, so give Importance that same program. For SMC use :attr:`Spiral.proposal` (the
+step proposal, which reads the canvases SMC renders) rather than this guide.
 
 Example::
 

@@ -54,7 +54,8 @@ class ReplayBuffer:
         return images[index], torch.cat([targets for _, targets in self.batches])[index]
 
     def state_dict(self) -> dict[str, Any]:
-        return {"capacity": self.capacity, "batches": [(i.cpu(), None if t is None else t.cpu()) for i, t in self.batches]}
+        batches = [(images.cpu(), None if targets is None else targets.cpu()) for images, targets in self.batches]
+        return {"capacity": self.capacity, "batches": batches}
 
     def load_state_dict(self, state: dict[str, Any], device: torch.device | str = "cpu") -> None:
         self.capacity = state["capacity"]
