@@ -185,7 +185,8 @@ class MyPaint(PaintRenderer):
         layer, position = state
         self.check_step(action, layer.shape[0])
         program = {name: value[:, None] for name, value in action.items()}
-        pixels = (layer.permute(0, 2, 3, 1) * FIXED_ONE).round().to(torch.int32).numpy().astype(np.uint16)
+        fixed_point = (layer.detach().cpu().permute(0, 2, 3, 1) * FIXED_ONE).round().to(torch.int32)
+        pixels = fixed_point.numpy().astype(np.uint16)
         pixels = self._paint(pixels, position, program)
         layer = _layer_from_pixels(pixels).to(layer.device)
         return MyPaintState(layer, action["end_point"].to(device=position.device, dtype=torch.long))

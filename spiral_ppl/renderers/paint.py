@@ -29,7 +29,7 @@ torch :class:`~spiral_ppl.renderers.Brush`, the libmypaint
 Example::
 
     >>> import torch, spiral_ppl as sp
-    >>> brush = sp.renderers.Brush(canvas_size=64, grid_size=32)
+    >>> brush = sp.renderers.Brush(canvas_size=64, grid_size=32, width_scale=1.0)
     >>> brush.grid_to_pixels(torch.tensor([0, 31, 32 * 32 - 1])).tolist()
     [[0.0, 0.0], [63.0, 0.0], [63.0, 63.0]]
     >>> brush.stroke_radius(torch.tensor([0, 5])).tolist()  # sizes 1 and 24 at 64x64
