@@ -11,7 +11,7 @@ one run are printed by ``benchmarks/brush_vs_mypaint.py --speed``.
 """
 
 import pytest
-from brush_vs_mypaint import HARD_PEN, fidelity, program_sets, random_programs
+from brush_vs_mypaint import DRY_BRUSH_LOOK, HARD_PEN, fidelity, program_sets, random_programs
 
 import spiral_ppl as sp
 
@@ -19,8 +19,8 @@ import spiral_ppl as sp
 STEPS = {1: 20, 64: 2, 1024: 1}
 
 ENGINES = {
-    "brush-compiled": lambda: sp.renderers.Brush(compile=True),
-    "brush-eager": lambda: sp.renderers.Brush(compile=False),
+    "brush-compiled": lambda: sp.renderers.Brush(compile=True, **DRY_BRUSH_LOOK),
+    "brush-eager": lambda: sp.renderers.Brush(compile=False, **DRY_BRUSH_LOOK),
     "mypaint": lambda: sp.renderers.MyPaint(),
     "mypaint-2-workers": lambda: sp.renderers.MyPaint(workers=2),
 }
@@ -48,7 +48,7 @@ def test_fidelity_to_mypaint(benchmark):
     mypaint = sp.renderers.MyPaint()
     sets = program_sets(mypaint, seed=50)
     references = {name: mypaint.render(actions) for name, actions in sets.items()}
-    after = benchmark.pedantic(fidelity, args=({}, references, sets), rounds=1, iterations=1)
+    after = benchmark.pedantic(fidelity, args=(DRY_BRUSH_LOOK, references, sets), rounds=1, iterations=1)
     before = fidelity(HARD_PEN, references, sets)
     for name in sets:
         benchmark.extra_info[f"l2 before tuning, {name}"] = before[name]

@@ -2,13 +2,13 @@
 
 Fidelity is the mean squared pixel difference (l2) between the two engines' renders of the
 same uniformly random programs, for single strokes (a jump, then one stroke) and for
-20-step programs (the paper's episode length). "Before" is the hard pen Brush had before it
-was tuned (``width_scale=1, softness=0, opacity_exponent=1``); "after" is Brush's defaults,
+20-step programs (the paper's episode length). "Before" is Brush's default hard pen
+(``width_scale=1, softness=0, opacity_exponent=1``); "after" is ``Brush(**DRY_BRUSH_LOOK)``,
 fitted by ``--tune`` (a grid search on programs other than the ones reported; a coarser
 search over width_scale 0.8-2.5, softness 0-2, opacity_exponent 0.25-1 came first).
 
 Speed is strokes painted per second on this machine's CPU, every stroke inked (flag 1), at
-batch 1, 64 and 1024, for Brush compiled (the default), Brush eager, and MyPaint in this
+batch 1, 64 and 1024, for Brush (DRY_BRUSH_LOOK) compiled and eager, and MyPaint in this
 process and over worker processes.
 
 Run from the repository root::
@@ -26,8 +26,10 @@ import torch
 
 import spiral_ppl as sp
 
-#: Brush before tuning: the hard pen (strokes exactly ``size`` wide, opacity = pressure).
+#: Brush before tuning: the default hard pen (strokes exactly ``size`` wide, opacity = pressure).
 HARD_PEN = dict(width_scale=1.0, softness=0.0, opacity_exponent=1.0)
+#: Brush after tuning.
+DRY_BRUSH_LOOK = sp.renderers.DRY_BRUSH_LOOK
 
 
 def random_programs(renderer, batch, steps, seed, single_strokes=False):
@@ -90,8 +92,8 @@ def strokes_per_second(engines: dict, batch: int, steps: int, rounds: int = 3, s
 
 def speed_table() -> list[dict]:
     engines = {
-        "Brush (compiled)": sp.renderers.Brush(compile=True),
-        "Brush (eager)": sp.renderers.Brush(compile=False),
+        "Brush (compiled)": sp.renderers.Brush(compile=True, **DRY_BRUSH_LOOK),
+        "Brush (eager)": sp.renderers.Brush(compile=False, **DRY_BRUSH_LOOK),
         "MyPaint": sp.renderers.MyPaint(),
         "MyPaint (2 workers)": sp.renderers.MyPaint(workers=2),
     }
@@ -121,8 +123,8 @@ def figure(path: str, mypaint, count: int = 8) -> None:
     actions = random_programs(mypaint, count, 20, seed=11)
     rows = {
         "MyPaint\nclassic/dry_brush": mypaint.render(actions),
-        "Brush\n(tuned defaults)": sp.renderers.Brush(compile=False).render(actions),
-        "Brush\n(hard pen)": sp.renderers.Brush(compile=False, **HARD_PEN).render(actions),
+        "Brush\n(DRY_BRUSH_LOOK)": sp.renderers.Brush(compile=False, **DRY_BRUSH_LOOK).render(actions),
+        "Brush\n(default hard pen)": sp.renderers.Brush(compile=False).render(actions),
     }
     fig, axes = plt.subplots(len(rows), count, figsize=(1.6 * count, 1.75 * len(rows)))
     for row, (label, images) in zip(axes, rows.items()):
@@ -151,7 +153,7 @@ def main() -> None:
     sets = program_sets(mypaint, seed=50)  # held out from the tuning programs
     references = {name: mypaint.render(actions) for name, actions in sets.items()}
     before = fidelity(HARD_PEN, references, sets)
-    after = fidelity({}, references, sets)
+    after = fidelity(DRY_BRUSH_LOOK, references, sets)
     for name in sets:
         print(f"fidelity, {name}: mean l2 Brush vs MyPaint {before[name]:.4f} before tuning, {after[name]:.4f} after")
     if args.speed:

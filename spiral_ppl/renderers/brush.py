@@ -33,12 +33,11 @@ re-rendering the same program with a larger ``canvas_size`` gives the same pictu
 
 Grayscale canvases follow MNIST's convention, ink 1 on a 0 background.
 
-The defaults (``width_scale=1.4, softness=1.5, opacity_exponent=0.6``) were fitted to
-libmypaint's ``classic/dry_brush`` (:class:`~spiral_ppl.renderers.MyPaint`, the paper's paint
-engine) by least squares over random programs, which more than halves the mean squared pixel
-difference to it (benchmarks/RESULTS.md). ``Brush(width_scale=1, softness=0,
-opacity_exponent=1)`` is the hard pen whose strokes are exactly ``sizes[k]`` pixels wide with
-opacity ``p``.
+By default the brush is a hard pen: strokes exactly ``sizes[k]`` pixels wide with opacity
+``p``. ``Brush(**DRY_BRUSH_LOOK)`` (``width_scale=1.4, softness=1.5, opacity_exponent=0.6``)
+looks like libmypaint's ``classic/dry_brush`` (:class:`~spiral_ppl.renderers.MyPaint`, the
+paper's paint engine): fitted by least squares over random programs, it halves to thirds the
+mean squared pixel difference to it (benchmarks/RESULTS.md).
 
 Example::
 
@@ -65,6 +64,12 @@ import torch
 
 from spiral_ppl.renderers.paint import DEFAULT_SIZES, PaintRenderer
 
+#: Brush settings fitted to libmypaint's classic/dry_brush (benchmarks/brush_vs_mypaint.py --tune).
+DRY_BRUSH_LOOK = {"width_scale": 1.4, "softness": 1.5, "opacity_exponent": 0.6}
+
+#: With ``compile=None``, calls painting at least this many pixels use the compiled kernel.
+COMPILE_FROM_PIXELS = 64 * 64 * 64
+
 
 class BrushState(NamedTuple):
     """The state of a batch of canvases: pixels plus where each brush rests."""
@@ -84,14 +89,15 @@ def _stroke_distance(start, control, end, pixel_x, pixel_y):
     With ``a = control - start``, ``b = start - 2 control + end`` and ``e = start - q``, the
     curve is ``p(t) - q = e + 2 a t + b t^2`` and the stationary points of the squared
     distance solve ``|b|^2 t^3 + 3 (a.b) t^2 + (2 |a|^2 + e.b) t + e.a = 0``. Straight strokes
-    (``b = 0``, the control point at the midpoint, and dots) are handled as segments.
+    (``b = 0``: the control point at the midpoint, and dots) are handled as segments.
     """
     a = control - start
     b = start - 2 * control + end
     bb = (b * b).sum(-1)
-    straight = bb == 0
-    # On grids, b is either exactly zero or at least one grid spacing long, so the cubic is
-    # well conditioned whenever it is used; the placeholder only keeps straight rows finite.
+    # On a grid, b is a whole multiple of the grid spacing (at least one pixel) or zero up to
+    # rounding, so the cubic is well conditioned whenever it is used; the placeholder only
+    # keeps the rows of straight strokes finite.
+    straight = bb < 1e-4
     b = torch.where(straight[:, None], torch.ones_like(b), b)
     bb = torch.where(straight, torch.full_like(bb, 2.0), bb)
 
@@ -159,11 +165,9 @@ def _paint(canvas, start, control, end, radius, edge, opacity, ink, pixel_x, pix
 _compiled_paint = None
 
 
-def _compile_by_default() -> bool:
+def _compile_allowed() -> bool:
     setting = os.environ.get("SPIRAL_PPL_COMPILE", "").strip().lower()
-    if setting in ("0", "false", "no", "off"):
-        return False
-    return True
+    return setting not in ("0", "false", "no", "off")
 
 
 class Brush(PaintRenderer):
@@ -173,16 +177,17 @@ class Brush(PaintRenderer):
     grid_size, color, sizes, pressure_levels, color_bins, background, width_scale), plus:
 
     :param softness: width of the stroke's soft edge as a fraction of its radius (0 gives the
-        one-pixel anti-aliased edge of a hard pen). The edge ramps linearly over
+        one-pixel anti-aliased edge of a hard pen, the default). The edge ramps linearly over
         ``1 + softness * radius`` pixels centred on the radius, so the stroke's 50 % width
         stays ``2 * radius``.
     :param opacity_exponent: a stroke of pressure ``p`` has opacity ``p ** opacity_exponent``
         (1: opacity equals pressure; below 1 light strokes carry more ink, as libmypaint's
         overlapping dabs do).
-    :param compile: fuse the per-pixel arithmetic with :func:`torch.compile` (several times
-        faster on CPU and GPU; the first call compiles for ~20 s). ``None`` compiles unless
-        the environment variable ``SPIRAL_PPL_COMPILE=0`` says otherwise. Falls back to
-        eager mode with a warning when compiling fails.
+    :param compile: fuse the per-pixel arithmetic with :func:`torch.compile` (about 8 times
+        faster on CPU, more on a GPU; the first call compiles for ~20 s). ``None`` compiles
+        for calls of at least :data:`COMPILE_FROM_PIXELS` pixels (64 canvases of 64x64), where
+        the time pays back, unless the environment variable ``SPIRAL_PPL_COMPILE=0`` says
+        otherwise (it does not override an explicit ``True``). Falls back to eager mode with a warning when compiling fails.
     """
 
     def __init__(
@@ -194,9 +199,9 @@ class Brush(PaintRenderer):
         pressure_levels: int = 10,
         color_bins: int = 20,
         background: float | Sequence[float] = 0.0,
-        width_scale: float = 1.4,
-        softness: float = 1.5,
-        opacity_exponent: float = 0.6,
+        width_scale: float = 1.0,
+        softness: float = 0.0,
+        opacity_exponent: float = 1.0,
         compile: bool | None = None,
     ) -> None:
         super().__init__(
@@ -215,7 +220,7 @@ class Brush(PaintRenderer):
             raise ValueError(f"opacity_exponent must be a number in (0, 4], got {opacity_exponent!r}")
         self.softness = float(softness)
         self.opacity_exponent = float(opacity_exponent)
-        self.compile = _compile_by_default() if compile is None else bool(compile)
+        self.compile = None if compile is None else bool(compile)
         self._pixel_grids: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def settings(self) -> dict:
@@ -256,16 +261,20 @@ class Brush(PaintRenderer):
         opacity = opacity * action["flag"].to(torch.float32)
         edge = 1 + self.softness * radius
         pixel_x, pixel_y = self._pixels(device)
-        paint = self._paint_function()
+        paint = self._paint_function(canvas.shape[0] * canvas.shape[-1] * canvas.shape[-2])
         canvas = paint(canvas, start, control, end, radius, edge, opacity, self.ink(action), pixel_x, pixel_y)
         return BrushState(canvas, action["end_point"])
 
     def canvas(self, state: BrushState) -> torch.Tensor:
         return state.canvas
 
-    def _paint_function(self):
+    def _paint_function(self, pixels: int):
         global _compiled_paint
-        if not self.compile:
+        if self.compile is None:
+            use_compiled = pixels >= COMPILE_FROM_PIXELS and _compile_allowed()
+        else:
+            use_compiled = self.compile
+        if not use_compiled:
             return _paint
         if _compiled_paint is None:
             _compiled_paint = _CompiledWithFallback(_paint)

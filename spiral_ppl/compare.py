@@ -1,0 +1,139 @@
+"""Head to head: every engine on the same targets under the same renderer-call budgets.
+
+:func:`compare` runs each engine once per budget and seed on the same images and collects
+one record per (engine, budget): mean l2 with its standard error over targets and seeds,
+renders spent per target, wall-clock seconds, and ESS and log-evidence where the engine
+defines them. Renders are metered by the program (one place), so budgets mean the same
+thing for every engine.
+
+Example::
+
+    >>> import torch, spiral_ppl as sp
+    >>> prog = sp.programs.PaintProgram(sp.renderers.Brush(canvas_size=16, grid_size=4), steps=1)
+    >>> images = prog.render({c.name: torch.ones(2, 1, dtype=torch.long) for c in prog.action_space})
+    >>> table = sp.compare(prog, images, engines={"prior IS": sp.inference.Importance()}, budgets=[10, 100])
+    >>> [(r["engine"], r["budget"], r["renders"]) for r in table.records]
+    [('prior IS', 10, 10.0), ('prior IS', 100, 100.0)]
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import torch
+
+from spiral_ppl.inference.budget import Budget
+from spiral_ppl.inference.engine import Engine
+from spiral_ppl.inference.result import Result
+from spiral_ppl.programs.base import Program, mean_squared_error
+
+COLUMNS = ("engine", "budget", "mean_l2", "se_l2", "renders", "seconds", "ess", "log_evidence")
+
+
+@dataclass
+class Comparison:
+    """Records of a head-to-head run, plus every :class:`Result` keyed by (engine, budget, seed)."""
+
+    records: list[dict] = field(default_factory=list)
+    results: dict[tuple[str, int, int], Result] = field(default_factory=dict)
+
+    def to_csv(self, path: str | Path) -> None:
+        with open(path, "w", newline="") as stream:
+            writer = csv.DictWriter(stream, fieldnames=COLUMNS)
+            writer.writeheader()
+            writer.writerows(self.records)
+
+    def write_report(self, out: str | Path, prog: Program, targets: torch.Tensor, title: str) -> Path:
+        """Write ``report.md`` with the table, ``results.csv`` and the plots into ``out``.
+
+        The plots are the best l2 so far against renders at the largest budget, and the
+        reconstructions of every engine at that budget (first seed).
+        """
+        from spiral_ppl import plots
+
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        self.to_csv(out / "results.csv")
+        budget = max(key[1] for key in self.results)
+        seed = min(key[2] for key in self.results)
+        engines = list(dict.fromkeys(key[0] for key in self.results))
+        best = {name: self.results[(name, budget, seed)] for name in engines if (name, budget, seed) in self.results}
+        blank = float(mean_squared_error(prog.blank_canvas(1, device=targets.device), targets).mean())
+        plots.plot_curves(best, out / "l2_vs_renders.png", title=title, blank_l2=blank)
+        plots.reconstruction_grid(targets, {name: result.images for name, result in best.items()},
+                                  out / "reconstructions.png")
+        report = (
+            f"# {title}\n\nProgram: `{prog!r}`\n\n{targets.shape[0]} targets; mean l2 of a blank canvas: "
+            f"{blank:.5f}. Budgets are renderer calls per target.\n\n{self.to_markdown()}\n"
+            f"![l2 against renders at {budget} renders per target](l2_vs_renders.png)\n\n"
+            f"![reconstructions at {budget} renders per target](reconstructions.png)\n"
+        )
+        (out / "report.md").write_text(report)
+        return out / "report.md"
+
+    def to_markdown(self) -> str:
+        header = "| engine | renders / target | mean l2 | ± s.e. | seconds | ESS | log evidence |"
+        lines = [header, "|" + "---|" * 7]
+        for record in self.records:
+            optional = [
+                "–" if record[key] is None or math.isnan(record[key]) else f"{record[key]:.4g}"
+                for key in ("ess", "log_evidence")
+            ]
+            lines.append(
+                f"| {record['engine']} | {record['renders']:.0f} | {record['mean_l2']:.5f} | {record['se_l2']:.5f} "
+                f"| {record['seconds']:.2f} | {optional[0]} | {optional[1]} |"
+            )
+        return "\n".join(lines) + "\n"
+
+
+def compare(
+    prog: Program,
+    images: torch.Tensor,
+    engines: Mapping[str, Engine],
+    budgets: Iterable[int],
+    seeds: Iterable[int] = (0,),
+) -> Comparison:
+    """Run every engine on ``images`` at every budget (renders per target) and seed."""
+    if not engines:
+        raise ValueError("engines must name at least one engine, e.g. {'importance': sp.inference.Importance()}")
+    for name, engine in engines.items():
+        if not isinstance(engine, Engine):
+            raise TypeError(f"engine {name!r} must be a spiral_ppl.inference.Engine, got {type(engine).__name__}")
+    budgets, seeds = [Budget(renders=b).renders for b in budgets], list(seeds)
+    if not budgets or not seeds:
+        raise ValueError("compare needs at least one budget and one seed")
+    images = prog.check_images(images, name="images")
+    comparison = Comparison()
+    for name, engine in engines.items():
+        for budget in budgets:
+            runs = [engine.infer(prog, images, Budget(renders=budget), seed=seed) for seed in seeds]
+            for seed, result in zip(seeds, runs):
+                comparison.results[(name, budget, seed)] = result
+            comparison.records.append(_record(name, budget, runs))
+    return comparison
+
+
+def _record(name: str, budget: int, runs: list[Result]) -> dict:
+    l2 = torch.cat([result.l2.float().cpu() for result in runs])
+    standard_error = float(l2.std() / math.sqrt(len(l2))) if len(l2) > 1 else 0.0
+
+    def mean_of(attribute: str) -> float | None:
+        values = [getattr(result, attribute) for result in runs]
+        if any(value is None for value in values):
+            return None
+        return float(torch.cat([value.float().cpu() for value in values]).mean())
+
+    return {
+        "engine": name,
+        "budget": budget,
+        "mean_l2": float(l2.mean()),
+        "se_l2": standard_error,
+        "renders": float(torch.cat([result.renders.float() for result in runs]).mean()),
+        "seconds": sum(result.seconds for result in runs) / len(runs),
+        "ess": mean_of("ess"),
+        "log_evidence": mean_of("log_evidence"),
+    }

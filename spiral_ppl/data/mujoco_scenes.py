@@ -1,0 +1,274 @@
+r"""MUJOCO SCENES: procedural scenes of 1 to 5 primitives with their ground-truth programs.
+
+Scene ``i`` of a dataset is drawn from a random generator seeded with ``(seed, i)``, so it
+depends on nothing but the generation parameters and its index:
+
+- the number of objects :math:`k` is uniform on ``min_objects .. max_objects`` (1 .. 5);
+- each object's shape, size and three colour bins are uniform;
+- its location is uniform over the grid cells where it does not overlap the objects placed
+  before it: the distance between two centres must be at least the sum of their
+  half-extents, so footprints may touch but never interpenetrate. When no cell is free the
+  object is shrunk to the smallest size, and dropped if even that does not fit (rare; the
+  scene then has fewer objects than drawn).
+
+The program of a scene is ``k`` *add* commands with the objects' attributes, then *skip*
+commands (all other components 0) up to ``steps`` (20). Rendering it with
+:class:`~spiral_ppl.renderers.MujocoScene` (same ``image_size`` and ``grid_size``) gives the
+image back exactly.
+
+Caching. 50,000 scenes take a few minutes to render, so they are made once and stored in
+``root`` (default ``$SPIRAL_PPL_CACHE/mujoco_scenes``, else
+``$XDG_CACHE_HOME/spiral_ppl/mujoco_scenes``, else ``~/.cache/spiral_ppl/mujoco_scenes``) as
+two files named by a hash of every generation parameter (and the MuJoCo version, which
+could change pixels), so different settings never collide: ``<name>.images.npy``, uint8
+``(size, 3, H, W)`` read through a memory map, and ``<name>.programs.npz``. Each is written
+to a temporary file and moved into place with :func:`os.replace`, the programs last, so a
+crash never leaves a half-written file under the final name. A cache file that cannot be
+read or does not match its parameters is regenerated with a warning.
+
+Example::
+
+    >>> import spiral_ppl as sp, tempfile
+    >>> scenes = sp.data.MujocoScenes(root=tempfile.mkdtemp(), size=4, seed=0, progress=False)
+    >>> image, actions = scenes[0]
+    >>> image.shape, actions["command"].shape
+    (torch.Size([3, 64, 64]), torch.Size([20]))
+    >>> scene = scenes.scene()
+    >>> batch = {name: value[None] for name, value in actions.items()}
+    >>> bool((scene.render(batch)[0] == image).all())
+    True
+
+Reference: Ganin et al., "Synthesizing Programs for Images using Reinforced Adversarial
+Learning", ICML 2018, section 4.3.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from spiral_ppl.data.cache import cache_root
+from spiral_ppl.io import atomic_path
+from spiral_ppl.renderers.mujoco_scene import ADD, DEFAULT_SIZES, OBJECT_FIELDS, SKIP, MujocoScene, _cell_centres
+
+#: Bumped whenever the generator changes, so old caches are not reused.
+FORMAT_VERSION = 1
+#: Scenes rendered per call while generating.
+_CHUNK = 256
+
+
+class MujocoScenes(torch.utils.data.Dataset):
+    """The MUJOCO SCENES dataset: ``(image, actions)`` pairs, made once and cached.
+
+    :param root: cache directory (``None``: ``cache_root('mujoco_scenes')``).
+    :param size: number of scenes (50,000 by default).
+    :param seed: the generator's seed; the same seed gives the same dataset.
+    :param image_size: side of the images (64).
+    :param grid_size: side of the location grid (16).
+    :param steps: length of the ground-truth programs (20).
+    :param min_objects, max_objects: range of the number of objects per scene (1 .. 5).
+    :param workers: worker processes for rendering while generating (see
+        :class:`~spiral_ppl.renderers.MujocoScene`).
+    :param progress: show a progress bar while generating (``None``: only on a terminal).
+
+    Item ``i`` is ``(image, actions)``: a float tensor ``(3, image_size, image_size)`` in
+    ``[0, 1]`` and ``{component: LongTensor[steps]}``; :attr:`actions` gives all programs,
+    ``{component: LongTensor[size, steps]}`` (kept as int16 inside, which is small to share
+    with DataLoader workers).
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike | None = None,
+        size: int = 50_000,
+        seed: int = 0,
+        image_size: int = 64,
+        *,
+        grid_size: int = 16,
+        steps: int = 20,
+        min_objects: int = 1,
+        max_objects: int = 5,
+        workers: int = 0,
+        progress: bool | None = None,
+    ) -> None:
+        for name, value, low in (("size", size, 1), ("seed", seed, 0), ("min_objects", min_objects, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"steps must be a positive int, got {steps!r}")
+        if isinstance(max_objects, bool) or not isinstance(max_objects, int) or not min_objects <= max_objects <= steps:
+            raise ValueError(
+                f"max_objects must be an int in [min_objects={min_objects}, steps={steps}], got {max_objects!r}"
+            )
+        self.size = size
+        self.seed = seed
+        self.image_size = image_size
+        self.grid_size = grid_size
+        self.steps = steps
+        self.min_objects = min_objects
+        self.max_objects = max_objects
+        # Validates image_size and grid_size; renders nothing until asked.
+        self._scene = MujocoScene(image_size, grid_size, max_objects=max_objects, workers=workers)
+        self._parameters = self._describe()
+        self.root = Path(root) if root is not None else cache_root("mujoco_scenes")
+        self.images_path = self.root / f"{self.cache_name}.images.npy"
+        self.programs_path = self.root / f"{self.cache_name}.programs.npz"
+
+        loaded = self._load()
+        if loaded is None:
+            self._generate(progress)
+            loaded = self._load()
+            if loaded is None:
+                raise RuntimeError(f"MUJOCO SCENES was just written to {self.root} but cannot be read back")
+        self._images, self._programs_int16 = loaded
+        self._scene.close()
+
+    # -- the dataset ---------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        if isinstance(index, torch.Tensor):
+            index = int(index)
+        if not isinstance(index, (int, np.integer)) or not -self.size <= index < self.size:
+            raise IndexError(f"index must be an int in [-{self.size}, {self.size}), got {index!r}")
+        image = torch.from_numpy(np.array(self._images[index])).to(torch.float32).div_(255.0)
+        return image, {name: value[index].long() for name, value in self._programs_int16.items()}
+
+    @property
+    def actions(self) -> dict[str, torch.Tensor]:
+        """All ground-truth programs, ``{component: LongTensor[size, steps]}``."""
+        return {name: value.long() for name, value in self._programs_int16.items()}
+
+    def scene(self, **kwargs: Any) -> MujocoScene:
+        """A :class:`~spiral_ppl.renderers.MujocoScene` that renders these programs (kwargs: its options)."""
+        return MujocoScene(self.image_size, self.grid_size, **kwargs)
+
+    # -- the cache -------------------------------------------------------------------------------
+
+    @property
+    def parameters(self) -> dict[str, Any]:
+        """Everything the images depend on; the cache file name is a hash of it."""
+        return dict(self._parameters)
+
+    def _describe(self) -> dict[str, Any]:
+        return dict(
+            format=FORMAT_VERSION,
+            mujoco=importlib.metadata.version("mujoco"),
+            size=self.size,
+            seed=self.seed,
+            image_size=self.image_size,
+            grid_size=self.grid_size,
+            steps=self.steps,
+            min_objects=self.min_objects,
+            max_objects=self.max_objects,
+        )
+
+    @property
+    def cache_name(self) -> str:
+        digest = hashlib.sha256(json.dumps(self.parameters, sort_keys=True).encode()).hexdigest()[:16]
+        return f"mujoco_scenes-{self.size}-seed{self.seed}-{self.image_size}px-{digest}"
+
+    def _load(self) -> tuple[np.ndarray, dict[str, torch.Tensor]] | None:
+        if not (self.images_path.exists() and self.programs_path.exists()):
+            return None
+        expected = (self.size, 3, self.image_size, self.image_size)
+        try:
+            images = np.load(self.images_path, mmap_mode="r", allow_pickle=False)
+            if images.dtype != np.uint8 or images.shape != expected:
+                raise ValueError(f"images have {images.dtype} {images.shape}, expected uint8 {expected}")
+            with np.load(self.programs_path, allow_pickle=False) as stored:
+                parameters = json.loads(str(stored["parameters"]))
+                if parameters != self.parameters:
+                    raise ValueError(f"it was made with {parameters}")
+                actions = {c.name: torch.from_numpy(stored[c.name].astype(np.int16)) for c in self._scene.action_space}
+            for name, value in actions.items():
+                if value.shape != (self.size, self.steps):
+                    raise ValueError(f"programs of {name!r} have shape {tuple(value.shape)}")
+        except Exception as error:  # noqa: BLE001 - any unreadable cache is regenerated
+            warnings.warn(
+                f"MUJOCO SCENES cache {self.images_path.name} in {self.root} is unreadable or does not match "
+                f"its parameters ({type(error).__name__}: {error}); regenerating it",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            return None
+        return images, actions
+
+    def _generate(self, progress: bool | None) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise RuntimeError(
+                f"cannot create the MUJOCO SCENES cache directory {self.root} ({error}); pass root= a writable folder"
+            ) from error
+        actions = self._programs()
+        shape = (self.size, 3, self.image_size, self.image_size)
+        with atomic_path(self.images_path) as temporary:
+            images = np.lib.format.open_memmap(temporary, mode="w+", dtype=np.uint8, shape=shape)
+            disable = None if progress is None else not progress
+            with tqdm(total=self.size, desc="MUJOCO SCENES", unit="scene", disable=disable) as bar:
+                for start in range(0, self.size, _CHUNK):
+                    chunk = {name: torch.from_numpy(value[start : start + _CHUNK]) for name, value in actions.items()}
+                    rendered = self._scene.render(chunk)
+                    images[start : start + _CHUNK] = rendered.mul(255).round().to(torch.uint8).numpy()
+                    bar.update(rendered.shape[0])
+            images.flush()
+            del images
+        with atomic_path(self.programs_path) as temporary:
+            with open(temporary, "wb") as file:
+                np.savez(file, parameters=np.array(json.dumps(self.parameters)), **actions)
+
+    def _programs(self) -> dict[str, np.ndarray]:
+        """The ground-truth programs of every scene: ``{component: int16 (size, steps)}``."""
+        names = [c.name for c in self._scene.action_space]
+        actions = {name: np.zeros((self.size, self.steps), dtype=np.int16) for name in names}
+        actions["command"][:] = SKIP
+        attribute_sizes = {c.name: c.size for c in self._scene.action_space}
+        cells = _cell_centres(np.arange(self.grid_size**2), self.grid_size)
+        half_extents = np.asarray(DEFAULT_SIZES)
+        for index in range(self.size):
+            rng = np.random.default_rng([self.seed, index])
+            placed: list[tuple[np.ndarray, float]] = []
+            for _ in range(int(rng.integers(self.min_objects, self.max_objects + 1))):
+                attributes = {name: int(rng.integers(attribute_sizes[name])) for name in OBJECT_FIELDS}
+                for size in (attributes["object_size"], 0):
+                    free = np.ones(len(cells), dtype=bool)
+                    for centre, extent in placed:
+                        free &= np.linalg.norm(cells - centre, axis=1) >= extent + half_extents[size]
+                    if free.any():
+                        break
+                else:
+                    continue  # even the smallest object does not fit: drop it
+                attributes["object_size"] = size
+                attributes["location"] = int(rng.choice(np.flatnonzero(free)))
+                placed.append((cells[attributes["location"]], half_extents[size]))
+                step = len(placed) - 1
+                actions["command"][index, step] = ADD
+                for name, value in attributes.items():
+                    actions[name][index, step] = value
+        return actions
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A pickled memory map would carry all its pixels; worker processes reopen the file instead.
+        return {key: value for key, value in self.__dict__.items() if key != "_images"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._images = np.load(self.images_path, mmap_mode="r", allow_pickle=False)
+
+    def __repr__(self) -> str:
+        return (
+            f"MujocoScenes(size={self.size}, seed={self.seed}, image_size={self.image_size}, "
+            f"objects={self.min_objects}..{self.max_objects}, root={str(self.root)!r})"
+        )

@@ -1,0 +1,144 @@
+"""The paper's experiments as configuration files, and what turns one into a program and data.
+
+A configuration is a TOML file with five tables (see ``spiral_ppl/configs/``):
+
+- ``[data]``: the dataset and its train / held-out test split;
+- ``[program]``: the renderer and its settings, and the number of steps;
+- ``[agent]``: ``conditional``, ``reward``, ``blind`` (the :class:`~spiral_ppl.inference.Spiral` switches);
+- ``[config]``: any :class:`~spiral_ppl.inference.SpiralConfig` field;
+- ``[train]``: ``steps``, ``eval_every``, ``eval_size``, ``checkpoint_every``, ``log_every``.
+
+Any value can be overridden with ``key=value`` strings (``train.steps=100``); values are read
+as TOML (``1e-4``, ``true``, ``"brush"``), and bare words as strings.
+
+Example::
+
+    >>> config = load_config("mnist-recon", ["train.steps=100", "program.steps=5"])
+    >>> config["train"]["steps"], config["program"]["steps"], config["agent"]["reward"]
+    (100, 5, 'critic')
+"""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+from torch.utils.data import Dataset, Subset
+
+import spiral_ppl as sp
+
+SECTIONS = ("data", "program", "agent", "config", "train")
+
+
+def list_configs() -> list[str]:
+    """Names of the configurations shipped with the package."""
+    folder = resources.files("spiral_ppl") / "configs"
+    return sorted(entry.name[: -len(".toml")] for entry in folder.iterdir() if entry.name.endswith(".toml"))
+
+
+def load_config(name_or_path: str | Path, overrides: Iterable[str] = ()) -> dict[str, Any]:
+    """Read a shipped configuration by name, or a TOML file by path, and apply ``overrides``."""
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise FileNotFoundError(f"no configuration file at {path}")
+        text = path.read_text()
+    elif str(name_or_path) in list_configs():
+        text = (resources.files("spiral_ppl") / "configs" / f"{name_or_path}.toml").read_text()
+    else:
+        raise ValueError(f"unknown configuration {str(name_or_path)!r}; shipped ones: {list_configs()}, or a .toml path")
+    try:
+        config = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ValueError(f"{name_or_path}: not valid TOML: {error}") from None
+    unknown = sorted(set(config) - set(SECTIONS) - {"name"})
+    if unknown:
+        raise ValueError(f"{name_or_path}: unknown tables {unknown}; a configuration has {list(SECTIONS)}")
+    for section in SECTIONS:
+        config.setdefault(section, {})
+    config.setdefault("name", path.stem)
+    for override in overrides:
+        apply_override(config, override)
+    return config
+
+
+def apply_override(config: dict[str, Any], override: str) -> None:
+    """Set ``section.key=value`` in ``config`` (in place); the value is parsed as TOML."""
+    key, separator, raw = override.partition("=")
+    section, dot, field = key.strip().partition(".")
+    if not separator or not dot or not field:
+        raise ValueError(f"an override is section.key=value (e.g. train.steps=100), got {override!r}")
+    if section not in SECTIONS:
+        raise ValueError(f"override {override!r}: unknown table {section!r}; tables are {list(SECTIONS)}")
+    try:
+        value = tomllib.loads(f"value = {raw.strip()}")["value"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    config[section][field] = value
+
+
+def build_program(config: dict[str, Any]) -> sp.programs.Program:
+    """The program a configuration describes (``[program]``)."""
+    settings = copy.deepcopy(config["program"])
+    renderer = settings.pop("renderer", "brush")
+    steps = settings.pop("steps", 20)
+    if renderer in ("brush", "mypaint"):
+        kind = sp.renderers.Brush if renderer == "brush" else getattr(sp.renderers, "MyPaint", None)
+        if kind is None:
+            raise ValueError("renderer 'mypaint' is not available in this installation")
+        return sp.programs.PaintProgram(_construct(kind, settings, "program"), steps=steps)
+    if renderer == "mujoco":
+        return sp.programs.SceneProgram(_construct(sp.renderers.MujocoScene, settings, "program"), steps=steps)
+    raise ValueError(f"[program] renderer must be 'brush', 'mypaint' or 'mujoco', got {renderer!r}")
+
+
+def _construct(kind, settings: dict[str, Any], table: str):
+    try:
+        return kind(**settings)
+    except TypeError as error:
+        raise ValueError(f"[{table}] settings do not fit {kind.__name__}: {error}") from None
+
+
+def load_datasets(config: dict[str, Any], image_size: int) -> tuple[Dataset, Dataset]:
+    """The training and held-out test datasets of a configuration (``[data]``)."""
+    data = dict(config["data"])
+    name = data.pop("dataset", None)
+    root = data.pop("root", None)
+    if name == "mnist":
+        return (
+            sp.data.MNIST(root, split=data.get("train_split", "train"), image_size=image_size),
+            sp.data.MNIST(root, split=data.get("test_split", "test"), image_size=image_size),
+        )
+    if name == "omniglot":
+        return (
+            sp.data.Omniglot(root, split=data.get("train_split", "background"), image_size=image_size),
+            sp.data.Omniglot(root, split=data.get("test_split", "evaluation"), image_size=image_size),
+        )
+    if name == "celeba":
+        faces = sp.data.CelebA(root, image_size=image_size)
+        held_out = max(1, int(len(faces) * data.get("test_fraction", 0.05)))
+        if held_out >= len(faces):
+            raise ValueError(f"CelebA in {faces.root} has {len(faces)} images: too few to hold {held_out} out")
+        return Subset(faces, range(len(faces) - held_out)), Subset(faces, range(len(faces) - held_out, len(faces)))
+    if name == "mujoco_scenes":
+        def scenes(prefix: str, default_size: int, default_seed: int) -> Dataset:
+            return sp.data.MujocoScenes(
+                root, size=data.get(f"{prefix}_size", default_size), seed=data.get(f"{prefix}_seed", default_seed),
+                image_size=image_size,
+            )
+        return scenes("train", 50_000, 0), scenes("test", 1000, 1)
+    raise ValueError(f"[data] dataset must be 'mnist', 'omniglot', 'celeba' or 'mujoco_scenes', got {name!r}")
+
+
+def target_images(dataset: Dataset, count: int, start: int = 0) -> torch.Tensor:
+    """``count`` images ``(N, C, H, W)`` from a dataset of images or ``(image, ...)`` tuples."""
+    if count < 1 or start < 0 or start + count > len(dataset):
+        raise ValueError(f"cannot take {count} images from index {start} of a dataset of {len(dataset)}")
+    if hasattr(dataset, "images"):
+        return dataset.images(range(start, start + count))
+    items = [dataset[index] for index in range(start, start + count)]
+    return torch.stack([item[0] if isinstance(item, tuple) else item for item in items])

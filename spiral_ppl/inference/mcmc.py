@@ -1,0 +1,394 @@
+r"""Blocked Metropolis-Hastings over a program's discrete sites, as a Pyro MCMC kernel.
+
+The target of every chain is the posterior of a program given its target image :math:`x`,
+
+.. math::
+
+    \pi(a) \propto p(a)\, p(x \mid a) = \prod_{t,k} p(a_{t,k})\;
+    \mathcal{N}\big(x;\ \mathrm{render}(a), \sigma^2 I\big).
+
+Each transition redraws one block of sites (by default every component of one step, as in
+the MCMC baseline of Ganin et al. 2018; see :mod:`spiral_ppl.inference.moves`) and accepts
+with the Metropolis-Hastings probability. :class:`BlockedMetropolisHastings` advances
+``chains`` chains for each of ``B`` targets at once: one transition is one batched render of
+``chains * B`` programs, i.e. ``chains`` renders per target.
+
+It is a :class:`pyro.infer.mcmc.MCMCKernel`, so it runs under :class:`pyro.infer.MCMC`
+(progress bar, warm-up, several chains); its parameters are the sites
+``step_{t}/{component}``, each ``(chains, B)``, plus the chain's ``log_joint`` and ``l2``.
+(``MCMC.get_samples()`` returns them all as floats, since Pyro stores the samples of a step
+in one tensor; the site values are exact integers.) The :class:`MCMC` engine drives the same
+kernel under the shared ``engine.infer(prog, images, budget)`` contract.
+
+Because steps can be permuted without changing the picture (label switching), per-site
+:math:`\hat R` says nothing about convergence. The diagnostics that matter are computed on
+permutation-invariant quantities: the log joint and the l2 error of each chain's state,
+whose split :math:`\hat R` and effective sample size across the vectorised chains come
+from :mod:`pyro.ops.stats` (:meth:`BlockedMetropolisHastings.diagnostics`), and which
+``pyro.infer.MCMC.summary()`` reports next to the (uninformative) per-site rows.
+
+Example::
+
+    >>> import pyro, torch, spiral_ppl as sp
+    >>> prog = sp.programs.PaintProgram(sp.renderers.Brush(canvas_size=16, grid_size=4), steps=2)
+    >>> target = prog.render({c.name: torch.ones(1, 2, dtype=torch.long) for c in prog.action_space})
+    >>> kernel = sp.inference.BlockedMetropolisHastings(prog, chains=4)
+    >>> mcmc = pyro.infer.MCMC(kernel, num_samples=20, warmup_steps=10, disable_progbar=True)
+    >>> mcmc.run(target)
+    >>> mcmc.get_samples()["step_0/flag"].shape  # (samples, chains, targets)
+    torch.Size([20, 4, 1])
+    >>> sorted(mcmc.diagnostics()["log_joint"])  # Pyro's statistics of the log joint
+    ['n_eff', 'r_hat']
+    >>> result = sp.inference.MCMC(chains=4).infer(prog, target, sp.Budget(renders=100), seed=0)
+    >>> result.renders.tolist()
+    [100]
+
+References: Metropolis et al., J. Chem. Phys. 1953; Hastings, Biometrika 1970; Gelman &
+Rubin, Statistical Science 1992 (split :math:`\hat R` as in Vehtari et al. 2021); Ganin et al.,
+"Synthesizing Programs for Images using Reinforced Adversarial Learning", ICML 2018.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+
+import pyro
+import torch
+from pyro import poutine
+from pyro.infer.mcmc.mcmc_kernel import MCMCKernel
+from pyro.ops.stats import effective_sample_size as chain_effective_sample_size
+from pyro.ops.stats import split_gelman_rubin
+from tqdm.auto import tqdm
+
+from spiral_ppl.inference.budget import Budget
+from spiral_ppl.inference.engine import Engine
+from spiral_ppl.inference.moves import (
+    BLOCKS,
+    PROPOSALS,
+    BlockProposal,
+    check_choice,
+    metropolis_accept,
+    select_actions,
+)
+from spiral_ppl.inference.result import Curve, Result
+from spiral_ppl.programs.base import Program, mean_squared_error, site_name
+
+
+def chain_diagnostics(trace: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Split :math:`\\hat R` and effective sample size of a scalar trace ``(samples, chains, B)``.
+
+    Returns ``{"r_hat": (B,), "ess": (B,)}``; NaN where there are too few samples (split
+    :math:`\\hat R` needs 4, the ESS 2).
+    """
+    samples, batch = trace.shape[0], trace.shape[2:]
+    trace = trace.double()
+    nan = torch.full(batch, math.nan, dtype=torch.float64)
+    r_hat = split_gelman_rubin(trace, chain_dim=1, sample_dim=0) if samples >= 4 else nan
+    ess = chain_effective_sample_size(trace, chain_dim=1, sample_dim=0) if samples >= 2 else nan
+    return {"r_hat": r_hat.float(), "ess": ess.float()}
+
+
+class BlockedMetropolisHastings(MCMCKernel):
+    """Blocked Metropolis-Hastings on the sites ``step_{t}/{component}`` of a program.
+
+    :param program: the :class:`~spiral_ppl.programs.Program` whose posterior is sampled.
+    :param chains: chains advanced together, vectorised, for every target.
+    :param blocks: ``"step"`` (all components of one step, the paper's move), ``"site"``
+        (single-site moves) or ``"mixed"``.
+    :param proposal: fresh block values from the ``"prior"`` or ``"uniform"``.
+
+    :meth:`setup` takes the target images ``(B, C, H, W)`` (``mcmc.run(images)``). Chains
+    start from the prior unless :attr:`initial_params` is set. Besides the samples, the
+    kernel keeps the best reconstruction it has rendered for each target
+    (:attr:`best_l2`, :attr:`best_images`, :attr:`best_actions`), rejected proposals
+    included, since each is a rendered candidate.
+    """
+
+    def __init__(self, program: Program, *, chains: int = 1, blocks: str = "step", proposal: str = "prior") -> None:
+        if not isinstance(program, Program):
+            raise TypeError(f"program must be a spiral_ppl.programs.Program, got {type(program).__name__}")
+        if isinstance(chains, bool) or not isinstance(chains, int) or chains < 1:
+            raise ValueError(f"chains must be a positive int, got {chains!r}")
+        self.program = program
+        self.chains = chains
+        self.propose = BlockProposal(program, blocks=blocks, proposal=proposal)
+        # Discrete sites live in their own support: pyro.infer.MCMC needs no transforms.
+        self.transforms: dict = {}
+        self._reset()
+
+    def _reset(self) -> None:
+        self._initial_params: dict[str, torch.Tensor] | None = None
+        self._images: torch.Tensor | None = None
+        self._actions: dict[str, torch.Tensor] | None = None
+        self._log_joint: torch.Tensor | None = None
+        self._l2: torch.Tensor | None = None
+        self._t = 0
+        self._warmup_steps = 0
+        self._accepted: torch.Tensor | None = None
+        self._proposed: torch.Tensor | None = None
+        self._log_joint_trace: list[torch.Tensor] = []
+        self._l2_trace: list[torch.Tensor] = []
+        self.best_l2: torch.Tensor | None = None
+        self.best_images: torch.Tensor | None = None
+        self.best_actions: dict[str, torch.Tensor] | None = None
+
+    # -- the MCMCKernel contract --------------------------------------------------------------
+
+    @property
+    def initial_params(self) -> dict[str, torch.Tensor] | None:
+        return self._initial_params
+
+    @initial_params.setter
+    def initial_params(self, params: dict[str, torch.Tensor]) -> None:
+        self._initial_params = params
+
+    def setup(self, warmup_steps: int, images: torch.Tensor) -> None:
+        """Start ``chains`` chains per target: from :attr:`initial_params` if set, else the prior.
+
+        Costs one render per chain and target.
+        """
+        images = self.program.check_images(images, name="images")
+        self._warmup_steps = warmup_steps
+        self._images = images
+        targets = images.shape[0]
+        if self._initial_params is None:
+            with poutine.block(), pyro.plate("chains", self.chains, dim=-2):
+                model_trace = poutine.trace(self.program.model).get_trace(images)
+            actions = self.program.actions_from_trace(model_trace)
+            canvas = model_trace.nodes["_RETURN"]["value"]
+        else:
+            actions = self._actions_from_params(self._initial_params, targets)
+            canvas = self.program.render(actions)
+        self._actions = actions
+        self._log_joint = self._score(actions, canvas)
+        self._l2 = mean_squared_error(canvas, images)
+        self._accepted = torch.zeros(self.chains, targets, device=images.device)
+        self._proposed = torch.zeros(self.chains, 1, device=images.device)
+        best_l2, best_chain = self._l2.min(0)
+        self.best_l2 = best_l2
+        self.best_images = self._pick(canvas, best_chain)
+        self.best_actions = {name: self._pick(value, best_chain) for name, value in actions.items()}
+        self._initial_params = self._params()
+
+    def sample(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """One blocked MH transition of every chain and target; returns the new sites.
+
+        The kernel keeps the current state (and its log joint) itself, so ``params``, the
+        sites it returned last, is not re-scored.
+        """
+        if self._actions is None:
+            raise RuntimeError("call setup(warmup_steps, images) before sample()")
+        self.step()
+        return self._params()
+
+    def logging(self) -> OrderedDict:
+        rate = self._acceptance_rate()
+        best = math.nan if self.best_l2 is None else float(self.best_l2.mean())
+        return OrderedDict([("acc. rate", f"{float(rate.mean()):.3f}"), ("best l2", f"{best:.4g}")])
+
+    def diagnostics(self) -> dict:
+        """Acceptance rate and split :math:`\\hat R` / ESS of the log joint and the l2 error.
+
+        Every value is per target, computed over the post-warm-up transitions of the
+        vectorised chains.
+        """
+        log_joint, l2 = self.traces()
+        log_joint_stats, l2_stats = chain_diagnostics(log_joint), chain_diagnostics(l2)
+        return {
+            "acceptance rate": self._acceptance_rate(),
+            "log_joint_r_hat": log_joint_stats["r_hat"],
+            "log_joint_ess": log_joint_stats["ess"],
+            "l2_r_hat": l2_stats["r_hat"],
+            "l2_ess": l2_stats["ess"],
+        }
+
+    def cleanup(self) -> None:
+        self._reset()
+
+    # -- the work -----------------------------------------------------------------------------
+
+    def step(self, chains: int | None = None) -> None:
+        """Advance the first ``chains`` chains (all by default) by one MH transition.
+
+        Costs one render per advanced chain and target. Advancing fewer than all chains
+        lets an engine spend a budget that is not a multiple of :attr:`chains`; such a
+        partial transition is left out of the traces.
+        """
+        assert self._actions is not None and self._log_joint is not None and self._l2 is not None
+        active = self.chains if chains is None else chains
+        if not 1 <= active <= self.chains:
+            raise ValueError(f"chains must lie in [1, {self.chains}], got {chains!r}")
+        current = {name: value[:active] for name, value in self._actions.items()}
+        proposed, log_q_ratio = self.propose(current)
+        canvas = self.program.render(proposed)
+        log_joint = self._score(proposed, canvas)
+        l2 = mean_squared_error(canvas, self._images)
+        accept = metropolis_accept(log_joint - self._log_joint[:active] + log_q_ratio)
+
+        for name, value in select_actions(accept, proposed, current).items():
+            self._actions[name][:active] = value
+        self._log_joint[:active] = torch.where(accept, log_joint, self._log_joint[:active])
+        self._l2[:active] = torch.where(accept, l2, self._l2[:active])
+        self._update_best(canvas, proposed, l2)
+
+        self._t += 1
+        if self._t > self._warmup_steps:
+            self._accepted[:active] += accept
+            self._proposed[:active] += 1
+            if active == self.chains:
+                self._log_joint_trace.append(self._log_joint.clone())
+                self._l2_trace.append(self._l2.clone())
+
+    def traces(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Post-warm-up traces ``(samples, chains, B)`` of the log joint and the l2 error."""
+        assert self._log_joint is not None and self._l2 is not None
+        if not self._log_joint_trace:
+            empty = self._log_joint.new_zeros(0, *self._log_joint.shape)
+            return empty, empty.clone()
+        return torch.stack(self._log_joint_trace), torch.stack(self._l2_trace)
+
+    @property
+    def current_actions(self) -> dict[str, torch.Tensor]:
+        """The chains' current programs ``{name: LongTensor[chains, B, T]}``."""
+        assert self._actions is not None
+        return self._actions
+
+    def _score(self, actions: dict[str, torch.Tensor], canvas: torch.Tensor) -> torch.Tensor:
+        """Log joint ``log p(a) + log p(x | render(a))``, shape ``(chains, B)``."""
+        return self.program.log_prior(actions) + self.program.likelihood(canvas).log_prob(self._images)
+
+    def _update_best(self, canvas: torch.Tensor, actions: dict[str, torch.Tensor], l2: torch.Tensor) -> None:
+        candidate_l2, candidate_chain = l2.min(0)
+        improved = candidate_l2 < self.best_l2
+        self.best_l2 = torch.where(improved, candidate_l2, self.best_l2)
+        mask = improved.view(-1, *([1] * (canvas.dim() - 2)))
+        self.best_images = torch.where(mask, self._pick(canvas, candidate_chain), self.best_images)
+        for name, value in actions.items():
+            self.best_actions[name] = torch.where(
+                improved[:, None], self._pick(value, candidate_chain), self.best_actions[name]
+            )
+
+    @staticmethod
+    def _pick(values: torch.Tensor, chain: torch.Tensor) -> torch.Tensor:
+        """``values[chain[b], b]`` for every target ``b``."""
+        return values[chain, torch.arange(chain.shape[0], device=chain.device)]
+
+    def _acceptance_rate(self) -> torch.Tensor:
+        """Per target: accepted over proposed transitions, after warm-up (during it, so far)."""
+        if self._accepted is None:
+            return torch.zeros(0)
+        proposed = self._proposed.sum()
+        if proposed == 0:
+            return torch.full((self._accepted.shape[1],), math.nan)
+        return self._accepted.sum(0) / proposed
+
+    def _params(self) -> dict[str, torch.Tensor]:
+        assert self._actions is not None
+        params = {
+            site_name(t, name): self._actions[name][..., t]
+            for t in range(self.program.steps)
+            for name in self._actions
+        }
+        # Recorded with the sites so that pyro.infer.MCMC's summary and diagnostics report
+        # the permutation-invariant quantities (and can compute statistics at all: its
+        # per-site statistics need floats, and the sites are promoted along with these).
+        params["log_joint"] = self._log_joint.clone()
+        params["l2"] = self._l2.clone()
+        return params
+
+    def _actions_from_params(self, params: dict[str, torch.Tensor], targets: int) -> dict[str, torch.Tensor]:
+        missing = [name for name in self.program.site_names() if name not in params]
+        if missing:
+            raise ValueError(f"initial_params lacks the sites {missing[:4]}; it needs every step_{{t}}/{{component}}")
+        values = [torch.as_tensor(params[name]).long() for name in self.program.site_names()]
+        try:
+            values = [value.expand(self.chains, targets) for value in values]
+        except RuntimeError:
+            raise ValueError(
+                f"initial_params values must broadcast to (chains, targets) = ({self.chains}, {targets}), "
+                f"got shapes {sorted({tuple(v.shape) for v in values})}"
+            ) from None
+        return {name: value.contiguous() for name, value in self.program.stack_sites(values).items()}
+
+
+class MCMC(Engine):
+    """Blocked Metropolis-Hastings behind the shared engine interface.
+
+    The budget of ``N`` renders per target is split over ``chains`` vectorised chains:
+    starting them costs ``chains`` renders, every transition ``chains`` more, and the
+    remainder of ``N`` by ``chains`` goes to one last transition of that many chains, so
+    exactly ``N`` renders are spent. The best reconstruction is the lowest-l2 program
+    rendered, rejected proposals included.
+
+    :param chains: chains per target (at most ``N``).
+    :param blocks: ``"step"``, ``"site"`` or ``"mixed"`` (see :mod:`~spiral_ppl.inference.moves`).
+    :param proposal: ``"prior"`` or ``"uniform"``.
+    :param warmup: fraction of the transitions left out of the diagnostics.
+    :param progress: show a progress bar (``None``: only on a terminal).
+
+    ``Result.diagnostics`` holds ``acceptance_rate``, ``log_joint_r_hat``, ``log_joint_ess``,
+    ``l2_r_hat``, ``l2_ess`` (each ``(B,)``), the traces ``log_joint`` and ``l2``
+    ``(samples, chains, B)``, and ``chain_actions``, the chains' final programs.
+    """
+
+    name = "mcmc"
+
+    def __init__(
+        self,
+        *,
+        chains: int = 4,
+        blocks: str = "step",
+        proposal: str = "prior",
+        warmup: float = 0.5,
+        progress: bool | None = None,
+    ) -> None:
+        if isinstance(chains, bool) or not isinstance(chains, int) or chains < 1:
+            raise ValueError(f"chains must be a positive int, got {chains!r}")
+        if not isinstance(warmup, (int, float)) or not 0 <= warmup < 1:
+            raise ValueError(f"warmup must be a fraction in [0, 1), got {warmup!r}")
+        self.chains = chains
+        self.blocks = blocks
+        self.proposal = proposal
+        self.warmup = float(warmup)
+        self.progress = progress
+        # Fail at construction rather than mid-run on a bad block or proposal name.
+        check_choice("blocks", blocks, BLOCKS)
+        check_choice("proposal", proposal, PROPOSALS)
+
+    def _infer(self, prog: Program, images: torch.Tensor, budget: Budget) -> Result:
+        if budget.renders < self.chains:
+            raise ValueError(
+                f"MCMC with {self.chains} chains needs a budget of at least {self.chains} renders per target "
+                f"(one to start each chain), got {budget.renders}; lower chains or raise the budget"
+            )
+        transitions, last_chains = divmod(budget.renders - self.chains, self.chains)
+        kernel = BlockedMetropolisHastings(prog, chains=self.chains, blocks=self.blocks, proposal=self.proposal)
+        kernel.setup(int(self.warmup * transitions), images)
+        renders, best_l2 = [self.chains], [kernel.best_l2.clone()]
+        quiet = None if self.progress is None else not self.progress
+        with tqdm(total=transitions, desc=self.name, unit="step", disable=quiet) as bar:
+            for _ in range(transitions):
+                kernel.step()
+                renders.append(renders[-1] + self.chains)
+                best_l2.append(kernel.best_l2.clone())
+                bar.update()
+                if bar.n % 50 == 0:
+                    bar.set_postfix(kernel.logging())
+        if last_chains:
+            kernel.step(chains=last_chains)
+            renders.append(renders[-1] + last_chains)
+            best_l2.append(kernel.best_l2.clone())
+
+        log_joint, l2 = kernel.traces()
+        diagnostics = {name.replace(" ", "_"): value for name, value in kernel.diagnostics().items()}
+        diagnostics.update(log_joint=log_joint, l2=l2, chain_actions=kernel.current_actions)
+        return Result(
+            images=kernel.best_images,
+            actions=kernel.best_actions,
+            l2=kernel.best_l2,
+            renders=torch.zeros(images.shape[0], dtype=torch.long),
+            seconds=0.0,
+            curve=Curve(torch.tensor(renders), torch.stack(best_l2).cpu()),
+            diagnostics=diagnostics,
+        )

@@ -1,0 +1,131 @@
+r"""Step-wise proposals: how a particle method draws the next action of each program.
+
+A step proposal is any object with a method
+
+.. code-block:: python
+
+    propose(program, step, history, canvas, images) -> (action, log_q)
+
+where ``history`` holds the actions drawn so far, ``{name: LongTensor[N, B, step]}`` for
+``N`` particles of each of ``B`` targets, ``canvas`` the particles' current canvases
+``(N, B, C, H, W)`` (the blank canvas before the first step) and ``images`` the targets
+``(B, C, H, W)``. It returns the next action ``{name: LongTensor[N, B]}`` and its log
+proposal probability :math:`\log q(a_t \mid a_{<t}, x)`, shape ``(N, B)``. Rendering is
+not the proposal's business: the engine renders and counts.
+
+Two proposals are built in: :class:`PriorProposal` draws from the program's prior, and
+:class:`GuideProposal` turns any Pyro guide ``guide(image)`` over the sites
+``step_{t}/{component}`` into step proposals by conditioning it on each particle's history.
+A policy that looks at the canvas (the SPIRAL agent) implements ``propose`` directly.
+
+Example::
+
+    >>> import torch, spiral_ppl as sp
+    >>> from spiral_ppl.inference.proposals import PriorProposal
+    >>> prog = sp.programs.PaintProgram(sp.renderers.Brush(canvas_size=16, grid_size=4), steps=3)
+    >>> images = torch.zeros(2, 1, 16, 16)
+    >>> history = {c.name: torch.zeros(5, 2, 0, dtype=torch.long) for c in prog.action_space}
+    >>> action, log_q = PriorProposal().propose(prog, 0, history, images.expand(5, 2, 1, 16, 16), images)
+    >>> action["end_point"].shape, log_q.shape
+    (torch.Size([5, 2]), torch.Size([5, 2]))
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Protocol, runtime_checkable
+
+import pyro
+import torch
+from pyro import poutine
+
+from spiral_ppl.programs.base import Program, site_name
+
+
+@runtime_checkable
+class StepProposal(Protocol):
+    """The protocol of step proposals (see the module docstring)."""
+
+    def propose(
+        self,
+        program: Program,
+        step: int,
+        history: Mapping[str, torch.Tensor],
+        canvas: torch.Tensor,
+        images: torch.Tensor,
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]: ...
+
+
+class PriorProposal:
+    """Draws each component of step ``t`` from the program's prior for it."""
+
+    def propose(self, program, step, history, canvas, images):
+        shape = canvas.shape[:2]
+        action, log_q = {}, torch.zeros(shape, device=images.device)
+        for component in program.action_space:
+            prior = program.prior(step, component.name, images.device)
+            value = prior.sample(shape)
+            action[component.name] = value
+            log_q = log_q + prior.log_prob(value)
+        return action, log_q
+
+    def __repr__(self) -> str:
+        return "PriorProposal()"
+
+
+class GuideProposal:
+    """Step proposals from a Pyro guide over the program's sites.
+
+    :param guide: a callable ``guide(image)`` that samples the sites
+        ``step_{t}/{component}`` for a plate of targets at dim -1, in step order, each step
+        depending on earlier ones only (as a policy does, and a mean-field guide trivially).
+
+    At step ``t`` the guide runs in a ``particles`` plate (dim -2) under
+    :func:`pyro.poutine.condition` on each particle's steps ``< t``; its step-``t`` sites
+    are the proposal. Later sites are drawn too and discarded, so a guide of ``T`` steps
+    runs ``T`` times per particle; a guide that can stop early should implement
+    ``propose`` itself.
+    """
+
+    def __init__(self, guide: Callable[..., Any]) -> None:
+        if not callable(guide):
+            raise TypeError(f"guide must be a callable Pyro guide guide(image), got {type(guide).__name__}")
+        self.guide = guide
+
+    def propose(self, program, step, history, canvas, images):
+        shape = canvas.shape[:2]
+        observed = {
+            site_name(past, component.name): history[component.name][..., past]
+            for past in range(step)
+            for component in program.action_space
+        }
+        with poutine.block(), pyro.plate("particles", shape[0], dim=-2):
+            guide_trace = poutine.trace(poutine.condition(self.guide, data=observed)).get_trace(images)
+        action, log_q = {}, torch.zeros(shape, device=images.device)
+        for component in program.action_space:
+            name = site_name(step, component.name)
+            node = guide_trace.nodes.get(name)
+            if node is None or node["type"] != "sample":
+                raise ValueError(
+                    f"the guide did not sample the site {name!r}; a guide must sample every "
+                    "step_{t}/{component} of the program"
+                )
+            action[component.name] = node["value"].long().expand(shape)
+            log_q = log_q + node["fn"].log_prob(node["value"]).expand(shape)
+        return action, log_q
+
+    def __repr__(self) -> str:
+        return f"GuideProposal({getattr(self.guide, '__name__', type(self.guide).__name__)})"
+
+
+def as_step_proposal(proposal: Any) -> Any:
+    """``None`` -> :class:`PriorProposal`; an object with ``propose`` as is; a guide -> :class:`GuideProposal`."""
+    if proposal is None:
+        return PriorProposal()
+    if isinstance(proposal, StepProposal):
+        return proposal
+    if callable(proposal):
+        return GuideProposal(proposal)
+    raise TypeError(
+        "proposal must be None (the prior), an object with propose(program, step, history, canvas, images), "
+        f"or a Pyro guide callable, got {type(proposal).__name__}"
+    )

@@ -1,0 +1,352 @@
+r"""Sequential Monte Carlo over the steps of a program.
+
+Particles are programs grown one step at a time through the program's step-wise protocol
+(``initial_state``, ``advance``, ``canvas``), so any program works. The intermediate targets
+score the partial canvas :math:`c_t` of the first :math:`t` steps,
+
+.. math::
+
+    \gamma_t(a_{1:t}) = p(a_{1:t})\, p(x \mid c_t), \qquad t = 1 \dots T,
+
+and the incremental weight of a particle that draws :math:`a_t \sim q(\cdot \mid a_{<t}, x)` is
+
+.. math::
+
+    \log w_t = \log p(a_t) - \log q(a_t \mid a_{<t}, x)
+               + \log p(x \mid c_t) - \log p(x \mid c_{t-1})
+
+(with :math:`\log p(x \mid c_0) = 0`, as nothing is drawn yet), so the weights telescope to
+the importance weight of the whole program, :math:`p(a)\, p(x \mid a) / q(a \mid x)`. When the
+effective sample size :math:`(\sum_i w_i)^2 / \sum_i w_i^2` of a target falls under
+``ess_threshold * N``, its particles are resampled (systematic resampling) and given the
+mean weight, so that
+
+.. math::
+
+    \log \hat Z = \operatorname{logsumexp}_i \log w_i - \log N
+
+at the last step is an unbiased estimate of :math:`Z = p(x)` (Del Moral 2004).
+Optionally, every step ends with Metropolis-Hastings rejuvenation moves on the particles'
+prefixes, which leave :math:`\gamma_t` invariant and so do not change the weights
+(resample-move; Gilks & Berzuini 2001).
+
+Budget: each canvas of a particle costs one render, and so does each rejuvenation move (the
+prefix is replayed and its canvas read once). With ``k`` moves per step, a particle costs
+``T (1 + k)`` renders, so a budget of ``N`` renders per target runs
+``N // (T (1 + k))`` particles; the remainder buys one more particle for the first steps
+(the population shrinks back by resampling, see :func:`particle_schedule`), so the budget
+is spent exactly when ``k = 0``, and to within ``2 k`` renders otherwise.
+
+Example::
+
+    >>> import torch, spiral_ppl as sp
+    >>> prog = sp.programs.PaintProgram(sp.renderers.Brush(canvas_size=16, grid_size=4), steps=3)
+    >>> target = prog.render({c.name: torch.ones(1, 3, dtype=torch.long) for c in prog.action_space})
+    >>> result = sp.inference.SMC().infer(prog, target, sp.Budget(renders=301), seed=0)
+    >>> result.renders.tolist(), result.diagnostics["particles"]
+    ([301], [101, 100, 100])
+
+References: Del Moral, Doucet & Jasra, "Sequential Monte Carlo samplers", JRSS B 2006;
+Doucet & Johansen, "A tutorial on particle filtering and smoothing: fifteen years later",
+2009; Gilks & Berzuini, "Following a moving target: Monte Carlo inference for dynamic
+Bayesian models", JRSS B 2001.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+import torch
+from tqdm.auto import tqdm
+
+from spiral_ppl.inference.budget import Budget
+from spiral_ppl.inference.engine import Engine
+from spiral_ppl.inference.importance import effective_sample_size
+from spiral_ppl.inference.moves import BLOCKS, PROPOSALS, BlockProposal, check_choice, metropolis_accept, select_actions
+from spiral_ppl.inference.proposals import as_step_proposal
+from spiral_ppl.inference.result import Curve, Result
+from spiral_ppl.programs.base import Program, mean_squared_error
+from spiral_ppl.renderers.base import validate_actions
+
+
+def systematic_resample(log_weights: torch.Tensor, count: int) -> torch.Tensor:
+    """Ancestor indices ``(count, B)`` drawn in proportion to ``exp(log_weights)`` ``(N, B)``.
+
+    Systematic resampling: one uniform offset per target and ``count`` evenly spaced points
+    on the weights' cumulative sum, which keeps the number of copies of each particle
+    within one of its expectation.
+    """
+    probs = (log_weights - log_weights.logsumexp(0)).exp().T  # (B, N)
+    cumulative = probs.cumsum(-1)
+    points = (torch.rand(probs.shape[0], 1, device=probs.device) + torch.arange(count, device=probs.device)) / count
+    ancestors = torch.searchsorted(cumulative, points * cumulative[:, -1:])
+    return ancestors.clamp_(max=probs.shape[1] - 1).T
+
+
+def particle_schedule(renders: int, steps: int, moves: int = 0) -> list[int]:
+    """Particles ``N_t`` per step that spend at most ``renders``: as many and as even as possible.
+
+    Step ``t`` renders ``N_t`` canvases; the population is then resampled to ``N_{t+1}``
+    and the ``moves`` rejuvenation moves of step ``t`` run on those (the last step's on
+    ``N_{T-1}``). One more particle for the first ``e < steps`` steps therefore costs
+    ``e + moves * (e - 1)`` renders.
+    """
+    particles, spare = divmod(renders, steps * (1 + moves))
+    extra_steps = min((spare + moves) // (1 + moves), steps - 1) if spare else 0
+    return [particles + (t < extra_steps) for t in range(steps)]
+
+
+class SMC(Engine):
+    """Sequential Monte Carlo over program steps, with optional resample-move rejuvenation.
+
+    :param proposal: ``None`` for the prior, an object with ``propose(program, step,
+        history, canvas, images)`` (see :mod:`~spiral_ppl.inference.proposals`), or a
+        Pyro guide ``guide(image)`` over the program's sites.
+    :param ess_threshold: resample a target's particles when their effective sample size
+        falls under ``ess_threshold * N``; 0 never resamples (sequential importance
+        sampling), 1 always does.
+    :param rejuvenation_moves: Metropolis-Hastings moves per particle after each step.
+    :param blocks: block of the rejuvenation moves: ``"step"``, ``"site"`` or ``"mixed"``.
+    :param move_proposal: fresh values of a moved block from the ``"prior"`` or ``"uniform"``.
+    :param progress: show a progress bar (``None``: only on a terminal).
+
+    ``Result.log_weights`` are the final particles' ``(N, B)``, ``Result.log_evidence``
+    :math:`\\log \\hat Z` per target. ``Result.diagnostics`` holds ``ess`` ``(T, B)`` after
+    each step's weighting, ``resampled`` ``(T, B)`` whether the particles were resampled
+    after that step, ``ancestry``, a list over steps of ``(N_t, B)`` parent indices into the
+    previous step's particles, ``particles``, the schedule ``N_t``, and, with
+    rejuvenation, ``acceptance_rate`` ``(B,)``.
+    """
+
+    name = "smc"
+
+    def __init__(
+        self,
+        proposal: Any = None,
+        *,
+        ess_threshold: float = 0.5,
+        rejuvenation_moves: int = 0,
+        blocks: str = "step",
+        move_proposal: str = "prior",
+        progress: bool | None = None,
+    ) -> None:
+        self.proposal = as_step_proposal(proposal)
+        if isinstance(ess_threshold, bool) or not isinstance(ess_threshold, (int, float)) or not 0 <= ess_threshold <= 1:
+            raise ValueError(f"ess_threshold must be a number in [0, 1], got {ess_threshold!r}")
+        if isinstance(rejuvenation_moves, bool) or not isinstance(rejuvenation_moves, int) or rejuvenation_moves < 0:
+            raise ValueError(f"rejuvenation_moves must be a non-negative int, got {rejuvenation_moves!r}")
+        self.ess_threshold = float(ess_threshold)
+        self.rejuvenation_moves = rejuvenation_moves
+        self.blocks = check_choice("blocks", blocks, BLOCKS)
+        self.move_proposal = check_choice("move_proposal", move_proposal, PROPOSALS)
+        self.progress = progress
+        if proposal is not None:
+            self.name = "smc-guide"
+
+    def particles_for(self, prog: Program, budget: Budget) -> list[int]:
+        """The number of particles at each step that ``budget`` pays for on ``prog``."""
+        needed = prog.steps * (1 + self.rejuvenation_moves)
+        if budget.renders < needed:
+            moves = f" with {self.rejuvenation_moves} rejuvenation moves per step" if self.rejuvenation_moves else ""
+            raise ValueError(
+                f"SMC on a program of {prog.steps} steps{moves} needs a budget of at least {needed} renders per "
+                f"target (one particle), got {budget.renders}"
+            )
+        return particle_schedule(budget.renders, prog.steps, self.rejuvenation_moves)
+
+    def _infer(self, prog: Program, images: torch.Tensor, budget: Budget) -> Result:
+        schedule = self.particles_for(prog, budget)
+        run = _ParticleRun(self, prog, images, schedule[0])
+        quiet = None if self.progress is None else not self.progress
+        last = prog.steps - 1
+        for t in tqdm(range(prog.steps), desc=self.name, unit="step", disable=quiet):
+            run.extend(t)
+            if t < last:
+                forced = schedule[t + 1] != run.particles
+                run.resample(schedule[t + 1], forced | (run.ess[-1] < self.ess_threshold * run.particles))
+            else:
+                run.record_candidates()
+            for _ in range(self.rejuvenation_moves):
+                run.rejuvenate(score_candidates=t == last)
+        result = run.result()
+        result.diagnostics["particles"] = schedule
+        return result
+
+
+class _ParticleRun:
+    """The particles of one SMC run and their bookkeeping (internal to :class:`SMC`).
+
+    Particles of all targets live in one batch of ``N * B`` program states, particle-major:
+    item ``n * B + b`` is particle ``n`` of target ``b``.
+    """
+
+    def __init__(self, engine: SMC, prog: Program, images: torch.Tensor, particles: int) -> None:
+        self.engine, self.prog, self.images = engine, prog, images
+        self.targets, self.device = images.shape[0], images.device
+        self.particles = particles
+        self.state = prog.initial_state(particles * self.targets, device=self.device)
+        self.history = {
+            c.name: torch.zeros(particles, self.targets, 0, dtype=torch.long, device=self.device)
+            for c in prog.action_space
+        }
+        # The blank canvas is a constant of the program, the same for every particle and
+        # target, and no action has been rendered yet: drawing it once is not a render.
+        blank = prog.draw_state(prog.initial_state(1, device=self.device))
+        self.canvas = blank.expand(particles, self.targets, *blank.shape[1:])
+        self.log_weights = torch.zeros(particles, self.targets, device=self.device)
+        self.log_likelihood = torch.zeros(particles, self.targets, device=self.device)
+        self.ess: list[torch.Tensor] = []
+        self.resampled: list[torch.Tensor] = []
+        self.ancestry = [torch.arange(particles, device=self.device)[:, None].expand(particles, self.targets)]
+        self.spent = 0
+        self.curve_renders: list[int] = []
+        self.curve_l2: list[torch.Tensor] = []
+        self.best_l2 = torch.full((self.targets,), math.inf, device=self.device)
+        self.best_images = torch.zeros_like(images)
+        self.best_actions: dict[str, torch.Tensor] | None = None
+        self.mover = BlockProposal(prog, blocks=engine.blocks, proposal=engine.move_proposal)
+        self.accepted = torch.zeros(self.targets, device=self.device)
+        self.moves = 0
+
+    # -- one step ---------------------------------------------------------------------------
+
+    def extend(self, step: int) -> None:
+        """Draw and render every particle's action ``step`` and update the weights."""
+        action, log_q = self.engine.proposal.propose(self.prog, step, self.history, self.canvas, self.images)
+        action, log_q = self._check_proposal(action, log_q)
+        log_prior = sum(
+            self.prog.prior(step, c.name, self.device).log_prob(action[c.name]) for c in self.prog.action_space
+        )
+        self.state = self.prog.advance(self.state, {name: value.reshape(-1) for name, value in action.items()})
+        self.canvas = self._view(self.prog.canvas(self.state))
+        self.spent += self.particles
+        log_likelihood = self.prog.likelihood(self.canvas).log_prob(self.images)
+        self.log_weights = self.log_weights + log_prior - log_q + log_likelihood - self.log_likelihood
+        self.log_likelihood = log_likelihood
+        self.history = {name: torch.cat([past, action[name][..., None]], -1) for name, past in self.history.items()}
+        self.ess.append(effective_sample_size(self.log_weights))
+
+    def resample(self, count: int, mask: torch.Tensor | bool) -> None:
+        """Resample the targets in ``mask`` (all when the population changes size to ``count``)."""
+        mask = torch.as_tensor(mask, device=self.device).expand(self.targets)
+        self.resampled.append(mask)
+        identity = torch.arange(self.particles, device=self.device)[:, None].expand(self.particles, self.targets)
+        if not bool(mask.any()):
+            self.ancestry.append(identity)
+            return
+        ancestors = systematic_resample(self.log_weights, count)
+        if count == self.particles:
+            ancestors = torch.where(mask, ancestors, identity)
+        flat = (ancestors * self.targets + torch.arange(self.targets, device=self.device)).reshape(-1)
+        mean_log_weight = self.log_weights.logsumexp(0) - math.log(self.particles)
+        self.log_weights = torch.where(mask, mean_log_weight, self._gather(self.log_weights, ancestors))
+        self.log_likelihood = self._gather(self.log_likelihood, ancestors)
+        self.canvas = self._gather(self.canvas, ancestors)
+        self.history = {name: self._gather(value, ancestors) for name, value in self.history.items()}
+        self.state = self.prog.index_state(self.state, flat)
+        self.ancestry.append(ancestors)
+        self.particles = count
+
+    def rejuvenate(self, score_candidates: bool) -> None:
+        """One Metropolis-Hastings move of every particle's prefix, invariant for ``gamma_t``."""
+        proposed, log_q_ratio = self.mover(self.history)
+        state = self._replay(proposed)
+        canvas = self._view(self.prog.canvas(state))
+        self.spent += self.particles
+        log_likelihood = self.prog.likelihood(canvas).log_prob(self.images)
+        log_ratio = (
+            self.prog.log_prior(proposed) - self.prog.log_prior(self.history)
+            + log_likelihood - self.log_likelihood + log_q_ratio
+        )
+        accept = metropolis_accept(log_ratio)
+        self.accepted += accept.float().mean(0)
+        self.moves += 1
+        if score_candidates:
+            self._score(canvas, proposed)
+        self.history = select_actions(accept, proposed, self.history)
+        self.log_likelihood = torch.where(accept, log_likelihood, self.log_likelihood)
+        self.canvas = torch.where(accept.view(*accept.shape, 1, 1, 1), canvas, self.canvas)
+        # The state must follow the accepted prefixes; replaying them re-derives it without
+        # reading a canvas, so it is compute, not a render.
+        self.state = self._replay(self.history)
+
+    def record_candidates(self) -> None:
+        """Score the finished programs of the last step as reconstructions."""
+        self._score(self.canvas, self.history)
+
+    # -- the result -------------------------------------------------------------------------
+
+    def result(self) -> Result:
+        assert self.best_actions is not None
+        diagnostics: dict[str, Any] = {
+            "ess": torch.stack(self.ess),
+            "resampled": torch.stack(self.resampled + [torch.zeros(self.targets, dtype=torch.bool, device=self.device)]),
+            "ancestry": self.ancestry,
+        }
+        if self.moves:
+            diagnostics["acceptance_rate"] = self.accepted / self.moves
+        return Result(
+            images=self.best_images,
+            actions=self.best_actions,
+            l2=self.best_l2,
+            renders=torch.zeros(self.targets, dtype=torch.long),
+            seconds=0.0,
+            curve=Curve(torch.tensor(self.curve_renders), torch.stack(self.curve_l2).cpu()),
+            log_weights=self.log_weights,
+            ess=self.ess[-1],
+            log_evidence=self.log_weights.logsumexp(0) - math.log(self.particles),
+            diagnostics=diagnostics,
+        )
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _score(self, canvas: torch.Tensor, actions: Mapping[str, torch.Tensor]) -> None:
+        l2 = mean_squared_error(canvas, self.images)
+        candidate_l2, candidate = l2.min(0)
+        improved = candidate_l2 < self.best_l2
+        columns = torch.arange(self.targets, device=self.device)
+        self.best_l2 = torch.where(improved, candidate_l2, self.best_l2)
+        self.best_images = torch.where(improved.view(-1, 1, 1, 1), canvas[candidate, columns], self.best_images)
+        picked = {name: value[candidate, columns] for name, value in actions.items()}
+        if self.best_actions is None:
+            self.best_actions = picked
+        else:
+            self.best_actions = {
+                name: torch.where(improved[:, None], picked[name], value) for name, value in self.best_actions.items()
+            }
+        self.curve_renders.append(self.spent)
+        self.curve_l2.append(self.best_l2.clone())
+
+    def _replay(self, history: Mapping[str, torch.Tensor]) -> Any:
+        state = self.prog.initial_state(self.particles * self.targets, device=self.device)
+        for step in range(next(iter(history.values())).shape[-1]):
+            state = self.prog.advance(state, {name: value[..., step].reshape(-1) for name, value in history.items()})
+        return state
+
+    def _view(self, canvas: torch.Tensor) -> torch.Tensor:
+        return canvas.view(self.particles, self.targets, *canvas.shape[1:])
+
+    @staticmethod
+    def _gather(values: torch.Tensor, ancestors: torch.Tensor) -> torch.Tensor:
+        """``values[ancestors[i, b], b]`` for every new particle ``i`` and target ``b``."""
+        index = ancestors.view(*ancestors.shape, *([1] * (values.dim() - 2))).expand(-1, -1, *values.shape[2:])
+        return values.gather(0, index)
+
+    def _check_proposal(self, action: Any, log_q: Any) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        shape = (self.particles, self.targets)
+        validate_actions(self.prog.action_space, action)
+        action = {name: value.to(device=self.device, dtype=torch.long) for name, value in action.items()}
+        for name, value in action.items():
+            if tuple(value.shape) != shape:
+                raise ValueError(
+                    f"the proposal returned action {name!r} of shape {tuple(value.shape)}; expected (particles, "
+                    f"targets) = {shape}"
+                )
+        if not isinstance(log_q, torch.Tensor):
+            raise TypeError(f"the proposal must return log_q as a tensor of shape {shape}, got {type(log_q).__name__}")
+        try:
+            log_q = log_q.to(self.device).expand(shape)
+        except RuntimeError:
+            raise ValueError(f"the proposal's log_q has shape {tuple(log_q.shape)}; expected {shape}") from None
+        return action, log_q

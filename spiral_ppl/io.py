@@ -1,0 +1,214 @@
+"""Reading and writing images and programs.
+
+Programs are stored as JSON that a person can read and edit: the renderer's settings and a
+list of steps, one object per step with one entry per component. Location components are
+written as ``[x, y]`` grid coordinates and read either as ``[x, y]`` or as the flat index
+``y * grid_size + x``::
+
+    {
+      "renderer": {"type": "brush", "canvas_size": 64, "grid_size": 32, "color": false},
+      "steps": [
+        {"flag": 1, "end_point": [31, 31], "control_point": [0, 31], "brush_size": 2, "pressure": 9}
+      ]
+    }
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from PIL import Image
+
+from spiral_ppl.renderers.base import Component, Renderer, validate_actions
+from spiral_ppl.renderers.brush import Brush
+
+#: Renderers a program file may name, with the settings each accepts.
+RENDERERS = {"brush": Brush}
+
+
+def renderer_from_config(config: Mapping[str, Any]) -> Renderer:
+    """Build a renderer from ``{"type": name, **settings}``."""
+    if not isinstance(config, Mapping) or "type" not in config:
+        raise ValueError(f'a renderer is described as {{"type": one of {sorted(RENDERERS)}, ...settings}}, got {config!r}')
+    settings = dict(config)
+    kind = settings.pop("type")
+    if kind not in RENDERERS:
+        raise ValueError(f"unknown renderer type {kind!r}; known: {sorted(RENDERERS)}")
+    try:
+        return RENDERERS[kind](**settings)
+    except TypeError as error:
+        raise ValueError(f"bad settings for renderer {kind!r}: {error}") from None
+
+
+def renderer_config(renderer: Renderer) -> dict[str, Any]:
+    """The JSON description of a renderer, as :func:`renderer_from_config` reads it."""
+    if isinstance(renderer, Brush):
+        return {
+            "type": "brush",
+            "canvas_size": renderer.canvas_size,
+            "grid_size": renderer.grid_size,
+            "color": renderer.color,
+            "sizes": list(renderer.sizes),
+            "pressure_levels": renderer.pressure_levels,
+            "color_bins": renderer.color_bins,
+            "width_scale": renderer.width_scale,
+        }
+    raise ValueError(f"no JSON description for {type(renderer).__name__}")
+
+
+def _location_value(component: Component, value: Any, where: str) -> int:
+    if isinstance(value, (list, tuple)):
+        if len(value) != 2 or not all(isinstance(v, int) for v in value):
+            raise ValueError(f"{where}: a location is [x, y] (two ints) or a flat index, got {value!r}")
+        x, y = value
+        grid = component.grid_size
+        if not (0 <= x < grid and 0 <= y < grid):
+            raise ValueError(f"{where}: [x, y] must lie in [0, {grid - 1}], got {value!r}")
+        return y * grid + x
+    return value
+
+
+def actions_from_steps(action_space: tuple[Component, ...], steps: list[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+    """A list of per-step objects -> ``{name: LongTensor[1, T]}`` (one program)."""
+    if not isinstance(steps, list) or not steps:
+        raise ValueError("a program needs a non-empty list of steps")
+    columns: dict[str, list[int]] = {c.name: [] for c in action_space}
+    for index, step in enumerate(steps):
+        where = f"step {index}"
+        if not isinstance(step, Mapping):
+            raise ValueError(f"{where} must be an object {{component: value}}, got {step!r}")
+        unknown = sorted(set(step) - set(columns))
+        missing = [name for name in columns if name not in step]
+        if unknown or missing:
+            raise ValueError(f"{where}: components must be {list(columns)}; unknown {unknown}, missing {missing}")
+        for component in action_space:
+            value = step[component.name]
+            if component.kind == "location":
+                value = _location_value(component, value, f"{where} {component.name}")
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{where} {component.name}: expected an int, got {value!r}")
+            columns[component.name].append(value)
+    actions = {name: torch.tensor([values], dtype=torch.long) for name, values in columns.items()}
+    validate_actions(action_space, actions, ndim=2)
+    return actions
+
+
+def steps_from_actions(action_space: tuple[Component, ...], actions: Mapping[str, torch.Tensor]) -> list[dict]:
+    """One program ``{name: LongTensor[T]}`` (or ``[1, T]``) -> a list of per-step objects."""
+    columns = {name: value.reshape(-1).tolist() for name, value in actions.items()}
+    steps = []
+    for t in range(len(columns[action_space[0].name])):
+        step = {}
+        for component in action_space:
+            value = columns[component.name][t]
+            if component.kind == "location":
+                value = [value % component.grid_size, value // component.grid_size]
+            step[component.name] = value
+        steps.append(step)
+    return steps
+
+
+def load_program(path: str | Path) -> tuple[Renderer, dict[str, torch.Tensor]]:
+    """Read a program file: its renderer and its actions ``{name: LongTensor[1, T]}``."""
+    try:
+        document = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no program file at {path}") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON: {error}") from None
+    if not isinstance(document, dict) or "steps" not in document:
+        raise ValueError(f'{path}: a program file is an object with "renderer" and "steps"')
+    renderer = renderer_from_config(document.get("renderer", {"type": "brush"}))
+    return renderer, actions_from_steps(renderer.action_space, document["steps"])
+
+
+def save_program(path: str | Path, renderer: Renderer, actions: Mapping[str, torch.Tensor], **extra: Any) -> None:
+    """Write one program as JSON (atomically); ``extra`` entries are stored beside it."""
+    steps = steps_from_actions(renderer.action_space, actions)
+    # One line per step, so a program reads like a listing.
+    lines = ["{", f' "renderer": {json.dumps(renderer_config(renderer))},', ' "steps": [']
+    lines += [f"  {json.dumps(step)}{',' if index < len(steps) - 1 else ''}" for index, step in enumerate(steps)]
+    lines.append(" ]" + ("," if extra else ""))
+    lines += [f" {json.dumps(key)}: {json.dumps(value)}," for key, value in extra.items()]
+    if extra:
+        lines[-1] = lines[-1].rstrip(",")
+    lines.append("}")
+    atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
+
+
+def load_image(path: str | Path, channels: int, size: int, invert: bool = False) -> torch.Tensor:
+    """Read an image file as a ``(1, channels, size, size)`` float tensor in ``[0, 1]``.
+
+    Non-square images are centre-cropped; ``invert`` turns dark ink on white into light ink
+    on black (the convention of the grayscale brush).
+    """
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
+    try:
+        with Image.open(path) as image:
+            image = image.convert("L" if channels == 1 else "RGB")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no image at {path}") from None
+    except OSError as error:
+        raise ValueError(f"cannot read {path} as an image: {error}") from None
+    side = min(image.size)
+    left, top = (image.width - side) // 2, (image.height - side) // 2
+    image = image.crop((left, top, left + side, top + side)).resize((size, size), Image.Resampling.LANCZOS)
+    pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0)
+    pixels = pixels[None] if channels == 1 else pixels.permute(2, 0, 1)
+    if invert:
+        pixels = 1 - pixels
+    return pixels[None].contiguous()
+
+
+def save_image(path: str | Path, image: torch.Tensor) -> None:
+    """Write a ``(C, H, W)`` or ``(1, C, H, W)`` tensor in ``[0, 1]`` as a PNG (atomically)."""
+    if image.dim() == 4 and image.shape[0] == 1:
+        image = image[0]
+    if image.dim() != 3 or image.shape[0] not in (1, 3):
+        raise ValueError(f"save_image expects (C, H, W) with C in (1, 3), got {tuple(image.shape)}")
+    pixels = (image.detach().cpu().clamp(0, 1) * 255).round().to(torch.uint8)
+    array = pixels[0].numpy() if pixels.shape[0] == 1 else pixels.permute(1, 2, 0).numpy()
+    path = Path(path)
+    with atomic_path(path) as temporary:
+        Image.fromarray(array).save(temporary, format="PNG")
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half."""
+    with atomic_path(Path(path)) as temporary:
+        Path(temporary).write_bytes(data)
+
+
+class atomic_path:
+    """A temporary path beside ``path`` that replaces it on success and vanishes on error.
+
+    Readers see the old file or the new one, never half of one, even if the process dies::
+
+        with atomic_path("checkpoint.pt") as temporary:
+            torch.save(state, temporary)
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def __enter__(self) -> str:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle, self.temporary = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+        os.close(handle)
+        return self.temporary
+
+    def __exit__(self, exc_type, *rest) -> None:
+        if exc_type is None:
+            # Flush to disk before the rename, so a crash cannot leave a renamed empty file.
+            with open(self.temporary, "rb+") as stream:
+                os.fsync(stream.fileno())
+            os.replace(self.temporary, self.path)
+        else:
+            Path(self.temporary).unlink(missing_ok=True)

@@ -1,0 +1,134 @@
+"""Pictures of inference: l2 against renderer calls, and reconstruction grids.
+
+Everything returns a matplotlib ``Figure`` (shown inline in a notebook; matplotlib falls back
+to its Agg backend without a display) and, given a path, saves it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+import matplotlib.pyplot as plt
+import torch
+
+from spiral_ppl.inference.result import Result
+
+
+def _save(figure, path: str | Path | None):
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(path, dpi=120, bbox_inches="tight")
+    return figure
+
+
+def plot_curves(
+    results: Mapping[str, Result],
+    path: str | Path | None = None,
+    title: str = "",
+    blank_l2: float | None = None,
+):
+    """Mean best l2 so far against renders per target, one line per engine (log-log).
+
+    ``blank_l2``, the l2 of an empty canvas, is drawn as a dashed line for reference.
+    """
+    figure, axes = plt.subplots(figsize=(6, 4))
+    for name, result in results.items():
+        curve = result.curve
+        axes.plot(curve.renders.cpu().numpy(), curve.mean().cpu().numpy(), label=name, linewidth=2)
+    if blank_l2 is not None:
+        axes.axhline(blank_l2, color="grey", linestyle="--", linewidth=1, label="blank canvas")
+    axes.set_xscale("log")
+    axes.set_yscale("log")
+    axes.set_xlabel("renderer calls per target")
+    axes.set_ylabel("best mean squared pixel error so far")
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend()
+    if title:
+        axes.set_title(title)
+    return _save(figure, path)
+
+
+def _as_picture(image: torch.Tensor):
+    image = image.detach().cpu().clamp(0, 1)
+    return image[0].numpy() if image.shape[0] == 1 else image.permute(1, 2, 0).numpy()
+
+
+def reconstruction_grid(
+    targets: torch.Tensor, reconstructions: Mapping[str, torch.Tensor], path: str | Path | None = None
+):
+    """Targets in the first row, then one row of reconstructions per engine."""
+    rows = {"target": targets, **reconstructions}
+    columns = targets.shape[0]
+    figure, axes = plt.subplots(len(rows), columns, figsize=(1.2 * columns, 1.25 * len(rows)), squeeze=False)
+    for row, (name, images) in enumerate(rows.items()):
+        for column in range(columns):
+            ax = axes[row, column]
+            ax.imshow(_as_picture(images[column]), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if column == 0:
+                ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
+    figure.subplots_adjust(wspace=0.05, hspace=0.05)
+    return _save(figure, path)
+
+
+def stroke_colours(prog, actions: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """Each program's canvas with every step's marks in a colour of their own: ``(B, 3, H, W)``.
+
+    Works for any program through its step-wise protocol: a pixel takes the colour of the
+    last step that changed it, at the brightness of the final canvas (the paper's Figure 6d).
+    """
+    names = list(actions)
+    batch, steps = actions[names[0]].shape
+    palette = torch.tensor(plt.get_cmap("tab20").colors, dtype=torch.float32)
+    state = prog.initial_state(batch, device=actions[names[0]].device)
+    previous = prog.draw_state(state)
+    owner = torch.full((batch, *previous.shape[-2:]), -1, dtype=torch.long)
+    for t in range(steps):
+        state = prog.advance(state, {name: value[:, t] for name, value in actions.items()})
+        canvas = prog.draw_state(state)
+        changed = (canvas - previous).abs().sum(1).cpu() > 1e-3
+        owner[changed] = t
+        previous = canvas
+    brightness = previous.detach().cpu().abs().amax(1, keepdim=True).clamp(0, 1)
+    colours = palette[owner.clamp(min=0) % len(palette)].permute(0, 3, 1, 2)
+    return torch.where(owner[:, None] >= 0, colours * brightness.clamp(min=0.35), torch.zeros_like(colours))
+
+
+def stroke_decomposition(prog, actions: Mapping[str, torch.Tensor], path: str | Path | None = None, columns: int = 8):
+    """A row of programs drawn with one colour per step (see :func:`stroke_colours`)."""
+    pictures = stroke_colours(prog, actions)
+    count = pictures.shape[0]
+    columns = min(columns, count)
+    rows = (count + columns - 1) // columns
+    figure, axes = plt.subplots(rows, columns, figsize=(1.6 * columns, 1.6 * rows), squeeze=False)
+    for index, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if index < count:
+            ax.imshow(_as_picture(pictures[index]), interpolation="nearest")
+    figure.subplots_adjust(wspace=0.05, hspace=0.05)
+    return _save(figure, path)
+
+
+def high_resolution(renderer, actions: Mapping[str, torch.Tensor], scale: int = 4, path: str | Path | None = None):
+    """The same programs at their own resolution and re-rendered ``scale`` times larger (Figure 6c).
+
+    ``renderer`` must offer ``with_canvas_size`` (the Brush does).
+    """
+    if not hasattr(renderer, "with_canvas_size"):
+        raise ValueError(f"{type(renderer).__name__} cannot re-render at another resolution (no with_canvas_size)")
+    low = renderer.render(actions)
+    high = renderer.with_canvas_size(renderer.image_size * scale).render(actions)
+    count = low.shape[0]
+    figure, axes = plt.subplots(2, count, figsize=(2.2 * count, 4.6), squeeze=False)
+    for column in range(count):
+        for row, images in enumerate((low, high)):
+            ax = axes[row, column]
+            ax.imshow(_as_picture(images[column]), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[0, 0].set_ylabel(f"{low.shape[-1]}px")
+        axes[1, 0].set_ylabel(f"{high.shape[-1]}px")
+    figure.subplots_adjust(wspace=0.05, hspace=0.05)
+    return _save(figure, path)

@@ -1,0 +1,114 @@
+"""The spiral-ppl command: render, infer, demo, help and errors."""
+
+import json
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import spiral_ppl as sp
+from spiral_ppl import cli, io
+
+PROGRAM = {
+    "renderer": {"type": "brush", "canvas_size": 32, "grid_size": 8},
+    "steps": [
+        {"flag": 0, "end_point": [1, 1], "control_point": 0, "brush_size": 0, "pressure": 0},
+        {"flag": 1, "end_point": [6, 6], "control_point": [6, 1], "brush_size": 2, "pressure": 9},
+    ],
+}
+
+
+def test_render_writes_the_program_as_a_png(tmp_path):
+    path = tmp_path / "program.json"
+    path.write_text(json.dumps(PROGRAM))
+    assert cli.main(["render", str(path), "-o", str(tmp_path / "canvas.png")]) == 0
+    pixels = np.asarray(Image.open(tmp_path / "canvas.png"))
+    brush = sp.renderers.Brush(canvas_size=32, grid_size=8)
+    steps = PROGRAM["steps"]
+    expected = brush.render(io.actions_from_steps(brush.action_space, steps))[0, 0]
+    assert pixels.shape == (32, 32)
+    np.testing.assert_array_equal(pixels, (expected * 255).round().to(torch.uint8).numpy())
+    assert cli.main(["render", str(path), "-o", str(tmp_path / "big.png"), "--scale", "4"]) == 0
+    assert np.asarray(Image.open(tmp_path / "big.png")).shape == (128, 128)
+
+
+def test_infer_writes_a_reconstruction_and_a_program_that_renders_to_it(tmp_path, capsys):
+    brush = sp.renderers.Brush(canvas_size=16, grid_size=4)
+    target = brush.render({c.name: torch.tensor([[1]]) for c in brush.action_space})
+    io.save_image(tmp_path / "target.png", target[0])
+    arguments = ["infer", str(tmp_path / "target.png"), "--steps", "1", "--canvas-size", "16", "--grid-size", "4",
+                 "--renders", "300", "--out", str(tmp_path / "out")]
+    assert cli.main(arguments) == 0
+    summary = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert summary["renders"] == 300 and summary["engine"] == "importance"
+    renderer, actions = io.load_program(tmp_path / "out" / "program.json")
+    reconstruction = io.load_image(tmp_path / "out" / "reconstruction.png", 1, 16)
+    torch.testing.assert_close(reconstruction, renderer.render(actions), atol=1 / 255, rtol=0)
+    assert summary["l2"] == pytest.approx(float((renderer.render(actions) - target).pow(2).mean()), abs=1e-4)
+
+
+def test_program_files_round_trip(tmp_path):
+    brush = sp.renderers.Brush(canvas_size=32, grid_size=8, color=True)
+    actions = {c.name: torch.randint(0, c.size, (5,)) for c in brush.action_space}
+    io.save_program(tmp_path / "p.json", brush, actions, note="hello")
+    renderer, loaded = io.load_program(tmp_path / "p.json")
+    assert renderer.color and renderer.grid_size == 8
+    for name, value in actions.items():
+        assert loaded[name][0].tolist() == value.tolist()
+
+
+@pytest.mark.parametrize(
+    "steps, message",
+    [
+        ([{"flag": 1}], "missing"),
+        ([dict(PROGRAM["steps"][0], colour=1)], "unknown"),
+        ([dict(PROGRAM["steps"][0], end_point=[9, 1])], r"must lie in \[0, 7\]"),
+        ([dict(PROGRAM["steps"][0], pressure=1.5)], "expected an int"),
+        ([], "non-empty"),
+    ],
+)
+def test_bad_program_files_get_clear_errors(tmp_path, capsys, steps, message):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(dict(PROGRAM, steps=steps)))
+    assert cli.main(["render", str(path)]) == 2
+    assert re.search(message, capsys.readouterr().err)
+
+
+def test_unreadable_inputs(tmp_path, capsys):
+    (tmp_path / "broken.json").write_text("{not json")
+    assert cli.main(["render", str(tmp_path / "broken.json")]) == 2
+    assert "not valid JSON" in capsys.readouterr().err
+    (tmp_path / "fake.png").write_text("not an image")
+    assert cli.main(["infer", str(tmp_path / "fake.png")]) == 2
+    assert "cannot read" in capsys.readouterr().err
+    assert cli.main(["render", str(tmp_path / "missing.json")]) == 2
+
+
+@pytest.mark.parametrize("command", ["render", "infer", "compare", "demo"])
+def test_every_command_has_help(command):
+    completed = subprocess.run(
+        [sys.executable, "-m", "spiral_ppl.cli", command, "--help"], capture_output=True, text=True, check=True
+    )
+    assert "usage: spiral-ppl " + command in completed.stdout
+
+
+def test_compare_runs_on_real_mnist_digits(tmp_path, data_root, monkeypatch):
+    monkeypatch.setenv("SPIRAL_PPL_DATA", str(data_root))
+    arguments = ["compare", "mnist-recon", "--set", "program.steps=2", "--targets", "2", "--budgets", "4", "20",
+                 "--engines", "importance", "smc", "--out", str(tmp_path)]
+    assert cli.main(arguments) == 0
+    report = (tmp_path / "report.md").read_text()
+    assert "| importance | 20 |" in report and "| smc | 20 |" in report
+    rows = (tmp_path / "results.csv").read_text().splitlines()
+    assert rows[0].startswith("engine,budget,mean_l2") and len(rows) == 5
+    assert (tmp_path / "l2_vs_renders.png").stat().st_size > 1000
+    assert (tmp_path / "reconstructions.png").stat().st_size > 1000
+
+
+def test_compare_refuses_unknown_experiments(capsys):
+    assert cli.main(["compare", "mnist-reconstruction"]) == 2
+    assert "unknown configuration" in capsys.readouterr().err

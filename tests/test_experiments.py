@@ -1,0 +1,68 @@
+"""Experiment configurations: shipped files, overrides, programs and datasets they describe."""
+
+import pytest
+import torch
+
+import spiral_ppl as sp
+from spiral_ppl import experiments
+
+PAPER_EXPERIMENTS = {"mnist-gen", "mnist-recon", "mnist-recon-blind", "mnist-recon-l2", "omniglot-gen",
+                     "omniglot-recon", "celeba-recon", "scenes-recon", "scenes-recon-l2"}
+
+
+def test_every_paper_experiment_is_shipped_and_builds_its_program():
+    assert set(experiments.list_configs()) >= PAPER_EXPERIMENTS
+    for name in PAPER_EXPERIMENTS:
+        config = experiments.load_config(name)
+        assert config["name"] == name
+        prog = experiments.build_program(config)
+        assert prog.steps == 20 and prog.image_size == 64
+    assert experiments.load_config("celeba-recon")["program"]["color"] is True
+    assert experiments.load_config("mnist-recon-blind")["agent"]["blind"] is True
+    assert experiments.load_config("mnist-gen")["agent"]["conditional"] is False
+    assert isinstance(experiments.build_program(experiments.load_config("scenes-recon")), sp.programs.SceneProgram)
+
+
+def test_overrides_are_parsed_as_toml():
+    config = experiments.load_config("mnist-recon", ["train.steps=7", "config.policy_lr=3e-4", "agent.reward=l2",
+                                                     "program.renderer=brush", "agent.blind=true"])
+    assert config["train"]["steps"] == 7 and config["config"]["policy_lr"] == 3e-4
+    assert config["agent"]["reward"] == "l2" and config["agent"]["blind"] is True
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [("steps=3", "section.key=value"), ("model.steps=3", "unknown table"), ("train.steps", "section.key=value")],
+)
+def test_bad_overrides(override, message):
+    with pytest.raises(ValueError, match=message):
+        experiments.load_config("mnist-recon", [override])
+
+
+def test_config_files_by_path_and_errors(tmp_path):
+    path = tmp_path / "tiny.toml"
+    path.write_text('[program]\nrenderer = "brush"\ncanvas_size = 16\ngrid_size = 4\nsteps = 2\n')
+    config = experiments.load_config(path)
+    assert config["name"] == "tiny" and experiments.build_program(config).image_size == 16
+    path.write_text("[program\n")
+    with pytest.raises(ValueError, match="not valid TOML"):
+        experiments.load_config(path)
+    path.write_text("[optimiser]\nlr = 1\n")
+    with pytest.raises(ValueError, match="unknown tables"):
+        experiments.load_config(path)
+    with pytest.raises(ValueError, match="unknown configuration"):
+        experiments.load_config("mnist-reconstruction")
+    with pytest.raises(ValueError, match="do not fit Brush"):
+        experiments.build_program(experiments.load_config("mnist-recon", ["program.brush_width=3"]))
+    with pytest.raises(ValueError, match="renderer must be"):
+        experiments.build_program(experiments.load_config("mnist-recon", ["program.renderer=opengl"]))
+
+
+def test_datasets_of_a_configuration(data_root, monkeypatch):
+    monkeypatch.setenv("SPIRAL_PPL_DATA", str(data_root))
+    train, test = experiments.load_datasets(experiments.load_config("mnist-recon"), image_size=32)
+    assert (len(train), len(test)) == (60000, 10000)
+    images = experiments.target_images(test, 4)
+    assert images.shape == (4, 1, 32, 32) and torch.equal(images[0], test[0][0])
+    with pytest.raises(ValueError, match="cannot take"):
+        experiments.target_images(test, 5, start=9998)

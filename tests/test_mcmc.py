@@ -1,0 +1,159 @@
+"""Blocked Metropolis-Hastings: exact marginals on a tiny program, recovery, accounting, errors."""
+
+import warnings
+
+import pyro
+import pytest
+import torch
+
+import spiral_ppl as sp
+from spiral_ppl.inference.moves import BlockProposal
+
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+@pytest.fixture(scope="module")
+def tiny(two_stroke_program):
+    """The two-stroke program, two planted targets and their exact posterior."""
+    prog = two_stroke_program
+    planted = {
+        "flag": torch.tensor([[1, 1], [1, 0]]),
+        "end_point": torch.tensor([[8, 2], [4, 6]]),
+        "control_point": torch.tensor([[2, 5], [3, 0]]),
+        "brush_size": torch.zeros(2, 2, dtype=torch.long),
+        "pressure": torch.zeros(2, 2, dtype=torch.long),
+    }
+    images = prog.render(planted)
+    return prog, images, sp.inference.enumerate_posterior(prog, images)
+
+
+def worst_total_variation(samples, exact, prog):
+    worst = 0.0
+    for name in prog.site_names():
+        probs = exact.marginals[name]  # (B, K)
+        empirical = torch.nn.functional.one_hot(samples[name].long(), probs.shape[-1]).float().mean((0, 1))
+        worst = max(worst, float(0.5 * (empirical - probs).abs().sum(-1).max()))
+    return worst
+
+
+@pytest.mark.parametrize("blocks,proposal", [("step", "prior"), ("mixed", "uniform")])
+def test_marginals_converge_to_exact_enumeration(tiny, blocks, proposal):
+    prog, images, exact = tiny
+    pyro.set_rng_seed(0)
+    kernel = sp.inference.BlockedMetropolisHastings(prog, chains=128, blocks=blocks, proposal=proposal)
+    mcmc = pyro.infer.MCMC(kernel, num_samples=400, warmup_steps=100, disable_progbar=True)
+    mcmc.run(images)
+    samples = mcmc.get_samples()
+    assert samples["step_0/end_point"].shape == (400, 128, 2)
+    assert worst_total_variation(samples, exact, prog) < 0.05
+    # Prior draws are far from the posterior: the test can tell a sampler from no sampler.
+    prior = {name: torch.randint(p.shape[-1], (400, 128, 2)) for name, p in exact.marginals.items()}
+    assert worst_total_variation(prior, exact, prog) > 0.2
+
+
+def test_runs_under_pyro_mcmc_with_several_chains_and_reports_invariant_diagnostics(tiny):
+    prog, images, _ = tiny
+    kernel = sp.inference.BlockedMetropolisHastings(prog, chains=8)
+    with warnings.catch_warnings():
+        # pyro.infer.MCMC warns when chains outnumber free cores, then runs them in turn.
+        warnings.filterwarnings("ignore", message="num_chains=")
+        mcmc = pyro.infer.MCMC(kernel, num_samples=30, warmup_steps=10, num_chains=2, disable_progbar=True)
+        mcmc.run(images)
+    samples = mcmc.get_samples(group_by_chain=True)
+    assert samples["step_1/flag"].shape == (2, 30, 8, 2)
+    assert samples["log_joint"].shape == (2, 30, 8, 2)
+    diagnostics = mcmc.diagnostics()
+    for chain in ("chain 0", "chain 1"):
+        rate = diagnostics["acceptance rate"][chain]
+        assert rate.shape == (2,) and bool(((rate > 0) & (rate < 1)).all())
+        assert diagnostics["log_joint_r_hat"][chain].shape == (2,)
+        assert bool(torch.isfinite(diagnostics["log_joint_ess"][chain]).all())
+    assert diagnostics["log_joint"]["r_hat"].shape == (8, 2)
+
+
+def test_initial_params_start_the_chains_there(tiny):
+    prog, images, _ = tiny
+    kernel = sp.inference.BlockedMetropolisHastings(prog, chains=3)
+    planted = {"step_0/flag": 1, "step_0/end_point": 8, "step_0/control_point": 2, "step_0/brush_size": 0,
+               "step_0/pressure": 0, "step_1/flag": 1, "step_1/end_point": 2, "step_1/control_point": 5,
+               "step_1/brush_size": 0, "step_1/pressure": 0}
+    kernel.initial_params = {name: torch.tensor(value) for name, value in planted.items()}
+    kernel.setup(0, images[:1])
+    assert float(kernel.best_l2[0]) == 0.0
+    assert kernel.current_actions["end_point"].tolist() == [[[8, 2]]] * 3
+    kernel.cleanup()
+    kernel.initial_params = {"step_0/flag": torch.tensor(1)}
+    with pytest.raises(ValueError, match="lacks the sites"):
+        kernel.setup(0, images[:1])
+
+
+def test_block_proposal_moves_one_block_and_cancels_the_prior(tiny):
+    prog, _, _ = tiny
+    actions = {c.name: torch.zeros(500, 2, dtype=torch.long) for c in prog.action_space}
+    torch.manual_seed(0)
+    proposed, log_q_ratio = BlockProposal(prog, blocks="site", proposal="prior")(actions)
+    changed = torch.stack([proposed[name] != actions[name] for name in actions])  # (K, 500, 2)
+    assert int(changed.flatten(1).sum(0).max()) == 1  # single-site: one site changes at most
+    # A uniform prior makes an independence proposal from it symmetric.
+    assert torch.allclose(log_q_ratio, torch.zeros(500))
+    skewed = sp.programs.PaintProgram(prog.renderer, steps=2, priors={"flag": [0.9, 0.1]})
+    actions["flag"] = torch.ones(500, 2, dtype=torch.long)
+    flags, log_q_ratio = BlockProposal(skewed, blocks="step")(actions)
+    flags = flags["flag"]
+    # One step of each program is redrawn from the prior (90% zeros), the other keeps its 1.
+    assert 0.40 < float((flags == 0).float().mean()) < 0.50
+    assert torch.allclose(log_q_ratio[flags.sum(-1) == 2], torch.tensor(0.1).log() - torch.tensor(0.1).log())
+    assert torch.allclose(log_q_ratio[flags.sum(-1) == 1], torch.tensor(0.1).log() - torch.tensor(0.9).log())
+    with pytest.raises(ValueError, match="blocks must be one of"):
+        BlockProposal(prog, blocks="row")
+
+
+def test_engine_spends_exactly_its_budget_and_recovers_a_planted_program(planted16):
+    prog, images = planted16
+    blank = images.pow(2).flatten(1).mean(1)
+    budget = sp.Budget(renders=3001)  # not a multiple of the chains: one last partial transition
+    result = sp.inference.MCMC(chains=4, blocks="mixed").infer(prog, images, budget, seed=0)
+    assert result.renders.tolist() == [3001] * 4
+    assert int(result.curve.renders[-1]) == 3001 and int(result.curve.renders[0]) == 4
+    assert bool((result.curve.l2[1:] <= result.curve.l2[:-1]).all())
+    assert torch.allclose(result.curve.l2[-1], result.l2)
+    # The reported reconstruction is what the reported program renders to.
+    assert torch.allclose(prog.draw(result.actions), result.images)
+    assert torch.allclose(sp.programs.mean_squared_error(result.images, images), result.l2)
+    random = sp.inference.Importance().infer(prog, images, budget, seed=0)
+    assert float((random.l2 / blank).mean()) > 0.3  # the best of 3001 random programs fails
+    assert float((result.l2 / blank).mean()) < 0.25
+    diagnostics = result.diagnostics
+    transitions = (3001 - 4) // 4
+    assert diagnostics["log_joint"].shape == (transitions - int(0.5 * transitions), 4, 4)
+    assert diagnostics["acceptance_rate"].shape == (4,)
+    assert bool(torch.isfinite(diagnostics["log_joint_r_hat"]).all())
+    assert diagnostics["chain_actions"]["flag"].shape == (4, 4, 3)
+
+
+def test_default_engine_beats_random_programs(planted16):
+    prog, images = planted16
+    budget = sp.Budget(renders=2000)
+    result = sp.inference.MCMC().infer(prog, images, budget, seed=1)
+    random = sp.inference.Importance().infer(prog, images, budget, seed=1)
+    assert result.renders.tolist() == [2000] * 4
+    assert float(result.l2.mean()) < 0.8 * float(random.l2.mean())
+
+
+def test_bad_arguments_get_clear_errors(tiny):
+    prog, images, _ = tiny
+    with pytest.raises(ValueError, match="chains must be a positive int"):
+        sp.inference.MCMC(chains=0)
+    with pytest.raises(ValueError, match="warmup must be a fraction"):
+        sp.inference.MCMC(warmup=1.5)
+    with pytest.raises(ValueError, match="proposal must be one of"):
+        sp.inference.MCMC(proposal="gaussian")
+    with pytest.raises(ValueError, match="at least 4 renders per target"):
+        sp.inference.MCMC(chains=4).infer(prog, images, sp.Budget(renders=3))
+    with pytest.raises(ValueError, match=r"images must have shape \(B, 1, 8, 8\)"):
+        sp.inference.MCMC().infer(prog, torch.zeros(2, 1, 16, 16), sp.Budget(renders=100))
+    with pytest.raises(TypeError, match="Program"):
+        sp.inference.BlockedMetropolisHastings(lambda image: None)
+    with pytest.raises(RuntimeError, match="setup"):
+        sp.inference.BlockedMetropolisHastings(prog).sample({})

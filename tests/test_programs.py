@@ -1,0 +1,212 @@
+"""Programs as Pyro models: site names, shapes, log-probabilities, custom grammars, checks."""
+
+import math
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+
+import spiral_ppl as sp
+from spiral_ppl.renderers import Component
+
+
+class Rectangles(sp.programs.Program):
+    """A custom grammar: filled rectangles on a 4x4 grid of a 16x16 canvas.
+
+    Each step places a rectangle whose upper-left cell is ``corner`` and whose size is
+    ``(width + 1, height + 1)`` cells, in grey level ``shade``; ``present = 0`` skips the step.
+    """
+
+    channels, image_size = 1, 16
+    action_space = (
+        Component("present", 2),
+        Component("corner", 16, "location"),
+        Component("width", 4),
+        Component("height", 4),
+        Component("shade", 2),
+    )
+
+    def draw(self, actions):
+        pixel = torch.arange(16, device=actions["corner"].device) // 4  # grid cell of each pixel row/column
+        left, top = (actions["corner"] % 4)[..., None], (actions["corner"] // 4)[..., None]
+        inside_x = (pixel >= left) & (pixel <= left + actions["width"][..., None])
+        inside_y = (pixel >= top) & (pixel <= top + actions["height"][..., None])
+        level = (0.5 + 0.5 * actions["shade"]) * actions["present"]
+        # Later rectangles paint over earlier ones: keep the last step that covers each pixel.
+        cover = inside_y[..., :, None] & inside_x[..., None, :]  # (N, T, 16, 16)
+        steps = torch.arange(cover.shape[1], device=cover.device)[None, :, None, None]
+        covered = cover & (level[..., None, None] > 0)
+        last = torch.where(covered, steps, -1).amax(1)  # (N, 16, 16)
+        values = torch.gather(level[..., None, None].expand_as(cover), 1, last.clamp(min=0)[:, None])[:, 0]
+        return torch.where(last >= 0, values, 0.0)[:, None]
+
+
+@pytest.fixture
+def paint():
+    return sp.programs.PaintProgram(sp.renderers.Brush(canvas_size=16, grid_size=4), steps=2)
+
+
+def test_trace_has_the_sites_shapes_and_hand_checked_log_probs(paint):
+    images = torch.rand(3, 1, 16, 16)
+    trace = sp.programs.trace(paint, images)
+    latent = list(sp.programs.sample_sites(trace, observed=False))
+    assert latent == [
+        f"step_{t}/{name}" for t in range(2) for name in ("flag", "end_point", "control_point", "brush_size", "pressure")
+    ]
+    assert latent == paint.site_names()
+    sizes = {"flag": 2, "end_point": 16, "control_point": 16, "brush_size": 6, "pressure": 10}
+    for name in latent:
+        node = trace.nodes[name]
+        assert node["value"].shape == (3,) and node["value"].dtype == torch.long
+        torch.testing.assert_close(node["log_prob"], torch.full((3,), -math.log(sizes[name.split("/")[1]])))
+    # The image site: a Normal with standard deviation 0.5 around the canvas, summed by hand.
+    canvas = paint.render(paint.actions_from_trace(trace))
+    by_hand = (-0.5 * ((images - canvas) / 0.5) ** 2 - math.log(0.5) - 0.5 * math.log(2 * math.pi)).sum((1, 2, 3))
+    image = trace.nodes["image"]
+    assert image["is_observed"] and image["log_prob"].shape == (3,)
+    torch.testing.assert_close(image["log_prob"], by_hand)
+    torch.testing.assert_close(trace.nodes["_RETURN"]["value"], canvas)
+
+
+def test_user_priors_and_pixel_scale(paint):
+    prog = sp.programs.PaintProgram(
+        paint.renderer, steps=2, priors={"flag": [1.0, 3.0], "pressure": torch.eye(10)[[2, 7]] + 1e-9}, pixel_scale=0.1
+    )
+    trace = sp.programs.trace(prog, torch.zeros(5, 1, 16, 16))
+    flags = trace.nodes["step_0/flag"]
+    torch.testing.assert_close(flags["log_prob"], torch.tensor([0.25, 0.75]).log()[flags["value"]])
+    assert (trace.nodes["step_0/pressure"]["value"] == 2).all() and (trace.nodes["step_1/pressure"]["value"] == 7).all()
+    assert prog.likelihood(torch.zeros(1, 1, 16, 16)).scale == pytest.approx(0.1)
+    actions = prog.actions_from_trace(trace)
+    expected = sum(trace.nodes[name]["log_prob"] for name in prog.site_names())
+    torch.testing.assert_close(prog.log_prior(actions), expected)
+
+
+def test_bad_priors_are_refused(paint):
+    with pytest.raises(ValueError, match="unknown components"):
+        sp.programs.PaintProgram(paint.renderer, steps=2, priors={"colour": [1.0]})
+    with pytest.raises(ValueError, match=r"shape \(2,\) or \(2, 2\)"):
+        sp.programs.PaintProgram(paint.renderer, steps=2, priors={"flag": [1.0, 2.0, 3.0]})
+    with pytest.raises(ValueError, match="non-negative"):
+        sp.programs.PaintProgram(paint.renderer, steps=2, priors={"flag": [1.0, -1.0]})
+    with pytest.raises(ValueError, match="steps"):
+        sp.programs.PaintProgram(paint.renderer, steps=0)
+
+
+def test_render_takes_any_leading_batch_and_counts_every_program(paint):
+    actions = {c.name: torch.randint(0, c.size, (2, 3, 2)) for c in paint.action_space}
+    before = paint.renders
+    images = paint.render(actions)
+    assert images.shape == (2, 3, 1, 16, 16)
+    assert paint.renders - before == 6
+    flat = paint.render({name: value.reshape(6, 2) for name, value in actions.items()})
+    torch.testing.assert_close(images.reshape(6, 1, 16, 16), flat)
+    with pytest.raises(ValueError, match="has 2 steps"):
+        paint.render({c.name: torch.zeros(1, 3, dtype=torch.long) for c in paint.action_space})
+
+
+def test_step_wise_protocol_matches_whole_programs(paint):
+    actions = {c.name: torch.randint(0, c.size, (4, 2)) for c in paint.action_space}
+    state = paint.initial_state(4)
+    for t in range(2):
+        state = paint.advance(state, {name: value[:, t] for name, value in actions.items()})
+    before = paint.renders
+    torch.testing.assert_close(paint.canvas(state), paint.render(actions))
+    assert paint.renders - before == 8  # 4 intermediate canvases + 4 whole programs
+
+
+def test_custom_grammar_in_a_few_lines():
+    prog = Rectangles(steps=2)
+    assert [c.name for c in prog.action_space] == ["present", "corner", "width", "height", "shade"]
+    actions = {
+        "present": torch.tensor([[1, 1]]),
+        "corner": torch.tensor([[0, 10]]),  # cells (0, 0) and (2, 2)
+        "width": torch.tensor([[1, 0]]),
+        "height": torch.tensor([[0, 1]]),
+        "shade": torch.tensor([[1, 0]]),
+    }
+    image = prog.render(actions)[0, 0]
+    assert image[:4, :8].eq(1.0).all() and image[4:8].eq(0).all()
+    assert image[8:16, 8:12].eq(0.5).all() and image[8:, 12:].eq(0).all()
+    trace = sp.programs.trace(prog, image[None, None])
+    assert set(prog.site_names()) < set(trace.nodes)
+    # The default step-wise protocol re-draws the prefix; the empty one is a blank canvas.
+    empty = prog.initial_state(1)
+    assert prog.canvas(empty).shape == (1, 1, 16, 16) and prog.canvas(empty).sum() == 0
+    state = prog.advance(empty, {k: v[:, 0] for k, v in actions.items()})
+    assert prog.canvas(state)[0, 0, 8:].sum() == 0
+
+
+def test_a_program_must_declare_its_action_space():
+    class Incomplete(sp.programs.Program):
+        channels, image_size = 1, 8
+
+        def draw(self, actions):
+            return torch.zeros(1, 1, 8, 8)
+
+    with pytest.raises(TypeError, match="action_space"):
+        Incomplete(steps=1)
+
+
+def test_model_enumerates_sites_in_parallel():
+    prog = Rectangles(steps=1, priors={"width": [1, 0, 0, 0], "height": [1, 0, 0, 0], "shade": [0, 1]})
+    target = prog.render({"present": torch.tensor([[1]]), "corner": torch.tensor([[5]]), "width": torch.tensor([[0]]),
+                          "height": torch.tensor([[0]]), "shade": torch.tensor([[1]])})
+    enumerated = pyro.infer.config_enumerate(prog.model, default="parallel")
+    trace = pyro.poutine.trace(pyro.poutine.enum(enumerated, first_available_dim=-2)).get_trace(target)
+    trace.compute_log_prob()
+    joint = sum(node["log_prob"] for node in sp.programs.sample_sites(trace).values())
+    best = joint.reshape(-1).argmax()
+    values = [trace.nodes[name]["value"] for name in prog.site_names()]
+    chosen = [torch.broadcast_tensors(*values)[i].reshape(-1)[best].item() for i in range(len(values))]
+    assert chosen[0] == 1 and chosen[1] == 5
+
+
+class TestImageChecks:
+    def setup_method(self):
+        self.prog = Rectangles(steps=1)
+
+    def test_wrong_type_and_dtype(self):
+        with pytest.raises(TypeError, match="torch.Tensor"):
+            self.prog.model([[0.0]])
+        with pytest.raises(TypeError, match="float tensor"):
+            self.prog.model(torch.zeros(1, 1, 16, 16, dtype=torch.uint8))
+
+    def test_wrong_shape(self):
+        with pytest.raises(ValueError, match=r"\(B, 1, 16, 16\).*image\[None\]"):
+            self.prog.model(torch.zeros(1, 16, 16))
+        with pytest.raises(ValueError, match=r"\(B, 1, 16, 16\)"):
+            self.prog.model(torch.zeros(2, 3, 16, 16))
+        with pytest.raises(ValueError, match="empty batch"):
+            self.prog.model(torch.zeros(0, 1, 16, 16))
+
+    def test_range_and_nan(self):
+        with pytest.raises(ValueError, match=r"\[0, 1\]"):
+            self.prog.model(torch.full((1, 1, 16, 16), 1.5))
+        with pytest.raises(ValueError, match="NaN"):
+            self.prog.model(torch.full((1, 1, 16, 16), float("nan")))
+
+    def test_batch_size_disagreement(self):
+        with pytest.raises(ValueError, match="batch_size=3"):
+            self.prog.model(torch.zeros(2, 1, 16, 16), batch_size=3)
+
+
+def test_pixel_normal_equals_pyro_normal_and_broadcasts():
+    canvas, images = torch.rand(4, 3, 3, 8, 8), torch.rand(3, 3, 8, 8)
+    fast = sp.programs.PixelNormal(canvas, 0.3)
+    reference = dist.Normal(canvas, 0.3).to_event(3)
+    torch.testing.assert_close(fast.log_prob(images), reference.log_prob(images))
+    assert fast.expand((2, 4, 3)).batch_shape == (2, 4, 3)
+    sample = fast.sample((5,))
+    assert sample.shape == (5, 4, 3, 3, 8, 8) and abs(float((sample - canvas).std()) - 0.3) < 0.01
+    with pytest.raises(ValueError, match="positive"):
+        sp.programs.PixelNormal(canvas, 0.0)
+
+
+def test_custom_likelihood_is_used():
+    prog = Rectangles(steps=1, likelihood=lambda canvas: dist.Laplace(canvas, 0.2).to_event(3))
+    trace = sp.programs.trace(prog, torch.zeros(2, 1, 16, 16))
+    canvas = trace.nodes["_RETURN"]["value"]
+    expected = dist.Laplace(canvas, 0.2).to_event(3).log_prob(torch.zeros(2, 1, 16, 16))
+    torch.testing.assert_close(trace.nodes["image"]["log_prob"], expected)

@@ -1,0 +1,178 @@
+"""SMC over program steps: unbiased evidence on a tiny program, recovery, accounting, errors."""
+
+import math
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+
+import spiral_ppl as sp
+from spiral_ppl.inference.smc import particle_schedule, systematic_resample
+
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+@pytest.fixture(scope="module")
+def tiny(two_stroke_program):
+    """The two-stroke program, a planted target and its exact log evidence."""
+    prog = two_stroke_program
+    planted = {"flag": torch.tensor([[1, 1]]), "end_point": torch.tensor([[8, 2]]),
+               "control_point": torch.tensor([[2, 5]]), "brush_size": torch.tensor([[0, 0]]),
+               "pressure": torch.tensor([[0, 0]])}
+    image = prog.render(planted)
+    return prog, image, float(sp.inference.enumerate_posterior(prog, image).log_evidence[0])
+
+
+def skewed_guide(image):
+    """A Pyro guide unlike the prior: value 0 of every component three times as likely."""
+    with pyro.plate("targets", image.shape[0], dim=-1):
+        for t in range(2):
+            for name, size in (("flag", 2), ("end_point", 9), ("control_point", 9), ("brush_size", 1), ("pressure", 1)):
+                probs = torch.ones(size)
+                probs[0] = 3.0
+                pyro.sample(f"step_{t}/{name}", dist.Categorical(probs / probs.sum()))
+
+
+@pytest.mark.parametrize(
+    "proposal,ess_threshold",
+    [(None, 0.5), (skewed_guide, 1.0), (None, 0.0)],
+    ids=["prior-adaptive", "guide-always-resample", "prior-never-resample"],
+)
+def test_log_evidence_is_unbiased(tiny, proposal, ess_threshold):
+    prog, image, log_z = tiny
+    replicates = 200  # independent runs, one per copy of the target
+    images = image.expand(replicates, -1, -1, -1)
+    # 801 renders over 2 steps: 401 particles, then 400 after a forced resampling.
+    engine = sp.inference.SMC(proposal, ess_threshold=ess_threshold)
+    result = engine.infer(prog, images, sp.Budget(renders=801), seed=0)
+    assert result.renders.tolist() == [801] * replicates
+    assert result.diagnostics["particles"] == [401, 400]
+    ratio = (result.log_evidence - log_z).exp()
+    assert abs(float(ratio.mean()) - 1) < 0.1
+    assert result.log_weights.shape == (400, replicates)
+
+
+def test_weights_telescope_to_the_full_importance_weight(tiny):
+    prog, image, _ = tiny
+    images = image.expand(6, -1, -1, -1)
+    # One particle per target (2 renders over 2 steps): its weight is its importance weight.
+    for proposal in (None, skewed_guide):
+        result = sp.inference.SMC(proposal).infer(prog, images, sp.Budget(renders=2), seed=0)
+        log_likelihood = prog.likelihood(prog.draw(result.actions)).log_prob(images)
+        if proposal is None:
+            log_weight = log_likelihood  # p(a) p(x | a) / q(a) with q = p
+        else:
+            # q puts 3/(size + 2) on value 0 and 1/(size + 2) on the others, at every site.
+            log_q = sum(
+                torch.where(value == 0, 3.0, 1.0).div(size + 2).log().sum(-1)
+                for value, size in ((result.actions[c.name], c.size) for c in prog.action_space)
+            )
+            log_weight = prog.log_prior(result.actions) + log_likelihood - log_q
+        assert torch.allclose(result.log_weights[0], log_weight, atol=1e-3)
+        assert torch.allclose(result.log_evidence, log_weight, atol=1e-3)
+
+
+def test_recovers_a_planted_program_and_spends_exactly_its_budget(planted16):
+    prog, images = planted16
+    blank = images.pow(2).flatten(1).mean(1)
+    budget = sp.Budget(renders=3001)
+    result = sp.inference.SMC().infer(prog, images, budget, seed=0)
+    assert result.renders.tolist() == [3001] * 4
+    assert result.diagnostics["particles"] == [1001, 1000, 1000]
+    assert torch.allclose(prog.draw(result.actions), result.images)
+    assert torch.allclose(sp.programs.mean_squared_error(result.images, images), result.l2)
+    random = sp.inference.Importance().infer(prog, images, budget, seed=0)
+    assert float((random.l2 / blank).mean()) > 0.3  # the best of 3001 random programs fails
+    assert float((result.l2 / blank).mean()) < 0.25
+
+    diagnostics = result.diagnostics
+    assert diagnostics["ess"].shape == (3, 4) and diagnostics["resampled"].shape == (3, 4)
+    assert [tuple(a.shape) for a in diagnostics["ancestry"]] == [(1001, 4), (1000, 4), (1000, 4)]
+    assert bool(diagnostics["resampled"][1].all())  # the population shrinks by resampling
+    assert not bool(diagnostics["resampled"][-1].any())
+
+
+def test_rejuvenation_keeps_states_and_histories_in_step_on_a_custom_grammar():
+    class Squares(sp.programs.Program):
+        """Up to ``steps`` 2x2 squares on an 8x8 canvas; uses the default prefix state."""
+
+        channels, image_size = 1, 8
+        action_space = (sp.renderers.Component("corner", 16, "location"), sp.renderers.Component("present", 2))
+
+        def draw(self, actions):
+            corner, present = actions["corner"], actions["present"].float()
+            rows = torch.arange(8)
+            y, x = (corner // 4 * 2)[..., None], (corner % 4 * 2)[..., None]
+            inside_y = ((rows >= y) & (rows < y + 2)).float() * present[..., None]
+            inside_x = ((rows >= x) & (rows < x + 2)).float()
+            return torch.einsum("bty,btx->byx", inside_y, inside_x).clamp(max=1)[:, None]
+
+    prog = Squares(steps=3, pixel_scale=0.3)
+    target = prog.render({"corner": torch.tensor([[0, 5, 15], [3, 3, 12]]), "present": torch.tensor([[1, 1, 1], [1, 0, 1]])})
+    engine = sp.inference.SMC(ess_threshold=1.0, rejuvenation_moves=2, blocks="mixed")
+    result = engine.infer(prog, target, sp.Budget(renders=905), seed=0)
+    # 3 renders per particle and step: 100 particles for 900 renders; with one more for the
+    # first 2 steps, the step-0 moves run on the 101 particles of step 1: 2 + 2 renders more.
+    assert result.diagnostics["particles"] == [101, 101, 100]
+    assert result.renders.tolist() == [904, 904]
+    rate = result.diagnostics["acceptance_rate"]
+    assert rate.shape == (2,) and bool(((rate > 0) & (rate < 1)).all())
+    assert torch.allclose(prog.draw(result.actions), result.images)
+    assert float(result.l2.max()) == 0.0  # 16 x 2 values per step: found exactly
+    assert int(result.curve.renders[-1]) == 904
+
+
+def test_systematic_resampling_and_particle_schedule():
+    torch.manual_seed(0)
+    log_weights = torch.tensor([[0.0, 0.0], [math.log(3.0), -math.inf], [-math.inf, 0.0]])
+    ancestors = systematic_resample(log_weights, 8)
+    assert ancestors.shape == (8, 2)
+    assert sorted(ancestors[:, 0].tolist()).count(1) == 6  # 3/4 of 8, exactly: systematic
+    assert 2 not in ancestors[:, 0].tolist() and 1 not in ancestors[:, 1].tolist()
+    assert particle_schedule(11, 3) == [4, 4, 3]
+    assert particle_schedule(20, 3, moves=1) == [4, 3, 3]  # 4 + 3 + 3 draws, 3 + 3 + 3 moves
+    assert particle_schedule(18, 3, moves=2) == [2, 2, 2]
+
+
+def test_bad_arguments_get_clear_errors(tiny):
+    prog, image, _ = tiny
+    with pytest.raises(ValueError, match="at least 2 renders per target"):
+        sp.inference.SMC().infer(prog, image, sp.Budget(renders=1))
+    with pytest.raises(ValueError, match="at least 6 renders per target"):
+        sp.inference.SMC(rejuvenation_moves=2).infer(prog, image, sp.Budget(renders=5))
+    with pytest.raises(ValueError, match="ess_threshold"):
+        sp.inference.SMC(ess_threshold=1.5)
+    with pytest.raises(ValueError, match="rejuvenation_moves"):
+        sp.inference.SMC(rejuvenation_moves=-1)
+    with pytest.raises(TypeError, match="proposal must be None"):
+        sp.inference.SMC(proposal=3)
+    with pytest.raises(ValueError, match=r"images must have shape \(B, 1, 8, 8\)"):
+        sp.inference.SMC().infer(prog, torch.zeros(1, 3, 8, 8), sp.Budget(renders=10))
+
+    class WrongBatch:
+        def propose(self, program, step, history, canvas, images):
+            action = {c.name: torch.zeros(3, dtype=torch.long) for c in program.action_space}
+            return action, torch.zeros(3)
+
+    with pytest.raises(ValueError, match=r"expected \(particles, targets\) = \(5, 1\)"):
+        sp.inference.SMC(WrongBatch()).infer(prog, image, sp.Budget(renders=10))
+
+    def partial_guide(image):
+        with pyro.plate("targets", image.shape[0], dim=-1):
+            pyro.sample("step_0/flag", dist.Categorical(torch.ones(2) / 2))
+
+    with pytest.raises(ValueError, match="did not sample the site 'step_0/end_point'"):
+        sp.inference.SMC(partial_guide).infer(prog, image, sp.Budget(renders=10))
+
+
+def test_index_state_selects_particles_of_any_tensor_state(tiny):
+    prog, _, _ = tiny
+    state = prog.initial_state(3)
+    state = prog.advance(state, {c.name: torch.tensor([0, 1, 2]) % c.size for c in prog.action_space})
+    picked = prog.index_state(state, torch.tensor([2, 2, 0]))
+    assert type(picked) is type(state) and picked.position.tolist() == [2, 2, 0]
+    assert torch.equal(picked.canvas[0], state.canvas[2])
+    with pytest.raises(TypeError, match="override index_state"):
+        prog.index_state(object(), torch.tensor([0]))
