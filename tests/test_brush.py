@@ -1,34 +1,17 @@
-"""The torch Brush: geometry of strokes, opacity, width, jumps, batching, bad input."""
-
-import math
+"""The torch Brush alone: exact stroke geometry, width, opacity and softness, the compiled
+kernel. What every paint engine must do is in tests/test_paint_renderers.py."""
 
 import numpy as np
 import pytest
 import torch
+from tests.paint_helpers import cell, distance_to_bezier, program
 
 import spiral_ppl as sp
 
 
-def program(brush, steps):
-    """Actions ``{name: LongTensor[1, T]}`` from a list of per-step dicts (missing -> 0)."""
-    return {c.name: torch.tensor([[step.get(c.name, 0) for step in steps]]) for c in brush.action_space}
-
-
-def cell(brush, x, y):
-    return y * brush.grid_size + x
-
-
-def distance_to_bezier(start, control, end, size):
-    """Brute-force distance of every pixel centre to a densely sampled quadratic Bezier."""
-    tau = np.linspace(0, 1, 20001)[:, None]
-    curve = (1 - tau) ** 2 * start + 2 * (1 - tau) * tau * control + tau**2 * end
-    ys, xs = np.mgrid[0:size, 0:size]
-    pixels = np.stack([xs.ravel(), ys.ravel()], -1).astype(np.float64)
-    distances = np.full(len(pixels), np.inf)
-    for chunk in np.array_split(np.arange(len(pixels)), 8):
-        diff = pixels[chunk, None, :] - curve[None]
-        distances[chunk] = np.sqrt((diff**2).sum(-1)).min(-1)
-    return distances.reshape(size, size)
+def hard_pen(**kwargs):
+    """The brush with a one-pixel anti-aliased edge, width ``sizes[k]`` and opacity ``p``."""
+    return sp.renderers.Brush(width_scale=1.0, softness=0.0, opacity_exponent=1.0, **kwargs)
 
 
 @pytest.mark.parametrize(
@@ -36,7 +19,7 @@ def distance_to_bezier(start, control, end, size):
     [((0, 0), (31, 0), (31, 31)), ((5, 20), (16, 16), (27, 12)), ((3, 28), (30, 30), (10, 2))],
 )
 def test_stroke_inks_pixels_near_the_curve_and_none_far_from_it(start_cell, control_cell, end_cell):
-    brush = sp.renderers.Brush(canvas_size=64, grid_size=32)
+    brush = hard_pen(canvas_size=64, grid_size=32)
     steps = [
         {"flag": 0, "end_point": cell(brush, *start_cell)},  # jump to the start
         {
@@ -61,7 +44,7 @@ def test_stroke_inks_pixels_near_the_curve_and_none_far_from_it(start_cell, cont
 
 def test_a_control_point_at_the_midpoint_draws_a_straight_segment():
     # Grid points (23, 3), (21, 10), (19, 17) are collinear and evenly spaced: b = 0 up to rounding.
-    brush = sp.renderers.Brush()
+    brush = hard_pen()
     steps = [{"flag": 0, "end_point": cell(brush, 23, 3)},
              {"flag": 1, "end_point": cell(brush, 19, 17), "control_point": cell(brush, 21, 10), "brush_size": 1,
               "pressure": 9}]
@@ -72,37 +55,17 @@ def test_a_control_point_at_the_midpoint_draws_a_straight_segment():
     assert np.all(image[distance < 0.45] > 0.99) and np.all(image[distance > 1.55] == 0)
 
 
-def test_brush_starts_at_the_upper_left_corner():
-    brush = sp.renderers.Brush()
-    stroke = program(brush, [{"flag": 1, "end_point": cell(brush, 31, 0), "control_point": 8, "pressure": 9}])
-    image = brush.render(stroke)[0, 0]
-    assert image[0, 0] > 0.99 and image[0, 63] > 0.99
-    assert image[10:].sum() == 0
-
-
-def test_jump_moves_the_brush_and_leaves_no_ink():
-    brush = sp.renderers.Brush()
-    jump = {"flag": 0, "end_point": cell(brush, 20, 20), "control_point": cell(brush, 31, 0), "pressure": 9}
-    assert brush.render(program(brush, [jump]))[0].abs().sum() == 0
-    # The next stroke starts where the jump ended, not at the corner.
-    dot = {"flag": 1, "end_point": cell(brush, 20, 20), "control_point": cell(brush, 20, 20), "pressure": 9}
-    image = brush.render(program(brush, [jump, dot]))[0, 0]
-    ys, xs = torch.nonzero(image > 0, as_tuple=True)
-    centre = 20 * 63 / 31
-    assert abs(xs.float().mean() - centre) < 0.5 and abs(ys.float().mean() - centre) < 0.5
-    assert image[0, 0] == 0
-
-
-def test_more_pressure_means_more_ink():
-    brush = sp.renderers.Brush()
+@pytest.mark.parametrize("exponent", [1.0, 0.6])
+def test_opacity_is_pressure_to_the_exponent(exponent):
+    brush = sp.renderers.Brush(width_scale=1.0, softness=0.0, opacity_exponent=exponent)
     base = {"flag": 1, "end_point": cell(brush, 31, 31), "control_point": cell(brush, 0, 31), "brush_size": 2}
     ink = [brush.render(program(brush, [dict(base, pressure=level)])).sum().item() for level in range(10)]
     assert all(later > earlier for earlier, later in zip(ink, ink[1:]))
-    assert ink[-1] == pytest.approx(10 * ink[0], rel=1e-4)  # opacity is (level + 1) / 10
+    assert ink[-1] == pytest.approx(10**exponent * ink[0], rel=1e-4)  # opacity ((level + 1) / 10) ** exponent
 
 
-def test_larger_size_means_a_wider_line():
-    brush = sp.renderers.Brush()
+def test_hard_pen_width_is_the_size():
+    brush = hard_pen()
     widths = []
     for size in range(len(brush.sizes)):
         stroke = {"flag": 1, "end_point": cell(brush, 31, 16), "control_point": cell(brush, 15, 16),
@@ -112,49 +75,16 @@ def test_larger_size_means_a_wider_line():
         widths.append(image[:, 32].sum().item())  # ink across the line, perpendicular to it
     assert all(later > earlier for earlier, later in zip(widths, widths[1:]))
     for width, size in zip(widths, brush.sizes):
-        assert width == pytest.approx(size, abs=1.0)  # default width_scale: size is width in pixels
-
-
-def test_a_batch_equals_its_items_rendered_one_by_one():
-    brush = sp.renderers.Brush(color=True)
-    generator = torch.Generator().manual_seed(0)
-    actions = {c.name: torch.randint(0, c.size, (6, 5), generator=generator) for c in brush.action_space}
-    batch = brush.render(actions)
-    for item in range(6):
-        single = brush.render({name: value[item : item + 1] for name, value in actions.items()})
-        torch.testing.assert_close(batch[item : item + 1], single, rtol=0, atol=1e-6)
-
-
-def test_colour_strokes_paint_their_bin_colour():
-    brush = sp.renderers.Brush(color=True)
-    assert [c.name for c in brush.action_space][-3:] == ["red", "green", "blue"]
-    stroke = {"flag": 1, "end_point": cell(brush, 31, 0), "control_point": cell(brush, 16, 0),
-              "brush_size": 3, "pressure": 9, "red": 19, "green": 0, "blue": 10}
-    image = brush.render(program(brush, [stroke]))[0]
-    assert image.shape == (3, 64, 64)
-    torch.testing.assert_close(image[:, 1, 32], torch.tensor([1.0, 0.0, 10 / 19]))
-    assert image[:, 40:].sum() == 0
+        assert width == pytest.approx(size, abs=1.0)  # width_scale 1: size is width in pixels
 
 
 def test_strokes_composite_over_earlier_ones():
-    brush = sp.renderers.Brush()
+    brush = hard_pen()
     half = {"flag": 1, "end_point": cell(brush, 31, 0), "control_point": cell(brush, 16, 0), "brush_size": 3,
             "pressure": 4}
     back = dict(half, end_point=cell(brush, 0, 0))
     image = brush.render(program(brush, [half, back]))[0, 0]
     assert image[1, 32].item() == pytest.approx(1 - 0.5 * 0.5)  # two layers of opacity 0.5
-
-
-def test_high_resolution_rerender_matches_the_low_resolution_picture():
-    brush = sp.renderers.Brush(canvas_size=64)
-    generator = torch.Generator().manual_seed(1)
-    actions = {c.name: torch.randint(0, c.size, (4, 6), generator=generator) for c in brush.action_space}
-    actions["brush_size"] = actions["brush_size"].clamp(min=2)
-    low = brush.render(actions)
-    high = brush.with_canvas_size(256).render(actions)
-    assert high.shape == (4, 1, 256, 256)
-    pooled = torch.nn.functional.avg_pool2d(high, 4)
-    assert (pooled - low).pow(2).mean() < 0.02 * low.pow(2).mean() + 1e-3
 
 
 def test_compiled_kernel_matches_eager():
@@ -169,53 +99,34 @@ def test_compiled_kernel_matches_eager():
     assert (difference > 1e-3).float().mean() < 1e-3
 
 
-def test_canvases_stay_in_the_unit_interval():
-    brush = sp.renderers.Brush(color=True, background=(0.2, 0.5, 1.0))
-    generator = torch.Generator().manual_seed(3)
-    actions = {c.name: torch.randint(0, c.size, (500, 20), generator=generator) for c in brush.action_space}
-    images = brush.render(actions)
-    assert images.min() >= 0 and images.max() <= 1 and torch.isfinite(images).all()
 
 
-class TestBadInput:
-    def setup_method(self):
-        self.brush = sp.renderers.Brush()
-        self.actions = {c.name: torch.zeros(2, 3, dtype=torch.long) for c in self.brush.action_space}
+def test_soft_edge_ramps_linearly_around_the_radius():
+    brush = sp.renderers.Brush(softness=1.5, width_scale=1.4, opacity_exponent=0.6)
+    stroke = {"flag": 1, "end_point": cell(brush, 31, 16), "control_point": cell(brush, 15, 16), "brush_size": 4,
+              "pressure": 4}
+    jump = {"flag": 0, "end_point": cell(brush, 0, 16)}
+    column = brush.render(program(brush, [jump, stroke]))[0, 0, :, 32].double()
+    radius, edge, opacity = 12 * 1.4 / 2, 1 + 1.5 * 12 * 1.4 / 2, 0.5**0.6
+    distance = (torch.arange(64, dtype=torch.float64) - 16 * 63 / 31).abs()
+    expected = opacity * ((radius - distance) / edge + 0.5).clamp(0, 1)
+    torch.testing.assert_close(column, expected, rtol=0, atol=1e-5)
 
-    def test_float_actions(self):
-        with pytest.raises(TypeError, match="integer dtype"):
-            self.brush.render(dict(self.actions, pressure=torch.zeros(2, 3)))
 
-    def test_out_of_range(self):
-        with pytest.raises(ValueError, match=r"'end_point' must lie in \[0, 1023\]"):
-            self.brush.render(dict(self.actions, end_point=torch.full((2, 3), 1024)))
-        with pytest.raises(ValueError, match="must lie in"):
-            self.brush.render(dict(self.actions, flag=torch.full((2, 3), -1)))
+def test_dry_brush_look_keeps_the_width_at_width_scale_times_size():
+    brush = sp.renderers.Brush(**sp.renderers.DRY_BRUSH_LOOK)
+    for size_index, size in enumerate(brush.sizes):
+        stroke = {"flag": 1, "end_point": cell(brush, 31, 16), "control_point": cell(brush, 15, 16),
+                  "brush_size": size_index, "pressure": 9}
+        jump = {"flag": 0, "end_point": cell(brush, 0, 16)}
+        image = brush.render(program(brush, [jump, stroke]))[0, 0]
+        # A soft edge centred on the radius keeps the ink across the line at the stroke's width.
+        assert image[:, 32].sum().item() == pytest.approx(brush.width_scale * size, rel=0.05, abs=0.1)
 
-    def test_unknown_and_missing_components(self):
-        with pytest.raises(ValueError, match=r"unknown: \['colour'\]"):
-            self.brush.render(dict(self.actions, colour=torch.zeros(2, 3, dtype=torch.long)))
-        incomplete = dict(self.actions)
-        del incomplete["pressure"]
-        with pytest.raises(ValueError, match=r"missing: \['pressure'\]"):
-            self.brush.render(incomplete)
 
-    def test_shapes(self):
-        with pytest.raises(ValueError, match="same shape"):
-            self.brush.render(dict(self.actions, flag=torch.zeros(2, 4, dtype=torch.long)))
-        with pytest.raises(ValueError, match=r"\(batch, steps\)"):
-            self.brush.render({name: value[0] for name, value in self.actions.items()})
-        with pytest.raises(ValueError, match="empty batch"):
-            self.brush.render({name: value[:0] for name, value in self.actions.items()})
-        with pytest.raises(TypeError, match="mapping"):
-            self.brush.render([1, 2, 3])
-
-    def test_constructor(self):
-        with pytest.raises(ValueError, match="grid_size"):
-            sp.renderers.Brush(canvas_size=16, grid_size=32)
-        with pytest.raises(ValueError, match="sizes"):
-            sp.renderers.Brush(sizes=[1, -2])
-        with pytest.raises(ValueError, match="background"):
-            sp.renderers.Brush(background=2.0)
-        with pytest.raises(ValueError, match="canvas_size"):
-            sp.renderers.Brush(canvas_size=math.pi)
+def test_brush_specific_constructor_checks():
+    with pytest.raises(ValueError, match="softness"):
+        sp.renderers.Brush(softness=-1)
+    with pytest.raises(ValueError, match="opacity_exponent"):
+        sp.renderers.Brush(opacity_exponent=0)
+    assert sp.renderers.Brush(softness=0.5).with_canvas_size(128).softness == 0.5

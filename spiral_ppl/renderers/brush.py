@@ -11,10 +11,17 @@ Rather than stamping dabs along the curve, every pixel is given its exact distan
 curve, found in closed form: the nearest curve parameter of a point :math:`q` is a root of
 the cubic :math:`\frac{d}{d\tau} \|p(\tau) - q\|^2 = 0`, solved with Cardano's formula (one
 real root) or the trigonometric method (three real roots). A stroke of radius :math:`r`
-covers a pixel at distance :math:`d` with the anti-aliased coverage
-:math:`\mathrm{clip}(r + \tfrac12 - d, 0, 1)` and is composited over the canvas with opacity
-``pressure`` (0.1 .. 1.0): :math:`c \leftarrow c + \alpha (k - c)` for ink colour :math:`k`.
-A jump (``flag = 0``) moves the brush and leaves no ink. Everything is vectorised over the
+covers a pixel at distance :math:`d` with
+
+.. math::
+
+    \mathrm{coverage}(d) = \mathrm{clip}\Big(\frac{r - d}{1 + s r} + \tfrac12, 0, 1\Big),
+
+a soft edge ``1 + s r`` pixels wide (``s`` = ``softness``; ``s = 0`` is a hard, anti-aliased
+pen), and is composited over the canvas with opacity :math:`\alpha = p^{\gamma}` for pressure
+:math:`p` (0.1 .. 1.0, ``gamma`` = ``opacity_exponent``): :math:`c \leftarrow c + \alpha\,
+\mathrm{coverage}\,(k - c)` for ink colour :math:`k`. A jump (``flag = 0``) moves the brush
+and leaves no ink. Everything is vectorised over the
 batch and over the pixels: there is no loop over canvases or over points of a stroke.
 
 The state is the canvas plus the brush position (a grid index); the brush starts at the
@@ -25,6 +32,12 @@ re-rendering the same program with a larger ``canvas_size`` gives the same pictu
 (the paper's Figure 6c).
 
 Grayscale canvases follow MNIST's convention, ink 1 on a 0 background.
+
+By default the brush is a hard pen: strokes exactly ``sizes[k]`` pixels wide with opacity
+``p``. ``Brush(**DRY_BRUSH_LOOK)`` (``width_scale=1.4, softness=1.5, opacity_exponent=0.6``)
+looks like libmypaint's ``classic/dry_brush`` (:class:`~spiral_ppl.renderers.MyPaint`, the
+paper's paint engine): fitted by least squares over random programs, it halves to thirds the
+mean squared pixel difference to it (benchmarks/RESULTS.md).
 
 Example::
 
@@ -49,10 +62,11 @@ from typing import Mapping, NamedTuple, Sequence
 
 import torch
 
-from spiral_ppl.renderers.base import Component, Renderer, validate_actions
+from spiral_ppl.renderers.paint import DEFAULT_SIZES, PaintRenderer
 
-#: Brush sizes of the reference agents (the action picks one of them).
-DEFAULT_SIZES = (1, 2, 4, 8, 12, 24)
+#: Brush settings fitted to libmypaint's classic/dry_brush (benchmarks/brush_vs_mypaint.py --tune).
+DRY_BRUSH_LOOK = {"width_scale": 1.4, "softness": 1.5, "opacity_exponent": 0.6}
+
 #: With ``compile=None``, calls painting at least this many pixels use the compiled kernel.
 COMPILE_FROM_PIXELS = 64 * 64 * 64
 
@@ -135,14 +149,15 @@ def _stroke_distance(start, control, end, pixel_x, pixel_y):
     return torch.where(straight[:, None], segment, curve).sqrt()
 
 
-def _paint(canvas, start, control, end, radius, opacity, ink, pixel_x, pixel_y):
+def _paint(canvas, start, control, end, radius, edge, opacity, ink, pixel_x, pixel_y):
     """Composite one stroke per canvas: ``canvas + alpha * (ink - canvas)``.
 
-    ``radius``, ``opacity``: ``(B,)`` (opacity 0 for jumps); ``ink``: ``(B, C)``.
+    ``radius``, ``edge`` (width of the soft edge in pixels), ``opacity``: ``(B,)`` (opacity 0
+    for jumps); ``ink``: ``(B, C)``.
     """
     batch, channels, height, width = canvas.shape
     distance = _stroke_distance(start, control, end, pixel_x, pixel_y)
-    coverage = (radius[:, None] + 0.5 - distance).clamp(0, 1)
+    coverage = ((radius[:, None] - distance) / edge[:, None] + 0.5).clamp(0, 1)
     alpha = (coverage * opacity[:, None]).view(batch, 1, height, width)
     return canvas + alpha * (ink.view(batch, channels, 1, 1) - canvas)
 
@@ -155,20 +170,19 @@ def _compile_allowed() -> bool:
     return setting not in ("0", "false", "no", "off")
 
 
-class Brush(Renderer):
+class Brush(PaintRenderer):
     """The paper's paint action space on a fast, batched, pure-torch brush.
 
-    :param canvas_size: side of the square canvas in pixels (64 in the paper).
-    :param grid_size: side of the location grid of end and control points (32).
-    :param color: add ``red``, ``green``, ``blue`` components (``color_bins`` each) and
-        paint on 3 channels; otherwise ink is 1 on a 0 background on 1 channel.
-    :param sizes: brush sizes the ``brush_size`` component chooses from, in pixels of
-        stroke width at a 64-pixel canvas (scaled with ``canvas_size``).
-    :param pressure_levels: number of pressure levels; level ``k`` paints with opacity
-        ``(k + 1) / pressure_levels``.
-    :param color_bins: bins per colour channel; bin ``k`` is intensity ``k / (bins - 1)``.
-    :param background: canvas value before any stroke (a float, or one per channel).
-    :param width_scale: stroke width of size ``s`` is ``width_scale * s`` pixels at 64x64.
+    Takes the arguments of :class:`~spiral_ppl.renderers.paint.PaintRenderer` (canvas_size,
+    grid_size, color, sizes, pressure_levels, color_bins, background, width_scale), plus:
+
+    :param softness: width of the stroke's soft edge as a fraction of its radius (0 gives the
+        one-pixel anti-aliased edge of a hard pen, the default). The edge ramps linearly over
+        ``1 + softness * radius`` pixels centred on the radius, so the stroke's 50 % width
+        stays ``2 * radius``.
+    :param opacity_exponent: a stroke of pressure ``p`` has opacity ``p ** opacity_exponent``
+        (1: opacity equals pressure; below 1 light strokes carry more ink, as libmypaint's
+        overlapping dabs do).
     :param compile: fuse the per-pixel arithmetic with :func:`torch.compile` (about 8 times
         faster on CPU, more on a GPU; the first call compiles for ~20 s). ``None`` compiles
         for calls of at least :data:`COMPILE_FROM_PIXELS` pixels (64 canvases of 64x64), where
@@ -186,84 +200,36 @@ class Brush(Renderer):
         color_bins: int = 20,
         background: float | Sequence[float] = 0.0,
         width_scale: float = 1.0,
+        softness: float = 0.0,
+        opacity_exponent: float = 1.0,
         compile: bool | None = None,
     ) -> None:
-        if not isinstance(canvas_size, int) or canvas_size < 2:
-            raise ValueError(f"canvas_size must be an int >= 2, got {canvas_size!r}")
-        if not isinstance(grid_size, int) or not 2 <= grid_size <= canvas_size:
-            raise ValueError(f"grid_size must be an int in [2, canvas_size={canvas_size}], got {grid_size!r}")
-        sizes = tuple(float(s) for s in sizes)
-        if not sizes or any(not math.isfinite(s) or s <= 0 for s in sizes):
-            raise ValueError(f"sizes must be a non-empty list of positive numbers, got {sizes!r}")
-        if not isinstance(pressure_levels, int) or pressure_levels < 1:
-            raise ValueError(f"pressure_levels must be a positive int, got {pressure_levels!r}")
-        if not isinstance(color_bins, int) or color_bins < 2:
-            raise ValueError(f"color_bins must be an int >= 2, got {color_bins!r}")
-        if width_scale <= 0 or not math.isfinite(width_scale):
-            raise ValueError(f"width_scale must be a positive number, got {width_scale!r}")
-        self.image_size = canvas_size
-        self.canvas_size = canvas_size
-        self.grid_size = grid_size
-        self.color = bool(color)
-        self.channels = 3 if color else 1
-        self.sizes = sizes
-        self.pressure_levels = pressure_levels
-        self.color_bins = color_bins
-        self.width_scale = float(width_scale)
-        background = torch.as_tensor(background, dtype=torch.float32).flatten()
-        if background.numel() == 1:
-            background = background.expand(self.channels)
-        if background.numel() != self.channels or not bool(((background >= 0) & (background <= 1)).all()):
-            raise ValueError(
-                f"background must be one value in [0, 1] or {self.channels} of them, got {background.tolist()}"
-            )
-        self.background = background.clone()
+        super().__init__(
+            canvas_size=canvas_size,
+            grid_size=grid_size,
+            color=color,
+            sizes=sizes,
+            pressure_levels=pressure_levels,
+            color_bins=color_bins,
+            background=background,
+            width_scale=width_scale,
+        )
+        if not isinstance(softness, (int, float)) or not 0 <= softness <= 2:
+            raise ValueError(f"softness must be a number in [0, 2], got {softness!r}")
+        if not isinstance(opacity_exponent, (int, float)) or not 0 < opacity_exponent <= 4:
+            raise ValueError(f"opacity_exponent must be a number in (0, 4], got {opacity_exponent!r}")
+        self.softness = float(softness)
+        self.opacity_exponent = float(opacity_exponent)
         self.compile = None if compile is None else bool(compile)
-
-        grid_cells = grid_size * grid_size
-        components = [
-            Component("flag", 2),
-            Component("end_point", grid_cells, "location"),
-            Component("control_point", grid_cells, "location"),
-            Component("brush_size", len(sizes)),
-            Component("pressure", pressure_levels),
-        ]
-        if color:
-            components += [Component(name, color_bins) for name in ("red", "green", "blue")]
-        self.action_space = tuple(components)
         self._pixel_grids: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    # -- geometry ---------------------------------------------------------------------------
-
-    @property
-    def spacing(self) -> float:
-        """Distance in pixels between neighbouring grid points."""
-        return (self.canvas_size - 1) / (self.grid_size - 1)
-
-    def grid_to_pixels(self, index: torch.Tensor) -> torch.Tensor:
-        """Flat grid indices ``(...)`` -> pixel coordinates ``(..., 2)`` as ``(x, y)``."""
-        x = index % self.grid_size
-        y = torch.div(index, self.grid_size, rounding_mode="floor")
-        return torch.stack([x, y], dim=-1).to(torch.float32) * self.spacing
-
-    def stroke_radius(self, size_index: torch.Tensor) -> torch.Tensor:
-        """Radius in pixels of the strokes of ``brush_size`` indices."""
-        sizes = torch.tensor(self.sizes, device=size_index.device)
-        return sizes[size_index] * (self.width_scale * self.canvas_size / 64.0) / 2
-
-    def with_canvas_size(self, canvas_size: int) -> "Brush":
-        """The same brush on a canvas of another resolution (strokes scale with it)."""
-        return Brush(
-            canvas_size=canvas_size,
-            grid_size=self.grid_size,
-            color=self.color,
-            sizes=self.sizes,
-            pressure_levels=self.pressure_levels,
-            color_bins=self.color_bins,
-            background=self.background.tolist(),
-            width_scale=self.width_scale,
-            compile=self.compile,
-        )
+    def settings(self) -> dict:
+        return {
+            **super().settings(),
+            "softness": self.softness,
+            "opacity_exponent": self.opacity_exponent,
+            "compile": self.compile,
+        }
 
     def _pixels(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         if device not in self._pixel_grids:
@@ -283,28 +249,20 @@ class Brush(Renderer):
         return BrushState(canvas, torch.zeros(batch_size, dtype=torch.long, device=device))
 
     def step(self, state: BrushState, action: Mapping[str, torch.Tensor]) -> BrushState:
-        validate_actions(self.action_space, action, ndim=1)
         canvas, position = state
-        if action["flag"].shape[0] != canvas.shape[0]:
-            raise ValueError(
-                f"the action has batch {action['flag'].shape[0]} but the state holds {canvas.shape[0]} canvases"
-            )
+        self.check_step(action, canvas.shape[0])
         device = canvas.device
         action = {name: value.to(device=device, dtype=torch.long) for name, value in action.items()}
         start = self.grid_to_pixels(position)
         control = self.grid_to_pixels(action["control_point"])
         end = self.grid_to_pixels(action["end_point"])
         radius = self.stroke_radius(action["brush_size"])
-        opacity = (action["pressure"] + 1).to(torch.float32) / self.pressure_levels
+        opacity = self.pressure(action["pressure"]).pow(self.opacity_exponent)
         opacity = opacity * action["flag"].to(torch.float32)
-        if self.color:
-            ink = torch.stack([action[c] for c in ("red", "green", "blue")], dim=-1)
-            ink = ink.to(torch.float32) / (self.color_bins - 1)
-        else:
-            ink = torch.ones(canvas.shape[0], 1, device=device)
+        edge = 1 + self.softness * radius
         pixel_x, pixel_y = self._pixels(device)
         paint = self._paint_function(canvas.shape[0] * canvas.shape[-1] * canvas.shape[-2])
-        canvas = paint(canvas, start, control, end, radius, opacity, ink, pixel_x, pixel_y)
+        canvas = paint(canvas, start, control, end, radius, edge, opacity, self.ink(action), pixel_x, pixel_y)
         return BrushState(canvas, action["end_point"])
 
     def canvas(self, state: BrushState) -> torch.Tensor:
