@@ -4,6 +4,7 @@
 
     spiral-ppl render PROGRAM.json -o canvas.png      # a program file to a picture
     spiral-ppl infer IMAGE --engine importance        # a picture to a program file
+    spiral-ppl train mnist-recon --set train.steps=500 # train a SPIRAL agent (resumes a run folder)
     spiral-ppl compare mnist-recon --budgets 100 1000 # engines head to head on an experiment
     spiral-ppl demo --out runs/demo                   # head to head on MNIST digits and MuJoCo scenes
 
@@ -102,6 +103,16 @@ def command_compare(options: argparse.Namespace) -> int:
     return 0
 
 
+def command_train(options: argparse.Namespace) -> int:
+    from spiral_ppl import experiments
+
+    config = experiments.load_config(options.config, options.set)
+    out = Path(options.out or Path("runs") / config["name"])
+    agent = experiments.train_experiment(config, out, device=options.device, minutes=options.minutes)
+    print(f"trained {agent.learner.updates} updates; run folder {out}")
+    return 0
+
+
 def command_demo(options: argparse.Namespace) -> int:
     out = Path(options.out)
     sections = []
@@ -147,6 +158,15 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--seeds", type=int, nargs="+", default=[0])
     compare.add_argument("--out", default="runs/compare", help="output folder (default: runs/compare)")
     compare.set_defaults(run=command_compare)
+
+    train = commands.add_parser("train", help="train a SPIRAL agent for one of the paper's experiments")
+    train.add_argument("config", help=f"experiment name or .toml file (shipped: {', '.join(_shipped())})")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a configuration value, e.g. --set train.steps=100")
+    train.add_argument("--out", default=None, help="run folder (default: runs/NAME); an existing one is resumed")
+    train.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    train.add_argument("--minutes", type=float, default=None, help="stop after about this much training time")
+    train.set_defaults(run=command_train)
 
     demo = commands.add_parser("demo", help="the main job: head-to-head on MNIST test digits and MUJOCO SCENES")
     demo.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")

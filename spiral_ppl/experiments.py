@@ -21,6 +21,9 @@ Example::
 from __future__ import annotations
 
 import copy
+import csv
+import json
+import time
 import tomllib
 from importlib import resources
 from pathlib import Path
@@ -142,3 +145,74 @@ def target_images(dataset: Dataset, count: int, start: int = 0) -> torch.Tensor:
         return dataset.images(range(start, start + count))
     items = [dataset[index] for index in range(start, start + count)]
     return torch.stack([item[0] if isinstance(item, tuple) else item for item in items])
+
+
+def train_experiment(
+    config: dict[str, Any],
+    out: str | Path,
+    *,
+    device: str | None = None,
+    minutes: float | None = None,
+    progress: bool | None = None,
+):
+    """Train the configuration's SPIRAL agent into the run folder ``out``, resuming if it holds a checkpoint.
+
+    The folder receives ``config.json`` (the resolved configuration), ``train.csv`` and
+    ``eval.csv`` logs, sample grids, ``checkpoint.pt`` (written atomically; a rerun resumes
+    exactly where it stopped), ``curve.png`` (held-out metric against training time) and
+    ``agent.pt`` (final weights). ``minutes`` stops early, after the update that crosses it.
+    """
+    from spiral_ppl.inference.spiral import Spiral, SpiralConfig
+
+    prog = build_program(config)
+    train, test = load_datasets(config, prog.image_size)
+    settings = {"steps": 1000, "eval_every": 500, "eval_size": 64, "checkpoint_every": 250, "log_every": 10}
+    unknown = sorted(set(config["train"]) - set(settings))
+    if unknown:
+        raise ValueError(f"[train] unknown settings {unknown}; known: {sorted(settings)}")
+    settings.update(config["train"])
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(config, indent=1) + "\n")
+    checkpoint = out / "checkpoint.pt"
+    if checkpoint.exists():
+        agent = Spiral.load(checkpoint, prog, device=device)
+        print(f"resuming {checkpoint} at update {agent.learner.updates}")
+    else:
+        agent = Spiral(prog, **config["agent"], device=device, config=SpiralConfig.from_dict(config["config"]))
+    started = time.perf_counter()
+    common = dict(eval_data=test, eval_size=settings["eval_size"], eval_every=settings["eval_every"], log_dir=out,
+                  log_every=settings["log_every"], checkpoint=checkpoint, checkpoint_every=settings["checkpoint_every"],
+                  progress=progress)
+    while agent.learner.updates < settings["steps"]:
+        remaining = settings["steps"] - agent.learner.updates
+        chunk = remaining if minutes is None else min(remaining, max(1, settings["eval_every"]))
+        agent.fit(train, chunk, **common)
+        if minutes is not None and time.perf_counter() - started > 60 * minutes:
+            break
+    agent.save(out / "agent.pt", training_state=False)
+    _plot_training_curve(out / "eval.csv", out / "curve.png", title=config.get("name", ""))
+    return agent
+
+
+def _plot_training_curve(log: Path, path: Path, title: str) -> None:
+    if not log.exists():
+        return
+    from spiral_ppl.plots import plt
+
+    with open(log) as stream:
+        rows = list(csv.DictReader(stream))
+    if not rows:
+        return
+    metric, reference = ("eval_l2", "blank_l2") if "eval_l2" in rows[0] else ("eval_ink", "data_ink")
+    minutes = [float(row["seconds"]) / 60 for row in rows]
+    figure, axes = plt.subplots(figsize=(6, 4))
+    axes.plot(minutes, [float(row[metric]) for row in rows], marker="o", linewidth=2, label=f"held-out {metric}")
+    axes.plot(minutes, [float(row[reference]) for row in rows], linestyle="--", color="grey", label=reference)
+    axes.set_xlabel("training time (minutes)")
+    axes.set_ylabel(metric)
+    axes.set_title(title)
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(figure)

@@ -66,3 +66,53 @@ def test_datasets_of_a_configuration(data_root, monkeypatch):
     assert images.shape == (4, 1, 32, 32) and torch.equal(images[0], test[0][0])
     with pytest.raises(ValueError, match="cannot take"):
         experiments.target_images(test, 5, start=9998)
+
+
+TINY = ["program.canvas_size=16", "program.grid_size=4", "program.steps=2", "train.eval_every=3",
+        "train.eval_size=4", "train.checkpoint_every=2", "train.log_every=1", "config.batch_size=4",
+        "config.policy_channels=8", "config.lstm_size=16", "config.critic_channels=8", "config.res_blocks=1",
+        "config.location_channels=4"]
+
+
+def fake_celeba(folder, count=24):
+    from PIL import Image
+    import numpy as np
+
+    (folder / "img_align_celeba").mkdir(parents=True)
+    generator = np.random.default_rng(0)
+    for index in range(count):
+        face = generator.integers(0, 255, (218, 178, 3), dtype=np.uint8)
+        Image.fromarray(face).save(folder / "img_align_celeba" / f"{index:06d}.jpg")
+
+
+def test_train_writes_a_run_folder_and_resumes_it(tmp_path):
+    from spiral_ppl import cli
+
+    fake_celeba(tmp_path / "celeba")
+    overrides = TINY + [f"data.root={str(tmp_path / 'celeba')!r}", "data.test_fraction=0.25", "train.steps=3"]
+    arguments = ["train", "celeba-recon", "--out", str(tmp_path / "run"), "--device", "cpu"]
+    assert cli.main(arguments + [item for pair in (("--set", o) for o in overrides) for item in pair]) == 0
+    run = tmp_path / "run"
+    for name in ("config.json", "checkpoint.pt", "agent.pt", "eval.csv", "train.csv", "curve.png", "samples_3.png"):
+        assert (run / name).exists(), name
+    resolved = __import__("json").loads((run / "config.json").read_text())
+    assert resolved["program"]["color"] is True and resolved["train"]["steps"] == 3
+    # Asking for more steps resumes from the checkpoint instead of starting again.
+    overrides[-1] = "train.steps=5"
+    assert cli.main(arguments + [item for pair in (("--set", o) for o in overrides) for item in pair]) == 0
+    updates = [int(line.split(",")[0]) for line in (run / "train.csv").read_text().splitlines()[1:]]
+    assert updates == [1, 2, 3, 4, 5]
+    agent = sp.inference.Spiral.load(run / "checkpoint.pt")
+    assert agent.learner.updates == 5 and agent.prog.channels == 3
+
+
+def test_train_refuses_unknown_settings(tmp_path):
+    fake_celeba(tmp_path / "celeba")
+    config = experiments.load_config("celeba-recon", TINY + [f"data.root={str(tmp_path / 'celeba')!r}",
+                                                              "train.epochs=3"])
+    with pytest.raises(ValueError, match=r"unknown settings \['epochs'\]"):
+        experiments.train_experiment(config, tmp_path / "run")
+    config = experiments.load_config("celeba-recon", TINY + [f"data.root={str(tmp_path / 'celeba')!r}",
+                                                              "config.learning_rate=3"])
+    with pytest.raises(ValueError, match="learning_rate"):
+        experiments.train_experiment(config, tmp_path / "run")
