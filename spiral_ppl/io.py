@@ -28,37 +28,34 @@ from PIL import Image
 from spiral_ppl.renderers.base import Component, Renderer, validate_actions
 from spiral_ppl.renderers.brush import Brush
 
-#: Renderers a program file may name, with the settings each accepts.
-RENDERERS = {"brush": Brush}
+def _renderer_classes() -> dict[str, type]:
+    """Renderers a program file may name; each rebuilds from its ``settings()``."""
+    from spiral_ppl.renderers.mujoco_scene import MujocoScene
+    from spiral_ppl.renderers.mypaint import MyPaint
+
+    return {"brush": Brush, "mypaint": MyPaint, "mujoco": MujocoScene}
 
 
 def renderer_from_config(config: Mapping[str, Any]) -> Renderer:
     """Build a renderer from ``{"type": name, **settings}``."""
+    classes = _renderer_classes()
     if not isinstance(config, Mapping) or "type" not in config:
-        raise ValueError(f'a renderer is described as {{"type": one of {sorted(RENDERERS)}, ...settings}}, got {config!r}')
+        raise ValueError(f'a renderer is described as {{"type": one of {sorted(classes)}, ...settings}}, got {config!r}')
     settings = dict(config)
     kind = settings.pop("type")
-    if kind not in RENDERERS:
-        raise ValueError(f"unknown renderer type {kind!r}; known: {sorted(RENDERERS)}")
+    if kind not in classes:
+        raise ValueError(f"unknown renderer type {kind!r}; known: {sorted(classes)}")
     try:
-        return RENDERERS[kind](**settings)
+        return classes[kind](**settings)
     except TypeError as error:
         raise ValueError(f"bad settings for renderer {kind!r}: {error}") from None
 
 
 def renderer_config(renderer: Renderer) -> dict[str, Any]:
     """The JSON description of a renderer, as :func:`renderer_from_config` reads it."""
-    if isinstance(renderer, Brush):
-        return {
-            "type": "brush",
-            "canvas_size": renderer.canvas_size,
-            "grid_size": renderer.grid_size,
-            "color": renderer.color,
-            "sizes": list(renderer.sizes),
-            "pressure_levels": renderer.pressure_levels,
-            "color_bins": renderer.color_bins,
-            "width_scale": renderer.width_scale,
-        }
+    for kind, cls in _renderer_classes().items():
+        if type(renderer) is cls:
+            return {"type": kind, **renderer.settings()}
     raise ValueError(f"no JSON description for {type(renderer).__name__}")
 
 

@@ -112,3 +112,14 @@ def test_compare_runs_on_real_mnist_digits(tmp_path, data_root, monkeypatch):
 def test_compare_refuses_unknown_experiments(capsys):
     assert cli.main(["compare", "mnist-reconstruction"]) == 2
     assert "unknown configuration" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("renderer", [sp.renderers.MujocoScene(image_size=32, grid_size=8),
+                                      sp.renderers.MyPaint(canvas_size=32, grid_size=8, brush="classic/pen")],
+                         ids=["mujoco", "mypaint"])
+def test_every_renderer_round_trips_through_program_files(tmp_path, renderer):
+    actions = {c.name: torch.randint(0, c.size, (3,)) for c in renderer.action_space}
+    io.save_program(tmp_path / "p.json", renderer, actions)
+    loaded_renderer, loaded = io.load_program(tmp_path / "p.json")
+    assert type(loaded_renderer) is type(renderer) and loaded_renderer.settings() == renderer.settings()
+    torch.testing.assert_close(loaded_renderer.render(loaded), renderer.render({k: v[None] for k, v in actions.items()}))

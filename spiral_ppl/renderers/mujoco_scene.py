@@ -190,6 +190,19 @@ class MujocoScene(Renderer):
 
     # -- the step-wise protocol: cheap edits of object slots --------------------------------
 
+    def settings(self) -> dict[str, Any]:
+        """The constructor arguments that rebuild this renderer."""
+        return {
+            "image_size": self.image_size,
+            "grid_size": self.grid_size,
+            "max_objects": self.max_objects,
+            "sizes": list(self.sizes),
+            "color_bins": self.color_bins,
+            "shadows": self.shadows,
+            "multisample": self.multisample,
+            "workers": self.workers,
+        }
+
     def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> SceneState:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")

@@ -423,8 +423,10 @@ class Spiral(Engine):
 def _rebuild_program(recorded: dict[str, Any], path: Path) -> Program:
     from spiral_ppl.io import renderer_from_config
     from spiral_ppl.programs.renderer_program import PaintProgram, RendererProgram
+    from spiral_ppl.programs.scene_program import SceneProgram
 
-    classes = {"PaintProgram": PaintProgram, "RendererProgram": RendererProgram}
+    # Rebuilt programs get their class's default priors.
+    classes = {"PaintProgram": PaintProgram, "RendererProgram": RendererProgram, "SceneProgram": SceneProgram}
     if recorded["renderer"] is None or recorded["class"] not in classes:
         raise ValueError(
             f"{path} holds an agent for a {recorded['class']}, which a checkpoint cannot rebuild; "
