@@ -60,7 +60,7 @@ summary = {
     "points": points,
 }
 (out / "summary.json").write_text(json.dumps(summary, indent=1))
-agent.save(out / "spiral_mnist_cpu.pt", training_state=False)
+agent.save(out / "mnist-recon-cpu.pt", training_state=False)
 
 figure, axes = plt.subplots(figsize=(6, 4))
 axes.plot([p[0] / 60 for p in points], [p[2] for p in points], linewidth=2, label="SPIRAL, one pass (256 test digits)")

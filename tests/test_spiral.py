@@ -324,14 +324,19 @@ class TestBadInput:
 
 
 def test_the_pretrained_cpu_mnist_agent_beats_a_blank_canvas(data_root):
-    from pathlib import Path
-
-    agent = sp.inference.Spiral.load(Path(sp.__file__).parent / "pretrained" / "spiral_mnist_cpu.pt", device="cpu")
+    assert "mnist-recon-cpu" in sp.inference.Spiral.pretrained_names()
+    assert "final" in sp.inference.Spiral.model_card("mnist-recon-cpu").lower()
+    agent = sp.inference.Spiral.pretrained("mnist-recon-cpu", device="cpu")
     digits = sp.data.MNIST(data_root / "mnist", split="test").images(range(1000, 1064))
     result = agent.infer(agent.prog, digits, sp.Budget(renders=agent.prog.steps), seed=0)
     blank = float(digits.pow(2).mean())
     assert result.renders.tolist() == [6] * 64
     assert float(result.l2.mean()) < 0.85 * blank, (float(result.l2.mean()), blank)
+
+
+def test_unknown_pretrained_agents_are_named():
+    with pytest.raises(ValueError, match=r"available: \[.*'mnist-recon-cpu'"):
+        sp.inference.Spiral.pretrained("mnist-recon-h100")
 
 
 def test_the_policy_is_an_smc_step_proposal_with_exact_weights():

@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 import random
 import time
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -366,6 +367,35 @@ class Spiral(Engine):
         }
         with atomic_path(path) as temporary:
             torch.save(state, temporary)
+
+    @staticmethod
+    def pretrained_names() -> list[str]:
+        """Agents shipped with the package (see each one's model card, ``<name>.md``)."""
+        folder = resources.files("spiral_ppl") / "pretrained"
+        return sorted(entry.name[: -len(".pt")] for entry in folder.iterdir() if entry.name.endswith(".pt"))
+
+    @classmethod
+    def pretrained(cls, name: str, *, device: torch.device | str | None = None) -> "Spiral":
+        """A pretrained agent shipped with the package, with the program it was trained on.
+
+        Example::
+
+            agent = Spiral.pretrained("mnist-recon-cpu")
+            result = agent.infer(agent.prog, digits, sp.Budget(renders=agent.prog.steps))
+        """
+        names = cls.pretrained_names()
+        if name not in names:
+            raise ValueError(f"no pretrained agent {name!r}; available: {names}")
+        with resources.as_file(resources.files("spiral_ppl") / "pretrained" / f"{name}.pt") as path:
+            return cls.load(path, device=device)
+
+    @staticmethod
+    def model_card(name: str) -> str:
+        """The model card of a pretrained agent: data, training, device and final l2."""
+        card = resources.files("spiral_ppl") / "pretrained" / f"{name}.md"
+        if not card.is_file():
+            raise ValueError(f"no model card for {name!r}; pretrained agents: {Spiral.pretrained_names()}")
+        return card.read_text()
 
     @classmethod
     def load(
