@@ -17,7 +17,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 
 import spiral_ppl as sp
@@ -25,11 +25,42 @@ from spiral_ppl import io
 from spiral_ppl.inference.engine import Engine
 
 #: Engines the command line can build by name, each from the options of ``infer``/``demo``.
-ENGINES: dict[str, Callable[[argparse.Namespace], Engine]] = {
-    "importance": lambda options: sp.inference.Importance(),
-    "mcmc": lambda options: sp.inference.MCMC(chains=4),
-    "smc": lambda options: sp.inference.SMC(),
+#: Engines the command line can build by name. The ``spiral*`` ones need an agent (``--agent``).
+ENGINES: dict[str, Callable[[Any], Engine]] = {
+    "importance": lambda agent: sp.inference.Importance(),
+    "mcmc": lambda agent: sp.inference.MCMC(chains=4),
+    "smc": lambda agent: sp.inference.SMC(),
+    "spiral": lambda agent: agent,
+    "spiral-smc": lambda agent: _named(sp.inference.SMC(agent.proposal), "spiral-smc"),
+    "spiral-is": lambda agent: _named(sp.inference.Importance(agent.guide), "spiral-is"),
 }
+SEARCH_ENGINES = ["importance", "mcmc", "smc"]
+
+
+def _named(engine: Engine, name: str) -> Engine:
+    engine.name = name
+    return engine
+
+
+def _build_engines(names: list[str], agent) -> dict[str, Engine]:
+    needs_agent = [name for name in names if name.startswith("spiral")]
+    if needs_agent and agent is None:
+        raise ValueError(f"engines {needs_agent} need a SPIRAL agent: pass --agent NAME_OR_PATH")
+    return {name: ENGINES[name](agent) for name in names}
+
+
+def _load_agent(name_or_path: str | None):
+    """A pretrained agent by name, or a checkpoint file; ``None`` passes through."""
+    if name_or_path is None:
+        return None
+    if name_or_path in sp.inference.Spiral.pretrained_names():
+        return sp.inference.Spiral.pretrained(name_or_path)
+    if Path(name_or_path).is_file():
+        return sp.inference.Spiral.load(name_or_path)
+    raise ValueError(
+        f"--agent {name_or_path!r} is neither a pretrained agent {sp.inference.Spiral.pretrained_names()} "
+        "nor a checkpoint file"
+    )
 
 
 def _shipped() -> list[str]:
@@ -62,9 +93,11 @@ def command_render(options: argparse.Namespace) -> int:
 
 
 def command_infer(options: argparse.Namespace) -> int:
-    prog = _brush_program(options)
+    agent = _load_agent(options.agent)
+    # An agent brings its program; otherwise the brush options describe one.
+    prog = agent.prog if agent is not None else _brush_program(options)
     target = io.load_image(options.image, prog.channels, prog.image_size, invert=options.invert)
-    engine = ENGINES[options.engine](options)
+    engine = _build_engines([options.engine], agent)[options.engine]
     result = engine.infer(prog, target, sp.Budget(renders=options.renders), seed=options.seed)
     out = Path(options.out)
     io.save_image(out / "reconstruction.png", result.images[0])
@@ -82,24 +115,47 @@ def command_infer(options: argparse.Namespace) -> int:
     return 0
 
 
-def _comparison(config_name: str, overrides: list[str], engines: list[str], budgets: list[int], targets: int,
-                seeds: list[int], out: Path, options: argparse.Namespace) -> Path:
+def _comparison(config_name: str, overrides: list[str], engines: list[str], budgets: list[int] | None,
+                targets: int, seeds: list[int], out: Path, agent) -> Path:
+    """Run one head-to-head; with an agent, every engine inverts the agent's program."""
     from spiral_ppl import experiments
 
     config = experiments.load_config(config_name, overrides)
-    prog = experiments.build_program(config)
+    prog = agent.prog if agent is not None else experiments.build_program(config)
+    # Budgets default to one, ten and a hundred passes of the program's steps.
+    budgets = budgets or [prog.steps, 10 * prog.steps, 100 * prog.steps]
     _, test = experiments.load_datasets(config, prog.image_size)
     images = experiments.target_images(test, targets)
-    table = sp.compare(prog, images, engines={name: ENGINES[name](options) for name in engines},
-                       budgets=budgets, seeds=seeds)
+    table = sp.compare(prog, images, engines=_build_engines(engines, agent), budgets=budgets, seeds=seeds)
     print(table.to_markdown())
     return table.write_report(out, prog, images, title=f"{config['name']}: {targets} held-out targets")
 
 
 def command_compare(options: argparse.Namespace) -> int:
-    report = _comparison(options.config, options.set, options.engines, options.budgets, options.targets,
-                         options.seeds, Path(options.out), options)
+    agent = _load_agent(options.agent)
+    engines = options.engines or SEARCH_ENGINES + (["spiral", "spiral-smc"] if agent is not None else [])
+    report = _comparison(options.config, options.set, engines, options.budgets, options.targets, options.seeds,
+                         Path(options.out), agent)
     print(f"wrote {report}")
+    return 0
+
+
+def command_demo(options: argparse.Namespace) -> int:
+    """Search engines and the shipped pretrained agents on MNIST digits and MUJOCO SCENES."""
+    out = Path(options.out)
+    sections = []
+    for config_name, agent_name in (("mnist-recon", "mnist-recon-cpu"), ("scenes-recon", "scenes-recon-cpu")):
+        agent = _load_agent(agent_name) if agent_name in sp.inference.Spiral.pretrained_names() else None
+        engines = SEARCH_ENGINES + (["spiral", "spiral-smc"] if agent is not None else [])
+        report = _comparison(config_name, [], engines, options.budgets, options.targets, [options.seed],
+                             out / config_name, agent)
+        using = f" (SPIRAL agent `{agent_name}`: see its model card)" if agent is not None else ""
+        sections.append(f"- [{config_name}]({report.relative_to(out)}){using}")
+    (out / "report.md").write_text(
+        "# spiral_ppl head to head\n\nThe same held-out targets and renderer-call budgets for every engine:\n\n"
+        + "\n".join(sections) + "\n"
+    )
+    print(f"wrote {out / 'report.md'}")
     return 0
 
 
@@ -110,21 +166,6 @@ def command_train(options: argparse.Namespace) -> int:
     out = Path(options.out or Path("runs") / config["name"])
     agent = experiments.train_experiment(config, out, device=options.device, minutes=options.minutes)
     print(f"trained {agent.learner.updates} updates; run folder {out}")
-    return 0
-
-
-def command_demo(options: argparse.Namespace) -> int:
-    out = Path(options.out)
-    sections = []
-    for config_name, budgets in (("mnist-recon", options.budgets), ("scenes-recon", options.scene_budgets)):
-        report = _comparison(config_name, [], options.engines, budgets, options.targets, [options.seed],
-                             out / config_name, options)
-        sections.append(f"- [{config_name}]({report.relative_to(out)})")
-    (out / "report.md").write_text(
-        "# spiral_ppl head to head\n\nThe same held-out targets and renderer-call budgets for every engine:\n\n"
-        + "\n".join(sections) + "\n"
-    )
-    print(f"wrote {out / 'report.md'}")
     return 0
 
 
@@ -141,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     infer = commands.add_parser("infer", help="infer a program for an image and write it with its reconstruction")
     infer.add_argument("image", help="image file (PNG, JPEG, ...); light ink on a dark background unless --invert")
     infer.add_argument("--engine", choices=sorted(ENGINES), default="importance", help="inference engine")
+    infer.add_argument("--agent", default=None, help="SPIRAL agent for the spiral* engines: a pretrained name or a file")
     infer.add_argument("--renders", type=int, default=1000, help="renderer calls allowed (default: 1000)")
     infer.add_argument("--invert", action="store_true", help="the image has dark ink on a light background")
     infer.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
@@ -152,8 +194,12 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("config", help=f"experiment name or .toml file (shipped: {', '.join(_shipped())})")
     compare.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                          help="override a configuration value, e.g. --set program.steps=10")
-    compare.add_argument("--engines", nargs="+", choices=sorted(ENGINES), default=sorted(ENGINES))
-    compare.add_argument("--budgets", type=int, nargs="+", default=[100, 1000], help="renders per target")
+    compare.add_argument("--agent", default=None,
+                         help="SPIRAL agent (pretrained name or checkpoint); every engine then inverts its program")
+    compare.add_argument("--engines", nargs="+", choices=sorted(ENGINES), default=None,
+                         help="default: importance mcmc smc, plus spiral spiral-smc with --agent")
+    compare.add_argument("--budgets", type=int, nargs="+", default=None,
+                         help="renders per target (default: 1, 10 and 100 passes of the program's steps)")
     compare.add_argument("--targets", type=int, default=8, help="held-out targets (default: 8)")
     compare.add_argument("--seeds", type=int, nargs="+", default=[0])
     compare.add_argument("--out", default="runs/compare", help="output folder (default: runs/compare)")
@@ -171,9 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="the main job: head-to-head on MNIST test digits and MUJOCO SCENES")
     demo.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
     demo.add_argument("--targets", type=int, default=8, help="held-out targets per experiment (default: 8)")
-    demo.add_argument("--budgets", type=int, nargs="+", default=[100, 1000], help="renders per digit")
-    demo.add_argument("--scene-budgets", type=int, nargs="+", default=[100, 1000], help="renders per scene")
-    demo.add_argument("--engines", nargs="+", choices=sorted(ENGINES), default=sorted(ENGINES))
+    demo.add_argument("--budgets", type=int, nargs="+", default=None,
+                      help="renders per target (default: 1, 10 and 100 passes of the program's steps)")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(run=command_demo)
     return parser

@@ -123,3 +123,33 @@ def test_every_renderer_round_trips_through_program_files(tmp_path, renderer):
     loaded_renderer, loaded = io.load_program(tmp_path / "p.json")
     assert type(loaded_renderer) is type(renderer) and loaded_renderer.settings() == renderer.settings()
     torch.testing.assert_close(loaded_renderer.render(loaded), renderer.render({k: v[None] for k, v in actions.items()}))
+
+
+def test_infer_with_the_pretrained_agent_writes_its_program(tmp_path, capsys):
+    agent = sp.inference.Spiral.pretrained("mnist-recon-cpu", device="cpu")
+    target = agent.prog.render({c.name: torch.randint(0, c.size, (1, agent.prog.steps)) for c in agent.prog.action_space})
+    io.save_image(tmp_path / "target.png", target[0])
+    arguments = ["infer", str(tmp_path / "target.png"), "--engine", "spiral", "--agent", "mnist-recon-cpu",
+                 "--renders", str(2 * agent.prog.steps), "--out", str(tmp_path / "out")]
+    assert cli.main(arguments) == 0
+    summary = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert summary["engine"] == "spiral" and summary["renders"] == 2 * agent.prog.steps
+    renderer, actions = io.load_program(tmp_path / "out" / "program.json")
+    assert renderer.grid_size == 16 and actions["flag"].shape == (1, agent.prog.steps)
+
+
+def test_spiral_engines_need_an_agent(capsys):
+    assert cli.main(["compare", "mnist-recon", "--engines", "spiral"]) == 2
+    assert "need a SPIRAL agent" in capsys.readouterr().err
+    assert cli.main(["compare", "mnist-recon", "--agent", "no-such-agent"]) == 2
+    assert "neither a pretrained agent" in capsys.readouterr().err
+
+
+def test_compare_with_the_pretrained_agent_on_real_digits(tmp_path, data_root, monkeypatch):
+    monkeypatch.setenv("SPIRAL_PPL_DATA", str(data_root))
+    arguments = ["compare", "mnist-recon", "--agent", "mnist-recon-cpu", "--targets", "2", "--budgets", "6", "24",
+                 "--engines", "spiral", "spiral-smc", "spiral-is", "smc", "--out", str(tmp_path)]
+    assert cli.main(arguments) == 0
+    report = (tmp_path / "report.md").read_text()
+    for engine in ("spiral", "spiral-smc", "spiral-is", "smc"):
+        assert f"| {engine} | 24 |" in report
