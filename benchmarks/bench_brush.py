@@ -17,7 +17,8 @@ def cases():
     for device in DEVICES:
         for batch in BATCHES[device]:
             for compiled in (False, True):
-                yield pytest.param(device, batch, compiled, id=f"{device}-b{batch}-{'compiled' if compiled else 'eager'}")
+                mode = "compiled" if compiled else "eager"
+                yield pytest.param(device, batch, compiled, id=f"{device}-b{batch}-{mode}")
 
 
 @pytest.mark.parametrize("device, batch, compiled", list(cases()))

@@ -187,7 +187,8 @@ class Brush(PaintRenderer):
         faster on CPU, more on a GPU; the first call compiles for ~20 s). ``None`` compiles
         for calls of at least :data:`COMPILE_FROM_PIXELS` pixels (64 canvases of 64x64), where
         the time pays back, unless the environment variable ``SPIRAL_PPL_COMPILE=0`` says
-        otherwise (it does not override an explicit ``True``). Falls back to eager mode with a warning when compiling fails.
+        otherwise (it does not override an explicit ``True``). Falls back to eager mode with
+        a warning when compiling fails.
     """
 
     def __init__(
