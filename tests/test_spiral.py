@@ -373,3 +373,24 @@ def test_the_policy_is_an_smc_step_proposal_with_exact_weights():
         prog, targets, sp.Budget(renders=60), seed=0)
     assert int(moved.renders.max()) <= 60 and bool(torch.isfinite(moved.log_evidence).all())
     torch.testing.assert_close(moved.images, prog.render(moved.actions))
+
+
+def test_imitation_of_ground_truth_programs_warm_starts_the_policy():
+    torch.manual_seed(0)
+    prog = stroke_program(grid_size=4)
+    generator = torch.Generator().manual_seed(5)
+    programs = {c.name: torch.randint(0, c.size, (512, 1), generator=generator) for c in prog.action_space}
+    programs["flag"][:] = 1
+    programs["pressure"][:] = 1
+    programs["control_point"] = programs["end_point"].clone()  # straight strokes: the image tells the program
+    images = prog.render(programs)
+    agent = sp.inference.Spiral(prog, reward="l2", config=SpiralConfig.small(policy_lr=3e-3), device="cpu")
+    history = agent.imitate((images, programs), 200, progress=False)
+    assert history[-1]["update"] == 200 and agent.learner.updates == 200
+    # Uniform guessing costs log(2 * 16 * 16 * 2 * 2) = 7.6 nats a program; imitation learns most of it.
+    first, last = history[0]["imitation_loss"], sum(h["imitation_loss"] for h in history[-10:]) / 10
+    assert first > 6.5 and last < 0.6 * first, (first, last)
+    with pytest.raises(TypeError, match="Dataset of \\(image, actions\\)"):
+        agent.imitate(images, 1)
+    with pytest.raises(ValueError, match="must lie in"):
+        agent.imitate((images, dict(programs, flag=programs["flag"] + 5)), 1)

@@ -49,6 +49,7 @@ from spiral_ppl.inference.spiral.rollout import rollout
 from spiral_ppl.inference.spiral.sources import ImageSource
 from spiral_ppl.io import atomic_path
 from spiral_ppl.programs.base import Program, mean_squared_error
+from spiral_ppl.renderers.base import validate_actions
 
 #: Format tag of checkpoint files.
 CHECKPOINT_FORMAT = "spiral_ppl.Spiral/1"
@@ -311,6 +312,48 @@ class Spiral(Engine):
         finally:
             if log is not None:
                 log.close()
+        return history
+
+    def imitate(self, data: Any, steps: int, *, progress: bool | None = None) -> list[dict[str, float]]:
+        """Warm-start the policy on ground-truth programs by behaviour cloning, before :meth:`fit`.
+
+        Where programs come with their images (the procedural MUJOCO SCENES do), the policy
+        can first learn to imitate them, as inference compilation does (Le, Baydin and Wood,
+        AISTATS 2017), and then be refined by reinforcement learning, which needs no programs.
+
+        :param data: a ``Dataset`` of ``(image, {name: LongTensor[T]})`` items, such as
+            :class:`spiral_ppl.data.MujocoScenes`, or a pair ``(images, {name: LongTensor[N, T]})``.
+        :param steps: supervised updates of ``config.batch_size`` programs each.
+        :returns: the loss of every update.
+        """
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"steps must be a positive int (updates to run), got {steps!r}")
+        if isinstance(data, tuple) and len(data) == 2:
+            images, programs = data
+            count = images.shape[0]
+
+            def batch(index: torch.Tensor):
+                return images[index], {name: value[index] for name, value in programs.items()}
+        elif isinstance(data, torch.utils.data.Dataset):
+            count = len(data)
+
+            def batch(index: torch.Tensor):
+                items = [data[int(i)] for i in index]
+                return (torch.stack([item[0] for item in items]),
+                        {name: torch.stack([item[1][name] for item in items]) for name in items[0][1]})
+        else:
+            raise TypeError("data must be a Dataset of (image, actions) items or a pair (images, actions)")
+        history = []
+        quiet = None if progress is None else not progress
+        for _ in tqdm(range(steps), desc=f"{self.name} imitation", unit="update", disable=quiet):
+            started = time.perf_counter()
+            batch_images, batch_programs = batch(torch.randint(count, (self.config.batch_size,)))
+            validate_actions(self.prog.action_space, batch_programs, ndim=2)
+            targets = self.prog.check_images(batch_images.to(self.device), name="data images")
+            demonstrations = {name: value.to(self.device) for name, value in batch_programs.items()}
+            metrics = self.learner.imitate(targets, demonstrations)
+            self.train_seconds += time.perf_counter() - started
+            history.append({"update": self.learner.updates, "seconds": self.train_seconds, **metrics})
         return history
 
     def evaluate(self, targets: torch.Tensor, source: ImageSource | None = None, log_dir: str | Path | None = None,

@@ -258,6 +258,34 @@ class Learner:
         self.updates = step
         return metrics
 
+    def imitate(self, targets: torch.Tensor, programs: dict[str, torch.Tensor]) -> dict[str, float]:
+        """One supervised update towards ground-truth programs (behaviour cloning).
+
+        The policy is run with every component forced to the program's value, seeing the
+        canvases those programs draw, and trained to maximise their log-probability (the
+        loss is minus the log-probability of the whole program, averaged over the batch).
+        The value head is not trained.
+
+        :param targets: ``(B, C, H, W)`` images of the programs (what a conditional policy sees as target).
+        :param programs: their actions ``{name: LongTensor[B, T]}``.
+        """
+        step = self.updates + 1
+
+        def forced(t: int, component, logits: torch.Tensor) -> torch.Tensor:
+            return programs[component.name][:, t].to(logits.device)
+
+        with self.autocast():
+            episode = rollout(self.policy, self.prog, targets.shape[0], targets if self.policy.conditional else None,
+                              blind=self.blind, draw_final=False, choose=forced)
+        loss = -episode.log_probs.float().sum(1).mean()
+        _check_finite("imitation loss", loss, step)
+        self.policy_optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.config.max_grad_norm)
+        self.policy_optimiser.step()
+        self.updates = step
+        return {"imitation_loss": loss.item()}
+
     def update_critic(self, real_images: Callable[[int], torch.Tensor], step: int) -> dict[str, float]:
         """``critic_steps`` WGAN-GP steps on renders from the replay buffer."""
         config = self.config
