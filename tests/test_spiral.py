@@ -394,3 +394,9 @@ def test_imitation_of_ground_truth_programs_warm_starts_the_policy():
         agent.imitate(images, 1)
     with pytest.raises(ValueError, match="must lie in"):
         agent.imitate((images, dict(programs, flag=programs["flag"] + 5)), 1)
+
+
+def test_the_pretrained_scenes_agent_loads_with_its_program():
+    agent = sp.inference.Spiral.pretrained("scenes-recon-cpu", device="cpu")
+    assert isinstance(agent.prog, sp.programs.SceneProgram) and agent.prog.steps == 10
+    assert "empty platform" in sp.inference.Spiral.model_card("scenes-recon-cpu")
