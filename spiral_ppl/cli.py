@@ -19,7 +19,6 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-
 import spiral_ppl as sp
 from spiral_ppl import io
 from spiral_ppl.inference.engine import Engine

@@ -28,6 +28,7 @@ from PIL import Image
 from spiral_ppl.renderers.base import Component, Renderer, validate_actions
 from spiral_ppl.renderers.brush import Brush
 
+
 def _renderer_classes() -> dict[str, type]:
     """Renderers a program file may name; each rebuilds from its ``settings()``."""
     from spiral_ppl.renderers.mujoco_scene import MujocoScene

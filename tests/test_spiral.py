@@ -339,10 +339,11 @@ def test_unknown_pretrained_agents_are_named():
         sp.inference.Spiral.pretrained("mnist-recon-h100")
 
 
-def test_the_policy_is_an_smc_step_proposal_with_exact_weights():
+@pytest.mark.parametrize("max_batch", [1024, 5], ids=["whole", "in-chunks"])
+def test_the_policy_is_an_smc_step_proposal_with_exact_weights(max_batch):
     torch.manual_seed(0)
     prog = stroke_program(grid_size=4, steps=3)
-    agent = sp.inference.Spiral(prog, reward="l2", config=SpiralConfig.small(), device="cpu")
+    agent = sp.inference.Spiral(prog, reward="l2", config=SpiralConfig.small(), device="cpu", max_batch=max_batch)
     targets = one_stroke_targets(prog, 2, seed=10)
     # Without resampling the weights are whole-program importance weights p(a) p(x | a) / q(a | x),
     # with q the policy's probability of the programs in a rollout (canvases and LSTM included).

@@ -33,6 +33,8 @@ from typing import Mapping
 
 import torch
 
+from spiral_ppl.inference.spiral.policy import StepOutput
+
 #: Odd multipliers of the history hash (fixed, so that hashes agree across calls).
 _HASH_MULTIPLIERS = torch.randint(1, 2**62, (4096,), generator=torch.Generator().manual_seed(20181)) * 2 + 1
 
@@ -44,6 +46,34 @@ def history_keys(history: Mapping[str, torch.Tensor], names: list[str]) -> torch
         raise ValueError(f"histories of more than {_HASH_MULTIPLIERS.numel()} values are not supported")
     weights = _HASH_MULTIPLIERS[: flat.shape[-1]].to(flat.device)
     return ((flat + 1) * weights).sum(-1)  # int64 arithmetic wraps around: a hash
+
+
+def _step_in_chunks(policy, chunk, canvas, targets, previous, noise, hidden):
+    """``policy.step`` over a large batch of particles, ``chunk`` rows at a time (bounded memory)."""
+    count = canvas.shape[0]
+    if count <= chunk:
+        return policy.step(canvas, targets, previous, noise, hidden)
+
+    def rows(value, start):
+        return None if value is None else value[start : start + chunk]
+
+    outputs = [
+        policy.step(
+            canvas[start : start + chunk],
+            rows(targets, start),
+            None if previous is None else {name: value[start : start + chunk] for name, value in previous.items()},
+            rows(noise, start),
+            tuple(h[start : start + chunk] for h in hidden),
+        )
+        for start in range(0, count, chunk)
+    ]
+    return StepOutput(
+        {name: torch.cat([out.action[name] for out in outputs]) for name in outputs[0].action},
+        torch.cat([out.log_prob for out in outputs]),
+        torch.cat([out.entropy for out in outputs]),
+        torch.cat([out.value for out in outputs]),
+        tuple(torch.cat([out.hidden[i] for out in outputs]) for i in range(2)),
+    )
 
 
 class SpiralProposal:
@@ -77,7 +107,8 @@ class SpiralProposal:
             else:
                 hidden, noise = self._restore(history, names, particles, targets, flat_targets)
                 previous = {name: history[name][..., -1].reshape(count).to(device) for name in names}
-            out = policy.step(seen, flat_targets if agent.conditional else None, previous, noise, hidden)
+            out = _step_in_chunks(policy, agent.max_batch, seen, flat_targets if agent.conditional else None,
+                                  previous, noise, hidden)
         action = {name: value.view(particles, targets).to(home) for name, value in out.action.items()}
         extended = {name: torch.cat([history[name], action[name][..., None]], -1) for name in names}
         self._keys = history_keys(extended, names)
