@@ -40,6 +40,6 @@ engines = {
     "mcmc": sp.inference.MCMC(chains=4),
 }
 table = sp.compare(prog, targets, engines=engines, budgets=budgets)
-report = table.write_report(out, prog, targets, title=f"{task}: {count} held-out targets, program {prog!r}")
+report = table.write_report(out, prog, targets, title=f"{task}: {count} held-out targets, {prog.steps}-step program")
 print(table.to_markdown())
 print(f"wrote {report}")

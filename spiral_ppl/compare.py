@@ -50,8 +50,9 @@ class Comparison:
     def write_report(self, out: str | Path, prog: Program, targets: torch.Tensor, title: str) -> Path:
         """Write ``report.md`` with the table, ``results.csv`` and the plots into ``out``.
 
-        The plots are the best l2 so far against renders at the largest budget, and the
-        reconstructions of every engine at that budget (first seed).
+        The plots are the best l2 so far against renders (each engine's run at the largest
+        budget as a line, its mean l2 at every budget as markers) and the reconstructions of
+        every engine at the largest budget (first seed; the first 12 targets).
         """
         from spiral_ppl import plots
 
@@ -63,8 +64,14 @@ class Comparison:
         engines = list(dict.fromkeys(key[0] for key in self.results))
         best = {name: self.results[(name, budget, seed)] for name in engines if (name, budget, seed) in self.results}
         blank = float(mean_squared_error(prog.blank_canvas(1, device=targets.device), targets).mean())
-        plots.plot_curves(best, out / "l2_vs_renders.png", title=title, blank_l2=blank)
-        plots.reconstruction_grid(targets, {name: result.images for name, result in best.items()},
+        by_budget = {
+            name: ([r["renders"] for r in self.records if r["engine"] == name],
+                   [r["mean_l2"] for r in self.records if r["engine"] == name])
+            for name in engines
+        }
+        plots.plot_curves(best, out / "l2_vs_renders.png", title=title, blank_l2=blank, budgets=by_budget)
+        shown = slice(0, min(targets.shape[0], 12))  # a grid people can read
+        plots.reconstruction_grid(targets[shown], {name: result.images[shown] for name, result in best.items()},
                                   out / "reconstructions.png")
         report = (
             f"# {title}\n\nProgram: `{prog!r}`\n\n{targets.shape[0]} targets; mean l2 of a blank canvas: "

@@ -27,15 +27,25 @@ def plot_curves(
     path: str | Path | None = None,
     title: str = "",
     blank_l2: float | None = None,
+    budgets: Mapping[str, tuple[list[float], list[float]]] | None = None,
 ):
-    """Mean best l2 so far against renders per target, one line per engine (log-log).
+    """Mean best l2 so far against renders per target, one colour per engine (log-log).
 
-    ``blank_l2``, the l2 of an empty canvas, is drawn as a dashed line for reference.
+    :param results: each engine's :class:`Result`; its ``curve`` is drawn as a line.
+    :param blank_l2: the l2 of an empty canvas, drawn as a dashed line for reference.
+    :param budgets: per engine, ``(renders, mean l2)`` of separate runs at several budgets,
+        drawn as markers joined by a dotted line (engines such as SMC, whose result exists
+        only at the end of a run, have a curve of a single point).
     """
-    figure, axes = plt.subplots(figsize=(6, 4))
-    for name, result in results.items():
+    figure, axes = plt.subplots(figsize=(6.5, 4))
+    for index, (name, result) in enumerate(results.items()):
+        colour = f"C{index}"
         curve = result.curve
-        axes.plot(curve.renders.cpu().numpy(), curve.mean().cpu().numpy(), label=name, linewidth=2)
+        axes.plot(curve.renders.cpu().numpy(), curve.mean().cpu().numpy(), color=colour, linewidth=2,
+                  marker="o" if len(curve.renders) < 3 else None, label=name)
+        if budgets and name in budgets:
+            renders, l2 = budgets[name]
+            axes.plot(renders, l2, color=colour, linestyle=":", marker="o", markersize=5)
     if blank_l2 is not None:
         axes.axhline(blank_l2, color="grey", linestyle="--", linewidth=1, label="blank canvas")
     axes.set_xscale("log")
@@ -43,9 +53,9 @@ def plot_curves(
     axes.set_xlabel("renderer calls per target")
     axes.set_ylabel("best mean squared pixel error so far")
     axes.grid(True, which="both", alpha=0.3)
-    axes.legend()
+    axes.legend(fontsize=8)
     if title:
-        axes.set_title(title)
+        axes.set_title(title, fontsize=10)
     return _save(figure, path)
 
 
