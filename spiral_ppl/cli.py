@@ -123,9 +123,9 @@ def _comparison(config_name: str, overrides: list[str], engines: list[str], budg
     prog = agent.prog if agent is not None else experiments.build_program(config)
     # Budgets default to one, ten and a hundred passes of the program's steps.
     budgets = budgets or [prog.steps, 10 * prog.steps, 100 * prog.steps]
-    _, test = experiments.load_datasets(config, prog.image_size)
-    images = experiments.target_images(test, targets)
-    table = sp.compare(prog, images, engines=_build_engines(engines, agent), budgets=budgets, seeds=seeds)
+    built = _build_engines(engines, agent)
+    images = experiments.target_images(experiments.load_dataset(config, prog.image_size, "test"), targets)
+    table = sp.compare(prog, images, engines=built, budgets=budgets, seeds=seeds)
     print(table.to_markdown())
     return table.write_report(out, prog, images, title=f"{config['name']}: {targets} held-out targets")
 

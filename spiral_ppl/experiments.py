@@ -108,32 +108,32 @@ def _construct(kind, settings: dict[str, Any], table: str):
 
 def load_datasets(config: dict[str, Any], image_size: int) -> tuple[Dataset, Dataset]:
     """The training and held-out test datasets of a configuration (``[data]``)."""
+    return load_dataset(config, image_size, "train"), load_dataset(config, image_size, "test")
+
+
+def load_dataset(config: dict[str, Any], image_size: int, part: str) -> Dataset:
+    """The ``part`` (``"train"`` or ``"test"``) of a configuration's dataset (``[data]``)."""
+    if part not in ("train", "test"):
+        raise ValueError(f"part must be 'train' or 'test', got {part!r}")
     data = dict(config["data"])
     name = data.pop("dataset", None)
     root = data.pop("root", None)
     if name == "mnist":
-        return (
-            sp.data.MNIST(root, split=data.get("train_split", "train"), image_size=image_size),
-            sp.data.MNIST(root, split=data.get("test_split", "test"), image_size=image_size),
-        )
+        return sp.data.MNIST(root, split=data.get(f"{part}_split", part), image_size=image_size)
     if name == "omniglot":
-        return (
-            sp.data.Omniglot(root, split=data.get("train_split", "background"), image_size=image_size),
-            sp.data.Omniglot(root, split=data.get("test_split", "evaluation"), image_size=image_size),
-        )
+        default = "background" if part == "train" else "evaluation"
+        return sp.data.Omniglot(root, split=data.get(f"{part}_split", default), image_size=image_size)
     if name == "celeba":
         faces = sp.data.CelebA(root, image_size=image_size)
         held_out = max(1, int(len(faces) * data.get("test_fraction", 0.05)))
         if held_out >= len(faces):
             raise ValueError(f"CelebA in {faces.root} has {len(faces)} images: too few to hold {held_out} out")
-        return Subset(faces, range(len(faces) - held_out)), Subset(faces, range(len(faces) - held_out, len(faces)))
+        split = len(faces) - held_out
+        return Subset(faces, range(split) if part == "train" else range(split, len(faces)))
     if name == "mujoco_scenes":
-        def scenes(prefix: str, default_size: int, default_seed: int) -> Dataset:
-            return sp.data.MujocoScenes(
-                root, size=data.get(f"{prefix}_size", default_size), seed=data.get(f"{prefix}_seed", default_seed),
-                image_size=image_size,
-            )
-        return scenes("train", 50_000, 0), scenes("test", 1000, 1)
+        size, seed = (50_000, 0) if part == "train" else (1000, 1)
+        return sp.data.MujocoScenes(root, size=data.get(f"{part}_size", size), seed=data.get(f"{part}_seed", seed),
+                                    image_size=image_size)
     raise ValueError(f"[data] dataset must be 'mnist', 'omniglot', 'celeba' or 'mujoco_scenes', got {name!r}")
 
 
