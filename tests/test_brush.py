@@ -4,9 +4,9 @@ kernel. What every paint engine must do is in tests/test_paint_renderers.py."""
 import numpy as np
 import pytest
 import torch
-from tests.paint_helpers import cell, distance_to_bezier, program
 
 import spiral_ppl as sp
+from tests.paint_helpers import cell, distance_to_bezier, one_stroke, program
 
 
 def hard_pen(**kwargs):
@@ -20,25 +20,11 @@ def hard_pen(**kwargs):
 )
 def test_stroke_inks_pixels_near_the_curve_and_none_far_from_it(start_cell, control_cell, end_cell):
     brush = hard_pen(canvas_size=64, grid_size=32)
-    steps = [
-        {"flag": 0, "end_point": cell(brush, *start_cell)},  # jump to the start
-        {
-            "flag": 1,
-            "end_point": cell(brush, *end_cell),
-            "control_point": cell(brush, *control_cell),
-            "brush_size": 2,  # width 4 px, radius 2
-            "pressure": 9,
-        },
-    ]
-    image = brush.render(program(brush, steps))[0, 0].numpy()
-    spacing = 63 / 31
-    start, control, end = (np.array(p, dtype=np.float64) * spacing for p in (start_cell, control_cell, end_cell))
-    distance = distance_to_bezier(start, control, end, 64)
+    # brush_size 2 is 4 px wide (radius 2); pressure 9 is opacity 1.
+    image, distance, (mid_x, mid_y) = one_stroke(brush, start_cell, control_cell, end_cell, brush_size=2, pressure=9)
     radius = 2.0
     assert np.all(image[distance < radius - 0.55] > 0.99), "pixels on the curve must be fully inked"
     assert np.all(image[distance > radius + 0.55] == 0), "pixels far from the curve must stay blank"
-    # The curve passes through its midpoint B(1/2) = (start + 2 control + end) / 4.
-    mid_x, mid_y = np.round((start + 2 * control + end) / 4).astype(int)
     assert image[mid_y, mid_x] > 0.99
 
 

@@ -18,7 +18,6 @@ import spiral_ppl as sp
 from spiral_ppl.data import download, mnist
 from spiral_ppl.metrics import chamfer_distance, parsing_scores, pen_paths
 
-
 # -- fixtures: small files in the original formats -------------------------------------------
 
 

@@ -75,8 +75,8 @@ TINY = ["program.canvas_size=16", "program.grid_size=4", "program.steps=2", "tra
 
 
 def fake_celeba(folder, count=24):
-    from PIL import Image
     import numpy as np
+    from PIL import Image
 
     (folder / "img_align_celeba").mkdir(parents=True)
     generator = np.random.default_rng(0)

@@ -7,10 +7,10 @@ import os
 import numpy as np
 import pytest
 import torch
-from tests.paint_helpers import cell, program, random_programs
 
 import spiral_ppl as sp
 from spiral_ppl.renderers import libmypaint
+from tests.paint_helpers import cell, program, random_programs
 
 
 def horizontal_stroke(renderer, pressure=4):

@@ -11,9 +11,9 @@ import math
 import numpy as np
 import pytest
 import torch
-from tests.paint_helpers import cell, distance_to_bezier, program, random_programs
 
 import spiral_ppl as sp
+from tests.paint_helpers import cell, one_stroke, program, random_programs
 
 ENGINES = {"brush": sp.renderers.Brush, "mypaint": sp.renderers.MyPaint}
 
@@ -40,27 +40,13 @@ def reach(renderer, radius, pressure):
 )
 def test_stroke_inks_pixels_near_the_curve_and_none_far_from_it(engine, start_cell, control_cell, end_cell):
     renderer = engine(canvas_size=64, grid_size=32)
-    steps = [
-        {"flag": 0, "end_point": cell(renderer, *start_cell)},  # jump to the start
-        {
-            "flag": 1,
-            "end_point": cell(renderer, *end_cell),
-            "control_point": cell(renderer, *control_cell),
-            "brush_size": 2,
-            "pressure": 4,  # pressure 0.5
-        },
-    ]
-    image = renderer.render(program(renderer, steps))[0, 0].numpy()
-    spacing = 63 / 31
-    start, control, end = (np.array(p, dtype=np.float64) * spacing for p in (start_cell, control_cell, end_cell))
-    distance = distance_to_bezier(start, control, end, 64)
+    image, distance, (mid_x, mid_y) = one_stroke(renderer, start_cell, control_cell, end_cell, brush_size=2,
+                                                 pressure=4)  # pressure 0.5
     radius = float(renderer.stroke_radius(torch.tensor(2)))
     on_curve = image[distance < 0.5]
     assert on_curve.mean() > 0.45, "the curve itself is inked at about the stroke's opacity (pressure 0.5)"
     assert on_curve.min() > 0.1, "no gap along the curve"
     assert np.all(image[distance > reach(renderer, radius, 0.5)] == 0), "pixels far from the curve stay blank"
-    # The curve passes through its midpoint B(1/2) = (start + 2 control + end) / 4.
-    mid_x, mid_y = np.round((start + 2 * control + end) / 4).astype(int)
     assert image[mid_y, mid_x] > 0.3
 
 

@@ -9,7 +9,7 @@ import torch
 
 import spiral_ppl as sp
 from spiral_ppl.inference.smc import particle_schedule, systematic_resample
-
+from tests.paint_helpers import check_recovers_planted
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -76,16 +76,8 @@ def test_weights_telescope_to_the_full_importance_weight(tiny):
 
 def test_recovers_a_planted_program_and_spends_exactly_its_budget(planted16):
     prog, images = planted16
-    blank = images.pow(2).flatten(1).mean(1)
-    budget = sp.Budget(renders=3001)
-    result = sp.inference.SMC().infer(prog, images, budget, seed=0)
-    assert result.renders.tolist() == [3001] * 4
+    result = check_recovers_planted(sp.inference.SMC(), prog, images, 3001)
     assert result.diagnostics["particles"] == [1001, 1000, 1000]
-    assert torch.allclose(prog.draw(result.actions), result.images)
-    assert torch.allclose(sp.programs.mean_squared_error(result.images, images), result.l2)
-    random = sp.inference.Importance().infer(prog, images, budget, seed=0)
-    assert float((random.l2 / blank).mean()) > 0.3  # the best of 3001 random programs fails
-    assert float((result.l2 / blank).mean()) < 0.25
 
     diagnostics = result.diagnostics
     assert diagnostics["ess"].shape == (3, 4) and diagnostics["resampled"].shape == (3, 4)

@@ -21,6 +21,11 @@ from spiral_ppl.inference.result import Result
 from spiral_ppl.programs.base import Program
 
 
+def hide_progress(progress: bool | None) -> bool | None:
+    """tqdm's ``disable`` for a ``progress`` option: ``None`` shows the bar only on a terminal."""
+    return None if progress is None else not progress
+
+
 class Engine(abc.ABC):
     """Base class of inference engines (importance sampling, MCMC, SMC, SPIRAL)."""
 

@@ -44,7 +44,7 @@ from pyro import poutine
 from tqdm.auto import tqdm
 
 from spiral_ppl.inference.budget import Budget
-from spiral_ppl.inference.engine import Engine
+from spiral_ppl.inference.engine import Engine, hide_progress
 from spiral_ppl.inference.result import Curve, Result
 from spiral_ppl.programs.base import Program, mean_squared_error, sample_sites
 
@@ -102,7 +102,7 @@ class Importance(Engine):
         best_l2 = torch.full((targets,), math.inf, device=images.device)
         best_images = torch.zeros_like(images)
         best_actions: dict[str, torch.Tensor] | None = None
-        with tqdm(total=total, desc=self.name, unit="sample", disable=self._quiet()) as bar:
+        with tqdm(total=total, desc=self.name, unit="sample", disable=hide_progress(self.progress)) as bar:
             for start in range(0, total, per_chunk):
                 count = min(per_chunk, total - start)
                 chunk_log_weights, canvases, actions = self._sample(prog, images, count)
@@ -136,9 +136,6 @@ class Importance(Engine):
             ess=effective_sample_size(log_weights),
             log_evidence=log_weights.logsumexp(0) - math.log(total),
         )
-
-    def _quiet(self) -> bool | None:
-        return None if self.progress is None else not self.progress
 
     def _sample(self, prog: Program, images: torch.Tensor, count: int):
         """``count`` weighted samples per target: log weights ``(count, B)``, canvases, actions."""

@@ -62,7 +62,7 @@ from pyro.ops.stats import split_gelman_rubin
 from tqdm.auto import tqdm
 
 from spiral_ppl.inference.budget import Budget
-from spiral_ppl.inference.engine import Engine
+from spiral_ppl.inference.engine import Engine, hide_progress
 from spiral_ppl.inference.moves import (
     BLOCKS,
     PROPOSALS,
@@ -366,8 +366,7 @@ class MCMC(Engine):
         kernel = BlockedMetropolisHastings(prog, chains=self.chains, blocks=self.blocks, proposal=self.proposal)
         kernel.setup(int(self.warmup * transitions), images)
         renders, best_l2 = [self.chains], [kernel.best_l2.clone()]
-        quiet = None if self.progress is None else not self.progress
-        with tqdm(total=transitions, desc=self.name, unit="step", disable=quiet) as bar:
+        with tqdm(total=transitions, desc=self.name, unit="step", disable=hide_progress(self.progress)) as bar:
             for _ in range(transitions):
                 kernel.step()
                 renders.append(renders[-1] + self.chains)

@@ -61,7 +61,7 @@ import torch
 from tqdm.auto import tqdm
 
 from spiral_ppl.inference.budget import Budget
-from spiral_ppl.inference.engine import Engine
+from spiral_ppl.inference.engine import Engine, hide_progress
 from spiral_ppl.inference.importance import effective_sample_size
 from spiral_ppl.inference.moves import BLOCKS, PROPOSALS, BlockProposal, check_choice, metropolis_accept, select_actions
 from spiral_ppl.inference.proposals import as_step_proposal
@@ -158,9 +158,8 @@ class SMC(Engine):
     def _infer(self, prog: Program, images: torch.Tensor, budget: Budget) -> Result:
         schedule = self.particles_for(prog, budget)
         run = _ParticleRun(self, prog, images, schedule[0])
-        quiet = None if self.progress is None else not self.progress
         last = prog.steps - 1
-        for t in tqdm(range(prog.steps), desc=self.name, unit="step", disable=quiet):
+        for t in tqdm(range(prog.steps), desc=self.name, unit="step", disable=hide_progress(self.progress)):
             run.extend(t)
             if t < last:
                 forced = schedule[t + 1] != run.particles

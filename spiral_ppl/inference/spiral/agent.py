@@ -37,7 +37,7 @@ import torch
 from tqdm.auto import tqdm
 
 from spiral_ppl.inference.budget import Budget
-from spiral_ppl.inference.engine import Engine
+from spiral_ppl.inference.engine import Engine, hide_progress
 from spiral_ppl.inference.result import Curve, Result
 from spiral_ppl.inference.spiral.critic import Critic
 from spiral_ppl.inference.spiral.guide import SpiralGuide
@@ -284,8 +284,7 @@ class Spiral(Engine):
         history: list[dict[str, float]] = []
         episode_steps = self.config.batch_size * prog.steps
         try:
-            quiet = None if progress is None else not progress
-            with tqdm(total=steps, desc=self.name, unit="update", disable=quiet) as bar:
+            with tqdm(total=steps, desc=self.name, unit="update", disable=hide_progress(progress)) as bar:
                 for _ in range(steps):
                     started = time.perf_counter()
                     targets = source.batch(self.config.batch_size).to(self.device) if self.conditional else None
@@ -344,8 +343,7 @@ class Spiral(Engine):
         else:
             raise TypeError("data must be a Dataset of (image, actions) items or a pair (images, actions)")
         history = []
-        quiet = None if progress is None else not progress
-        for _ in tqdm(range(steps), desc=f"{self.name} imitation", unit="update", disable=quiet):
+        for _ in tqdm(range(steps), desc=f"{self.name} imitation", unit="update", disable=hide_progress(progress)):
             started = time.perf_counter()
             batch_images, batch_programs = batch(torch.randint(count, (self.config.batch_size,)))
             validate_actions(self.prog.action_space, batch_programs, ndim=2)
