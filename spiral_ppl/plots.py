@@ -142,3 +142,31 @@ def high_resolution(renderer, actions: Mapping[str, torch.Tensor], scale: int = 
         axes[1, 0].set_ylabel(f"{high.shape[-1]}px")
     figure.subplots_adjust(wspace=0.05, hspace=0.05)
     return _save(figure, path)
+
+
+def plot_population(history: list[Mapping[str, float]], path: str | Path | None = None):
+    """Population-based training at a glance: fitness, entropy cost and policy learning rate
+    of every member against updates (a jump in a member's hyper-parameters is an exploit).
+
+    :param history: rows ``{member, update, fitness, entropy_cost, policy_lr}``, as
+        :class:`~spiral_ppl.inference.spiral.pbt.Population` keeps them.
+    """
+    if not history:
+        raise ValueError("the population history is empty: nothing to plot")
+    figure, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    members = sorted({int(row["member"]) for row in history})
+    for member in members:
+        rows = sorted((row for row in history if int(row["member"]) == member), key=lambda row: row["update"])
+        updates = [row["update"] for row in rows]
+        for axis, key in zip(axes, ("fitness", "entropy_cost", "policy_lr")):
+            axis.plot(updates, [row[key] for row in rows], marker="o", markersize=3, color=f"C{member % 10}",
+                      label=f"member {member}")
+    for axis, label in zip(axes, ("fitness", "entropy cost", "policy learning rate")):
+        axis.set_xlabel("updates")
+        axis.set_ylabel(label)
+        axis.grid(True, alpha=0.3)
+    for axis in axes[1:]:
+        axis.set_yscale("log")
+    axes[0].legend(fontsize=7)
+    figure.tight_layout()
+    return _save(figure, path)

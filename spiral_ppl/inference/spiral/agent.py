@@ -30,7 +30,7 @@ import random
 import time
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -40,6 +40,7 @@ from spiral_ppl.inference.budget import Budget
 from spiral_ppl.inference.engine import Engine, hide_progress
 from spiral_ppl.inference.result import Curve, Result
 from spiral_ppl.inference.spiral.critic import Critic
+from spiral_ppl.inference.spiral.distributed import RayBackend
 from spiral_ppl.inference.spiral.guide import SpiralGuide
 from spiral_ppl.inference.spiral.learner import Learner, SpiralConfig
 from spiral_ppl.inference.spiral.logs import TrainingLog
@@ -239,6 +240,8 @@ class Spiral(Engine):
         checkpoint: str | Path | None = None,
         checkpoint_every: int = 0,
         progress: bool | None = None,
+        backend: "str | RayBackend" = "local",
+        callback: Callable[[dict[str, float]], Any] | None = None,
     ) -> list[dict[str, float]]:
         """Train for ``steps`` more updates of ``config.batch_size`` episodes each.
 
@@ -253,6 +256,12 @@ class Spiral(Engine):
             TensorBoard is installed, event files.
         :param checkpoint: file written atomically every ``checkpoint_every`` updates and at
             the end; :meth:`load` resumes from it exactly.
+        :param backend: ``"local"`` (roll out in this process), ``"ray"`` or a
+            :class:`~spiral_ppl.inference.spiral.RayBackend` (rollout workers on Ray,
+            episodes corrected for policy lag by V-trace; see
+            :mod:`~spiral_ppl.inference.spiral.distributed`).
+        :param callback: called with each update's metrics once it is logged, evaluated and
+            checkpointed (for reporting to a tuner, or watching a run).
         :returns: the metrics of every update of this call.
         """
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
@@ -280,15 +289,21 @@ class Spiral(Engine):
         if self._resume_rng is not None:
             _set_rng_state(self._resume_rng)
             self._resume_rng = None
+        distributed = RayBackend.resolve(backend)
         log = TrainingLog(log_dir) if log_dir is not None else None
         history: list[dict[str, float]] = []
         episode_steps = self.config.batch_size * prog.steps
         try:
+            if distributed is not None:
+                distributed.start(self, source)
             with tqdm(total=steps, desc=self.name, unit="update", disable=hide_progress(progress)) as bar:
                 for _ in range(steps):
                     started = time.perf_counter()
-                    targets = source.batch(self.config.batch_size).to(self.device) if self.conditional else None
-                    metrics = self.learner.update(targets, source.batch)
+                    if distributed is None:
+                        targets = source.batch(self.config.batch_size).to(self.device) if self.conditional else None
+                        metrics = self.learner.update(targets, source.batch)
+                    else:
+                        metrics = distributed.update()
                     self._source_state = source.generator.get_state()
                     elapsed = time.perf_counter() - started
                     self.train_seconds += elapsed
@@ -308,10 +323,20 @@ class Spiral(Engine):
                             log.write("eval", {"update": update, "seconds": self.train_seconds, **evaluation})
                     if checkpoint is not None and ((checkpoint_every and update % checkpoint_every == 0) or last):
                         self.save(checkpoint)
+                    if callback is not None:
+                        callback(history[-1])
         finally:
+            if distributed is not None:
+                distributed.close()
             if log is not None:
                 log.close()
         return history
+
+    def set_hyperparameters(self, **changes: Any) -> None:
+        """Change hyper-parameters that leave the networks alone (learning rates, costs, reward
+        scale, ...) between calls to :meth:`fit`, keeping the optimisers' state; saved with the agent."""
+        self.learner.set_hyperparameters(**changes)
+        self.config = self.learner.config
 
     def imitate(self, data: Any, steps: int, *, progress: bool | None = None) -> list[dict[str, float]]:
         """Warm-start the policy on ground-truth programs by behaviour cloning, before :meth:`fit`.

@@ -56,7 +56,8 @@ from spiral_ppl.inference.spiral.rewards import (
     new_stroke_starts,
     step_rewards,
 )
-from spiral_ppl.inference.spiral.rollout import rollout
+from spiral_ppl.inference.spiral.rollout import Episode, rollout
+from spiral_ppl.inference.spiral.vtrace import vtrace
 from spiral_ppl.programs.base import Program, mean_squared_error
 
 
@@ -97,6 +98,9 @@ class SpiralConfig:
     drift_penalty: float = 1e-3  #: weight of the squared mean score that keeps D near 0
     spectral_norm: bool = False  #: SPIRAL++'s spectrally normalised critic
     replay_batches: int = 20  #: capacity of the replay buffer, in batches
+    # -- V-trace, for episodes from workers that run behind the learner (Ray backend)
+    vtrace_rho_clip: float = 1.0  #: truncation of the importance weights in the advantages and value targets
+    vtrace_c_clip: float = 1.0  #: truncation of the traces; at most vtrace_rho_clip
     # -- hardware
     mixed_precision: bool = True  #: bfloat16 autocast for forward passes, on CUDA only
 
@@ -110,13 +114,16 @@ class SpiralConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"SpiralConfig.{name} must be a non-negative int, got {value!r}")
-        for name in ("policy_lr", "critic_lr", "max_grad_norm", "reward_scale"):
+        for name in ("policy_lr", "critic_lr", "max_grad_norm", "reward_scale", "vtrace_rho_clip", "vtrace_c_clip"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"SpiralConfig.{name} must be positive, got {getattr(self, name)!r}")
         for name in ("entropy_cost", "value_cost", "new_stroke_penalty", "empty_canvas_penalty",
                      "gradient_penalty", "drift_penalty"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"SpiralConfig.{name} must be non-negative, got {getattr(self, name)!r}")
+        if self.vtrace_c_clip > self.vtrace_rho_clip:
+            raise ValueError(f"SpiralConfig.vtrace_c_clip ({self.vtrace_c_clip}) must not exceed vtrace_rho_clip "
+                             f"({self.vtrace_rho_clip})")
         if not 0 <= self.discount <= 1:
             raise ValueError(f"SpiralConfig.discount must lie in [0, 1], got {self.discount!r}")
 
@@ -214,27 +221,55 @@ class Learner:
         return rewards
 
     def update(self, targets: torch.Tensor | None, real_images: Callable[[int], torch.Tensor]) -> dict[str, float]:
-        """One policy update and ``critic_steps`` critic updates; returns the losses.
+        """Roll out a batch of episodes here and :meth:`learn` from it; returns the losses.
 
         :param targets: ``(batch_size, C, H, W)`` targets of a conditional agent, else ``None``.
         :param real_images: ``count -> (count, C, H, W)`` data images for an unconditional critic.
         """
-        config, step = self.config, self.updates + 1
         with self.autocast():
             try:
-                episode = rollout(self.policy, self.prog, config.batch_size, targets, blind=self.blind,
-                                  observe_all=config.temporal_rewards)
+                episode = rollout(self.policy, self.prog, self.config.batch_size, targets, blind=self.blind,
+                                  observe_all=self.config.temporal_rewards)
             except FloatingPointError as error:
                 raise TrainingDiverged(
-                    f"{error} at update {step}; training stopped, and the last checkpoint (written only after "
-                    "good updates) is untouched: resume from it with lower learning rates"
+                    f"{error} at update {self.updates + 1}; training stopped, and the last checkpoint (written only "
+                    "after good updates) is untouched: resume from it with lower learning rates"
                 ) from None
-            with torch.no_grad():
-                rewards = self.rewards(episode, targets)
-        returns = discounted_returns(rewards.float(), config.discount)
-        advantages = returns - episode.values
-        policy_loss = -(episode.log_probs * advantages.detach()).sum(1).mean()
-        value_loss = 0.5 * advantages.pow(2).sum(1).mean()
+        return self.learn(episode, targets, real_images)
+
+    def learn(
+        self,
+        episode: Episode,
+        targets: torch.Tensor | None,
+        real_images: Callable[[int], torch.Tensor],
+        behaviour_log_probs: torch.Tensor | None = None,
+    ) -> dict[str, float]:
+        """One policy update from a batch of episodes and ``critic_steps`` critic updates.
+
+        :param episode: episodes whose log-probabilities, entropies and values carry gradients
+            of the current policy (from :func:`rollout` here, or :func:`replay` of a worker's).
+        :param behaviour_log_probs: ``(B, T)`` log-probabilities of the actions under the
+            weights that chose them, when those were older than the current ones: the
+            advantages are then V-trace's (:mod:`~spiral_ppl.inference.spiral.vtrace`);
+            ``None`` (on-policy) gives A2C's, which V-trace equals without lag.
+        """
+        config, step = self.config, self.updates + 1
+        with torch.no_grad(), self.autocast():
+            rewards = self.rewards(episode, targets).float()
+        lag_metrics = {}
+        if behaviour_log_probs is None:
+            returns = discounted_returns(rewards, config.discount)
+            advantages = returns - episode.values
+            policy_advantages, value_errors = advantages.detach(), advantages
+        else:
+            log_rhos = episode.log_probs.detach().float() - behaviour_log_probs.to(rewards.device).float()
+            corrected = vtrace(log_rhos, rewards, episode.values.detach(), discount=config.discount,
+                               rho_clip=config.vtrace_rho_clip, c_clip=config.vtrace_c_clip)
+            returns = corrected.values
+            policy_advantages, value_errors = corrected.advantages, corrected.values - episode.values
+            lag_metrics = {"importance_weight": float(corrected.rhos.mean())}
+        policy_loss = -(episode.log_probs * policy_advantages).sum(1).mean()
+        value_loss = 0.5 * value_errors.pow(2).sum(1).mean()
         entropy = episode.entropies.sum(1).mean()
         loss = policy_loss + config.value_cost * value_loss - config.entropy_cost * entropy
         _check_finite("policy loss (A2C)", loss, step)
@@ -251,12 +286,32 @@ class Learner:
             "return": float(returns[:, 0].mean()),
             "l2": float(mean_squared_error(episode.final, targets).mean()) if targets is not None else float("nan"),
             "ink": float(episode.final.mean()),
+            **lag_metrics,
         }
         if self.critic is not None:
             self.replay.add(episode.final, targets)
             metrics.update(self.update_critic(real_images, step))
         self.updates = step
         return metrics
+
+    def set_hyperparameters(self, **changes: Any) -> None:
+        """Change hyper-parameters that leave the networks' shapes alone, keeping the optimisers' state.
+
+        Population-based training uses this when it perturbs the entropy cost and the
+        learning rates of a member that copied another's weights.
+        """
+        shaped = {"policy_channels", "res_blocks", "lstm_size", "action_embedding", "location_channels",
+                  "noise_size", "critic_channels", "spectral_norm"}
+        fixed = sorted(shaped & set(changes))
+        if fixed:
+            raise ValueError(f"{fixed} set the networks' shapes and cannot change during training; build a new agent")
+        self.config = dataclasses.replace(self.config, **changes)
+        for group in self.policy_optimiser.param_groups:
+            group["lr"] = self.config.policy_lr
+        if self.critic_optimiser is not None:
+            for group in self.critic_optimiser.param_groups:
+                group["lr"] = self.config.critic_lr
+        self.replay.capacity = self.config.replay_batches
 
     def imitate(self, targets: torch.Tensor, programs: dict[str, torch.Tensor]) -> dict[str, float]:
         """One supervised update towards ground-truth programs (behaviour cloning).

@@ -47,6 +47,7 @@ class Episode(NamedTuple):
     values: torch.Tensor  # (B, T)
     canvases: list[torch.Tensor | None]  # x_1 .. x_T, None where not drawn
     final: torch.Tensor | None  # x_T, (B, C, H, W), None if not drawn
+    noise: torch.Tensor | None = None  # (B, noise_size) of an unconditional policy
 
 
 def rollout(
@@ -103,4 +104,55 @@ def rollout(
         values=torch.stack(values, dim=1),
         canvases=canvases,
         final=canvases[-1],
+        noise=noise,
+    )
+
+
+def replay(
+    policy: Policy,
+    actions: dict[str, torch.Tensor],
+    canvases: list[torch.Tensor | None],
+    targets: torch.Tensor | None = None,
+    noise: torch.Tensor | None = None,
+    *,
+    blind: bool = False,
+) -> Episode:
+    """Score recorded episodes under the current weights of ``policy``, without rendering.
+
+    A rollout worker sends the actions it chose and the canvases it drew; the learner
+    feeds the same observations to its own (newer) weights, action by action, to get the
+    log-probabilities, entropies and values that its loss differentiates. The canvases are
+    reused, so the renderer runs only on the workers.
+
+    :param actions: ``{name: LongTensor[B, T]}`` the actions taken.
+    :param canvases: ``x_1 .. x_T`` as :func:`rollout` returned them (``None`` where not drawn).
+    :param noise: the noise an unconditional policy was given.
+    """
+    batch, steps = next(iter(actions.values())).shape
+    if len(canvases) != steps:
+        raise ValueError(f"replay needs one canvas entry per step ({steps}), got {len(canvases)}")
+    device = next(policy.parameters()).device
+    first = next((c for c in canvases if c is not None), None)
+    if first is None:
+        raise ValueError("replay needs at least the final canvas of the episodes; none was drawn")
+    seen = torch.zeros(batch, *first.shape[1:], device=device)
+    hidden, previous = policy.initial_hidden(batch, device), None
+    log_probs, entropies, values = [], [], []
+    for t in range(steps):
+        taken = {name: value[:, t].to(device) for name, value in actions.items()}
+        out = policy.step(seen, targets, previous, noise, hidden, choose=lambda c, logits: taken[c.name])
+        if not blind and canvases[t] is not None:
+            seen = canvases[t].to(device)
+        previous, hidden = taken, out.hidden
+        log_probs.append(out.log_prob)
+        entropies.append(out.entropy)
+        values.append(out.value)
+    return Episode(
+        actions={name: value.to(device) for name, value in actions.items()},
+        log_probs=torch.stack(log_probs, dim=1),
+        entropies=torch.stack(entropies, dim=1),
+        values=torch.stack(values, dim=1),
+        canvases=[None if c is None else c.to(device) for c in canvases],
+        final=None if canvases[-1] is None else canvases[-1].to(device),
+        noise=noise,
     )

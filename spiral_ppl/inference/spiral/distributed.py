@@ -1,0 +1,367 @@
+r"""Training a SPIRAL agent with rollout workers on Ray: ``agent.fit(data, steps, backend="ray")``.
+
+Ganin et al. (2018) train each learner with 64 CPU actors that render episodes while the
+learner, on GPUs, updates the policy and the critic. This module does the same on Ray:
+
+* each **rollout worker** is a Ray actor holding its own copy of the program (the renderer
+  runs there: MuJoCo, libmypaint or the brush on the worker's CPU) and of the policy; a
+  *task* asks it for ``episodes_per_task`` episodes with the weights of a given version,
+  and it sends back the actions, their log-probabilities under those weights
+  (:math:`\log\mu`), the canvases it drew and the final renders;
+* the **learner** (the driver process, on the agent's device, a GPU when there is one)
+  gathers ``batch_size`` episodes, replays the recorded canvases through its current weights
+  (:func:`~spiral_ppl.inference.spiral.rollout.replay`, no rendering) to get
+  :math:`\log\pi`, the entropies and the values, corrects for the lag between the two
+  policies with V-trace (:mod:`~spiral_ppl.inference.spiral.vtrace`), takes the A2C step,
+  puts the final renders in the replay buffer and trains the critic on it
+  (:meth:`Learner.learn <spiral_ppl.inference.spiral.learner.Learner.learn>`);
+* a worker that returns gets its next task at once, with the newest weights, so workers
+  never wait for the learner: their episodes are up to ``workers`` versions behind, which
+  is what V-trace is for.
+
+**Nothing is lost or done twice.** The driver draws each task's targets and seed and keeps
+the task until its episodes are consumed. When a worker dies (its process killed, its
+node gone), Ray restarts the actor (up to ``max_restarts`` times) and the driver sends the
+*same* task again, so every update consumes exactly ``batch_size`` episodes from tasks
+that were each consumed once. :attr:`RayBackend.ledger` records which tasks fed which
+update.
+
+**Local mode and clusters.** With no cluster, the first ``fit`` starts Ray on this machine
+(``ray.init()``); the workers are then processes here. On a cluster started with
+``ray start --head`` (and ``ray start --address=HEAD:6379`` on the other nodes, each with
+``spiral_ppl`` installed), pass ``RayBackend(address="auto")`` or call
+``ray.init(address="auto")`` before ``fit``; workers are placed wherever CPUs are free.
+A resumed run (``Spiral.load`` then ``fit``) continues from the checkpoint's weights,
+optimisers and replay buffer; unlike the local backend it is not bit-for-bit reproducible,
+because episodes arrive in whatever order the workers finish.
+
+Example (needs ``pip install spiral_ppl[distributed]``)::
+
+    import spiral_ppl as sp
+    from spiral_ppl.inference.spiral import RayBackend
+
+    prog = sp.programs.SceneProgram(sp.renderers.MujocoScene(), steps=10)
+    agent = sp.inference.Spiral(prog, reward="l2")
+    agent.fit(scenes, steps=10_000, backend=RayBackend(workers=16))
+
+Reference: Espeholt et al., "IMPALA", ICML 2018 (actors, learner and V-trace).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
+
+import torch
+
+from spiral_ppl.inference.spiral.policy import Policy
+from spiral_ppl.inference.spiral.rollout import replay, rollout
+from spiral_ppl.programs.base import Program
+
+if TYPE_CHECKING:
+    from spiral_ppl.inference.spiral.agent import Spiral
+    from spiral_ppl.inference.spiral.sources import ImageSource
+
+
+def import_ray():
+    """Ray, or an error that says how to install it."""
+    try:
+        import ray
+    except ImportError:
+        raise ImportError(
+            "the Ray backend needs Ray: pip install 'spiral_ppl[distributed]' (or pip install 'ray[tune]'); "
+            "everything else in spiral_ppl works without it"
+        ) from None
+    return ray
+
+
+@dataclass(frozen=True)
+class RolloutTask:
+    """What the driver asks one worker for; kept until consumed so that it can be re-sent."""
+
+    task_id: int
+    seed: int  #: seeds the worker's sampling, so a re-sent task draws afresh but reproducibly
+    episodes: int
+    targets: torch.Tensor | None  #: ``(episodes, C, H, W)`` of a conditional agent
+    version: int  #: the learner's update count when the weights sent with the task were taken
+
+
+@dataclass
+class Trajectory:
+    """A worker's answer to a task: everything the learner needs, on the CPU."""
+
+    task: RolloutTask
+    actions: dict[str, torch.Tensor]  #: ``{name: LongTensor[B, T]}``
+    behaviour_log_probs: torch.Tensor  #: ``(B, T)`` :math:`\log\mu(a_t \mid x_t)` under the task's weights
+    canvases: list[torch.Tensor | None]  #: ``x_1 .. x_T`` as :func:`rollout` drew them
+    noise: torch.Tensor | None
+    renders: int  #: renderer calls the worker spent
+    worker_pid: int
+    seconds: float
+
+
+class RolloutWorker:
+    """Renders episodes of a policy on its own copy of the program (a Ray actor's body).
+
+    :param prog: the program (pickled to the worker; its renderer opens its resources there).
+    :param policy_arguments: what :class:`Policy` is built from.
+    :param threads: torch threads of this worker (1: workers share the machine's cores).
+    """
+
+    def __init__(self, prog: Program, policy_arguments: dict[str, Any], *, blind: bool, observe_all: bool,
+                 threads: int = 1) -> None:
+        torch.set_num_threads(threads)
+        self.prog, self.blind, self.observe_all = prog, blind, observe_all
+        self.policy = Policy(**policy_arguments).eval()
+        self.version = -1
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def rollout(self, task: RolloutTask, weights: list) -> Trajectory:
+        """Episodes of ``task`` with the weights in ``weights[0]`` (an object reference, fetched only when new)."""
+        started = time.perf_counter()
+        if task.version != self.version:
+            import ray
+
+            self.policy.load_state_dict(ray.get(weights[0]))
+            self.version = task.version
+        torch.manual_seed(task.seed)
+        renders_before = self.prog.renders
+        with torch.no_grad():
+            episode = rollout(self.policy, self.prog, task.episodes, task.targets, blind=self.blind,
+                              observe_all=self.observe_all, device="cpu")
+        return Trajectory(task, episode.actions, episode.log_probs, episode.canvases, episode.noise,
+                          self.prog.renders - renders_before, os.getpid(), time.perf_counter() - started)
+
+
+@dataclass
+class Ledger:
+    """Which tasks fed which update, and what went wrong on the way."""
+
+    submitted: int = 0  #: tasks created
+    consumed: list[list[int]] = field(default_factory=list)  #: task ids of each update, in order
+    resent: list[int] = field(default_factory=list)  #: task ids sent again after their worker died (once each)
+    in_flight: list[int] = field(default_factory=list)  #: task ids still out when training stopped
+    left_over: list[int] = field(default_factory=list)  #: task ids returned but not needed when training stopped
+    worker_pids: set[int] = field(default_factory=set)  #: processes that returned episodes (a restart adds one)
+
+
+class RayBackend:
+    """Rollout workers on Ray for :meth:`Spiral.fit <spiral_ppl.inference.Spiral.fit>`.
+
+    :param workers: number of rollout workers (Ray actors).
+    :param episodes_per_task: episodes per request to a worker; must divide the agent's
+        ``batch_size`` (default: ``batch_size / workers`` rounded down to a divisor).
+    :param worker_cpus: CPUs Ray reserves for each worker.
+    :param max_restarts: times Ray restarts a dead worker before training stops with an error.
+    :param address: the Ray cluster to join when Ray is not yet initialised (``"auto"``,
+        ``"ray://host:10001"``, ...); ``None`` starts Ray on this machine (or joins the
+        cluster named by ``RAY_ADDRESS``).
+    """
+
+    def __init__(self, workers: int = 2, *, episodes_per_task: int | None = None, worker_cpus: float = 1.0,
+                 max_restarts: int = 3, address: str | None = None) -> None:
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"workers must be a positive int, got {workers!r}")
+        if episodes_per_task is not None and (not isinstance(episodes_per_task, int) or episodes_per_task < 1):
+            raise ValueError(f"episodes_per_task must be a positive int or None, got {episodes_per_task!r}")
+        if not worker_cpus > 0:
+            raise ValueError(f"worker_cpus must be positive, got {worker_cpus!r}")
+        if isinstance(max_restarts, bool) or not isinstance(max_restarts, int) or max_restarts < 0:
+            raise ValueError(f"max_restarts must be a non-negative int, got {max_restarts!r}")
+        self.workers, self.episodes_per_task = workers, episodes_per_task
+        self.worker_cpus, self.max_restarts, self.address = worker_cpus, max_restarts, address
+        self.ledger = Ledger()
+        self._actors: list = []
+
+    def __repr__(self) -> str:
+        return f"RayBackend(workers={self.workers}, episodes_per_task={self.episodes_per_task})"
+
+    @staticmethod
+    def resolve(backend: "str | RayBackend") -> "RayBackend | None":
+        """``"local"`` -> ``None`` (train in this process); ``"ray"`` -> a default backend."""
+        if isinstance(backend, RayBackend):
+            return backend
+        if backend == "local":
+            return None
+        if backend == "ray":
+            return RayBackend()
+        raise ValueError(f"backend must be 'local', 'ray' or a RayBackend, got {backend!r}")
+
+    def task_size(self, batch_size: int) -> int:
+        """Episodes per task for a learner batch of ``batch_size``."""
+        if self.episodes_per_task is not None:
+            if batch_size % self.episodes_per_task:
+                raise ValueError(f"episodes_per_task={self.episodes_per_task} must divide the agent's batch_size "
+                                 f"({batch_size}), so that every update consumes whole tasks")
+            return self.episodes_per_task
+        size = max(1, batch_size // self.workers)
+        while batch_size % size:
+            size -= 1
+        return size
+
+    # -- one training run ----------------------------------------------------------------------
+
+    def start(self, agent: "Spiral", source: "ImageSource") -> None:
+        """Start the workers for ``agent`` and send each its first task."""
+        ray = import_ray()
+        if not ray.is_initialized():
+            ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
+                     configure_logging=False)
+        self.agent, self.source = agent, source
+        self.episodes = self.task_size(agent.config.batch_size)
+        self.ledger = Ledger()
+        policy_arguments = dict(action_space=agent.prog.action_space, channels=agent.prog.channels,
+                                image_size=agent.prog.image_size, conditional=agent.conditional, config=agent.config)
+        remote_worker = ray.remote(RolloutWorker).options(
+            num_cpus=self.worker_cpus, max_restarts=self.max_restarts, max_task_retries=0)
+        self._actors = [remote_worker.remote(agent.prog, policy_arguments, blind=agent.blind,
+                                             observe_all=agent.config.temporal_rewards)
+                        for _ in range(self.workers)]
+        self._failures = [0] * self.workers
+        self._pending: dict[Any, tuple[int, RolloutTask]] = {}
+        self._arrived: list[Trajectory] = []
+        self._publish()
+        for worker in range(self.workers):
+            self._send(worker, self._new_task())
+
+    def worker_pids(self) -> list[int]:
+        """Process ids of the live workers (to watch them, or to kill one in a test)."""
+        ray = import_ray()
+        return ray.get([actor.pid.remote() for actor in self._actors])
+
+    def update(self) -> dict[str, float]:
+        """Gather ``batch_size`` episodes from the workers and take one learner update."""
+        ray = import_ray()
+        agent = self.agent
+        needed = agent.config.batch_size // self.episodes  # tasks per update
+        waited = time.perf_counter()
+        while len(self._arrived) < needed:
+            [reference], _ = ray.wait(list(self._pending), num_returns=1)
+            worker, task = self._pending.pop(reference)
+            try:
+                trajectory = ray.get(reference)
+            except ray.exceptions.ActorUnavailableError:
+                # Ray is restarting the worker: give it a moment, then send the same task again.
+                time.sleep(0.1)
+                self._resend(worker, task)
+                continue
+            except ray.exceptions.RayActorError as error:
+                self._worker_died(worker, task, error)
+                continue
+            self._arrived.append(trajectory)
+            self.ledger.worker_pids.add(trajectory.worker_pid)
+            self._send(worker, self._new_task())  # at once, with the newest weights: workers never wait
+        waited = time.perf_counter() - waited
+        batch, self._arrived = self._arrived[:needed], self._arrived[needed:]
+        self.ledger.consumed.append([trajectory.task.task_id for trajectory in batch])
+
+        targets = None
+        if agent.conditional:
+            targets = torch.cat([trajectory.task.targets for trajectory in batch]).to(agent.device)
+        actions = {name: torch.cat([t.actions[name] for t in batch]) for name in batch[0].actions}
+        canvases = [None if batch[0].canvases[step] is None else torch.cat([t.canvases[step] for t in batch])
+                    for step in range(agent.prog.steps)]
+        noise = torch.cat([t.noise for t in batch]).to(agent.device) if batch[0].noise is not None else None
+        behaviour = torch.cat([t.behaviour_log_probs for t in batch])
+        lag = sum(agent.learner.updates - t.task.version for t in batch) / len(batch)
+        with agent.learner.autocast():
+            episode = replay(agent.policy, actions, canvases, targets, noise, blind=agent.blind)
+        metrics = agent.learner.learn(episode, targets, self.source.batch, behaviour_log_probs=behaviour)
+        renders = sum(t.renders for t in batch)
+        agent.prog.renders += renders  # the workers' copies of the program did the rendering
+        self._publish()
+        return {**metrics, "policy_lag": lag, "renders": float(renders), "learner_wait_seconds": waited,
+                "worker_restarts": float(max(0, len(self.ledger.worker_pids) - self.workers))}
+
+    def close(self) -> None:
+        """Stop the workers (Ray itself stays up for the next run); record unfinished tasks."""
+        if not self._actors:
+            return
+        ray = import_ray()
+        self.ledger.in_flight = sorted(task.task_id for _, task in self._pending.values())
+        self.ledger.left_over = [trajectory.task.task_id for trajectory in self._arrived]
+        for actor in self._actors:
+            ray.kill(actor, no_restart=True)
+        self._actors, self._pending, self._arrived = [], {}, []
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _new_task(self) -> RolloutTask:
+        targets = self.source.batch(self.episodes) if self.agent.conditional else None
+        task = RolloutTask(self.ledger.submitted, int(torch.randint(2**62, ())), self.episodes, targets,
+                           self._version)
+        self.ledger.submitted += 1
+        return task
+
+    def _send(self, worker: int, task: RolloutTask) -> None:
+        if task.version != self._version:  # a re-sent task goes out with the current weights
+            task = RolloutTask(task.task_id, task.seed, task.episodes, task.targets, self._version)
+        reference = self._actors[worker].rollout.remote(task, [self._weights])
+        self._pending[reference] = (worker, task)
+
+    def _publish(self) -> None:
+        ray = import_ray()
+        self._version = self.agent.learner.updates
+        weights = {name: value.detach().cpu() for name, value in self.agent.policy.state_dict().items()}
+        self._weights = ray.put(weights)
+
+    def _worker_died(self, worker: int, task: RolloutTask, error: Exception) -> None:
+        self._failures[worker] += 1
+        if self._failures[worker] > self.max_restarts:
+            raise RuntimeError(
+                f"rollout worker {worker} died {self._failures[worker]} times (max_restarts={self.max_restarts}); "
+                f"training stopped after update {self.agent.learner.updates}, whose weights are intact. "
+                f"Last error: {str(error)[:300]}"
+            ) from None
+        self._resend(worker, task)
+
+    def _resend(self, worker: int, task: RolloutTask) -> None:
+        if task.task_id not in self.ledger.resent:
+            self.ledger.resent.append(task.task_id)
+        self._send(worker, task)  # Ray restarts the actor; the same task goes to it again
+
+
+def throughput(prog: Program, agent_policy: Policy, *, workers: int, episodes_per_task: int, tasks: int,
+               conditional_targets: Callable[[int], torch.Tensor] | None = None,
+               blind: bool = False) -> dict[str, float]:
+    """Episodes and renders per second of ``workers`` Ray rollout workers (no learning).
+
+    Used by ``benchmarks/bench_ray_rollouts.py`` for the scaling curve: every worker keeps
+    one task in flight until ``tasks`` have come back; the first task of each worker (which
+    loads the weights and warms the renderer) is not timed.
+    """
+    ray = import_ray()
+    policy_arguments = dict(action_space=prog.action_space, channels=prog.channels, image_size=prog.image_size,
+                            conditional=agent_policy.conditional, config=agent_policy.config)
+    remote_worker = ray.remote(RolloutWorker).options(num_cpus=1)
+    actors = [remote_worker.remote(prog, policy_arguments, blind=blind, observe_all=False) for _ in range(workers)]
+    weights = [ray.put({k: v.cpu() for k, v in agent_policy.state_dict().items()})]
+
+    def task(task_id: int) -> RolloutTask:
+        targets = conditional_targets(episodes_per_task) if conditional_targets is not None else None
+        return RolloutTask(task_id, task_id, episodes_per_task, targets, 0)
+
+    try:
+        ray.get([actor.rollout.remote(task(-1 - index), weights) for index, actor in enumerate(actors)])
+        started = time.perf_counter()
+        pending = {actor.rollout.remote(task(index), weights): actor for index, actor in enumerate(actors)}
+        sent, done, renders = len(actors), 0, 0
+        while pending:
+            [reference], _ = ray.wait(list(pending), num_returns=1)
+            actor = pending.pop(reference)
+            renders += ray.get(reference).renders
+            done += 1
+            if sent < tasks:
+                pending[actor.rollout.remote(task(sent), weights)] = actor
+                sent += 1
+        seconds = time.perf_counter() - started
+    finally:
+        for actor in actors:
+            ray.kill(actor, no_restart=True)
+    episodes = done * episodes_per_task
+    return {"workers": workers, "episodes_per_second": episodes / seconds, "renders_per_second": renders / seconds,
+            "seconds": seconds, "episodes": episodes, "agent_steps_per_second": episodes * prog.steps / seconds}
