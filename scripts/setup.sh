@@ -26,4 +26,4 @@ pip=(.venv/bin/python -m pip --disable-pip-version-check)
 # Install torch on its own first: 2.13.0 is the pinned default (a CPU build of it may be
 # pre-installed as a local wheel); an unpinned torch would pull the newest CUDA build.
 .venv/bin/python -c "import torch" 2>/dev/null || "${pip[@]}" install -q "torch==${TORCH_VERSION:-2.13.0}"
-"${pip[@]}" install -q -e ".[dev]"
+"${pip[@]}" install -q -e ".[dev,distributed]"

@@ -5,6 +5,8 @@
     spiral-ppl render PROGRAM.json -o canvas.png      # a program file to a picture
     spiral-ppl infer IMAGE --engine importance        # a picture to a program file
     spiral-ppl train mnist-recon --set train.steps=500 # train a SPIRAL agent (resumes a run folder)
+    spiral-ppl train scenes-recon --workers 8          # ... with 8 rollout workers on Ray
+    spiral-ppl pbt mnist-recon --population 4          # population-based training on Ray Tune
     spiral-ppl compare mnist-recon --budgets 100 1000 # engines head to head on an experiment
     spiral-ppl demo --out runs/demo                   # head to head on MNIST digits and MuJoCo scenes
 
@@ -163,8 +165,20 @@ def command_train(options: argparse.Namespace) -> int:
 
     config = experiments.load_config(options.config, options.set)
     out = Path(options.out or Path("runs") / config["name"])
-    agent = experiments.train_experiment(config, out, device=options.device, minutes=options.minutes)
+    agent = experiments.train_experiment(config, out, device=options.device, minutes=options.minutes,
+                                         workers=options.workers, ray_address=options.ray_address)
     print(f"trained {agent.learner.updates} updates; run folder {out}")
+    return 0
+
+
+def command_pbt(options: argparse.Namespace) -> int:
+    from spiral_ppl import experiments
+
+    config = experiments.load_config(options.config, options.set)
+    out = Path(options.out or Path("runs") / f"{config['name']}-pbt")
+    result = experiments.pbt_experiment(config, out, population=options.population, interval=options.interval,
+                                        device=options.device, progress=True)
+    print(f"best member: {result.best_hyperparameters}; run folder {out} (population.png, best.pt)")
     return 0
 
 
@@ -211,7 +225,20 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", default=None, help="run folder (default: runs/NAME); an existing one is resumed")
     train.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     train.add_argument("--minutes", type=float, default=None, help="stop after about this much training time")
+    train.add_argument("--workers", type=int, default=0,
+                       help="roll out on this many Ray workers (pip install 'spiral_ppl[distributed]'); 0: in-process")
+    train.add_argument("--ray-address", default=None, help="Ray cluster to join, e.g. auto (default: start Ray here)")
     train.set_defaults(run=command_train)
+
+    pbt = commands.add_parser("pbt", help="population-based training of an experiment's agent on Ray Tune")
+    pbt.add_argument("config", help=f"experiment name or .toml file (shipped: {', '.join(_shipped())})")
+    pbt.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a configuration value; train.steps is the updates per member")
+    pbt.add_argument("--population", type=int, default=4, help="members (default: 4; the paper: 12)")
+    pbt.add_argument("--interval", type=int, default=100, help="updates between exploits (default: 100)")
+    pbt.add_argument("--out", default=None, help="run folder (default: runs/NAME-pbt)")
+    pbt.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    pbt.set_defaults(run=command_pbt)
 
     demo = commands.add_parser("demo", help="the main job: head-to-head on MNIST test digits and MUJOCO SCENES")
     demo.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
@@ -227,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     options = build_parser().parse_args(argv)
     try:
         return options.run(options)
-    except (ValueError, TypeError, FileNotFoundError) as error:
+    except (ValueError, TypeError, FileNotFoundError, ImportError) as error:
         print(f"spiral-ppl {options.command}: error: {error}", file=sys.stderr)
         return 2
 

@@ -154,6 +154,8 @@ def train_experiment(
     device: str | None = None,
     minutes: float | None = None,
     progress: bool | None = None,
+    workers: int = 0,
+    ray_address: str | None = None,
 ):
     """Train the configuration's SPIRAL agent into the run folder ``out``, resuming if it holds a checkpoint.
 
@@ -161,8 +163,10 @@ def train_experiment(
     ``eval.csv`` logs, sample grids, ``checkpoint.pt`` (written atomically; a rerun resumes
     exactly where it stopped), ``curve.png`` (held-out metric against training time) and
     ``agent.pt`` (final weights). ``minutes`` stops early, after the update that crosses it.
+    ``workers`` > 0 rolls out on that many Ray workers (:class:`~spiral_ppl.inference.spiral.RayBackend`,
+    on the cluster at ``ray_address`` when given).
     """
-    from spiral_ppl.inference.spiral import Spiral, SpiralConfig
+    from spiral_ppl.inference.spiral import RayBackend, Spiral, SpiralConfig
 
     prog = build_program(config)
     train, test = load_datasets(config, prog.image_size)
@@ -183,7 +187,7 @@ def train_experiment(
     started = time.perf_counter()
     common = dict(eval_data=test, eval_size=settings["eval_size"], eval_every=settings["eval_every"], log_dir=out,
                   log_every=settings["log_every"], checkpoint=checkpoint, checkpoint_every=settings["checkpoint_every"],
-                  progress=progress)
+                  progress=progress, backend=RayBackend(workers, address=ray_address) if workers else "local")
     while agent.learner.updates < settings["steps"]:
         remaining = settings["steps"] - agent.learner.updates
         chunk = remaining if minutes is None else min(remaining, max(1, settings["eval_every"]))
@@ -193,6 +197,45 @@ def train_experiment(
     agent.save(out / "agent.pt", training_state=False)
     _plot_training_curve(out / "eval.csv", out / "curve.png", title=config.get("name", ""))
     return agent
+
+
+def pbt_experiment(
+    config: dict[str, Any],
+    out: str | Path,
+    *,
+    population: int,
+    interval: int,
+    device: str | None = None,
+    progress: bool = False,
+):
+    """Population-based training of the configuration's agent (``[train] steps`` updates per member).
+
+    The run folder receives Tune's results and checkpoints (``tune/``), ``best.pt`` (the
+    fittest member's weights), ``population.csv`` (every member's fitness and
+    hyper-parameters at each report) and ``population.png``.
+    """
+    from spiral_ppl.inference.spiral import Spiral, SpiralConfig
+    from spiral_ppl.inference.spiral.pbt import population_based_training
+
+    prog = build_program(config)
+    train, test = load_datasets(config, prog.image_size)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(config, indent=1) + "\n")
+    agent = Spiral(prog, **config["agent"], device=device, config=SpiralConfig.from_dict(config["config"]))
+    updates = int(config["train"].get("steps", 1000))
+    result = population_based_training(agent, train, updates=updates, population=population, interval=interval,
+                                       storage=out / "tune", name=config["name"], eval_data=test,
+                                       eval_size=int(config["train"].get("eval_size", 64)), progress=progress)
+    result.best_agent.save(out / "best.pt", training_state=False)
+    with open(out / "population.csv", "w", newline="") as stream:
+        writer = csv.DictWriter(stream, fieldnames=list(result.history[0]))
+        writer.writeheader()
+        writer.writerows(result.history)
+    from spiral_ppl.plots import plt
+
+    plt.close(result.plot(out / "population.png"))
+    return result
 
 
 def _plot_training_curve(log: Path, path: Path, title: str) -> None:

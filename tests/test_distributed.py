@@ -282,3 +282,24 @@ def test_population_based_training_exploits_and_explores_within_the_paper_ranges
         population.best_hyperparameters["entropy_cost"])
     figure = population.plot(tmp_path / "population.png")
     assert (tmp_path / "population.png").stat().st_size > 10_000 and figure is not None
+
+
+def test_the_command_line_trains_on_ray_workers_and_runs_pbt(ray_cluster, tmp_path):
+    from spiral_ppl import cli
+    from tests.test_experiments import TINY, fake_celeba
+
+    fake_celeba(tmp_path / "celeba")
+    overrides = TINY + [f"data.root={str(tmp_path / 'celeba')!r}", "data.test_fraction=0.25", "train.steps=3"]
+    settings = [item for override in overrides for item in ("--set", override)]
+    run = tmp_path / "run"
+    assert cli.main(["train", "celeba-recon", "--out", str(run), "--device", "cpu", "--workers", "2"] + settings) == 0
+    agent = sp.inference.Spiral.load(run / "checkpoint.pt")
+    assert agent.learner.updates == 3 and (run / "eval.csv").exists()
+
+    population = tmp_path / "pbt"
+    assert cli.main(["pbt", "celeba-recon", "--out", str(population), "--device", "cpu", "--population", "2",
+                     "--interval", "1"] + settings) == 0
+    rows = (population / "population.csv").read_text().splitlines()
+    assert rows[0] == "member,update,fitness,entropy_cost,policy_lr" and len(rows) == 1 + 2 * 3
+    assert sp.inference.Spiral.load(population / "best.pt").prog.channels == 3
+    assert (population / "population.png").stat().st_size > 10_000

@@ -214,11 +214,9 @@ class RayBackend:
         self.agent, self.source = agent, source
         self.episodes = self.task_size(agent.config.batch_size)
         self.ledger = Ledger()
-        policy_arguments = dict(action_space=agent.prog.action_space, channels=agent.prog.channels,
-                                image_size=agent.prog.image_size, conditional=agent.conditional, config=agent.config)
         remote_worker = ray.remote(RolloutWorker).options(
             num_cpus=self.worker_cpus, max_restarts=self.max_restarts, max_task_retries=0)
-        self._actors = [remote_worker.remote(agent.prog, policy_arguments, blind=agent.blind,
+        self._actors = [remote_worker.remote(agent.prog, _policy_arguments(agent), blind=agent.blind,
                                              observe_all=agent.config.temporal_rewards)
                         for _ in range(self.workers)]
         self._failures = [0] * self.workers
@@ -325,25 +323,28 @@ class RayBackend:
         self._send(worker, task)  # Ray restarts the actor; the same task goes to it again
 
 
-def throughput(prog: Program, agent_policy: Policy, *, workers: int, episodes_per_task: int, tasks: int,
-               conditional_targets: Callable[[int], torch.Tensor] | None = None,
-               blind: bool = False) -> dict[str, float]:
-    """Episodes and renders per second of ``workers`` Ray rollout workers (no learning).
+def rollout_throughput(agent: "Spiral", *, workers: int, episodes_per_task: int, tasks: int,
+                       targets: Callable[[int], torch.Tensor] | None = None) -> dict[str, float]:
+    """Episodes and renders per second of ``workers`` Ray rollout workers for ``agent`` (no learning).
 
-    Used by ``benchmarks/bench_ray_rollouts.py`` for the scaling curve: every worker keeps
-    one task in flight until ``tasks`` have come back; the first task of each worker (which
-    loads the weights and warms the renderer) is not timed.
+    Sizes a cluster, and draws the scaling curve of ``benchmarks/ray_rollout_scaling.py``:
+    every worker keeps one task in flight, as during training, until ``tasks`` have come
+    back. The first task of each worker (which loads the weights and warms the renderer)
+    is not timed.
+
+    :param targets: ``count -> (count, C, H, W)`` targets of a conditional agent.
     """
     ray = import_ray()
-    policy_arguments = dict(action_space=prog.action_space, channels=prog.channels, image_size=prog.image_size,
-                            conditional=agent_policy.conditional, config=agent_policy.config)
+    if agent.conditional and targets is None:
+        raise ValueError("a conditional agent's rollouts need targets=: count -> (count, C, H, W) images")
     remote_worker = ray.remote(RolloutWorker).options(num_cpus=1)
-    actors = [remote_worker.remote(prog, policy_arguments, blind=blind, observe_all=False) for _ in range(workers)]
-    weights = [ray.put({k: v.cpu() for k, v in agent_policy.state_dict().items()})]
+    actors = [remote_worker.remote(agent.prog, _policy_arguments(agent), blind=agent.blind, observe_all=False)
+              for _ in range(workers)]
+    weights = [ray.put({name: value.detach().cpu() for name, value in agent.policy.state_dict().items()})]
 
     def task(task_id: int) -> RolloutTask:
-        targets = conditional_targets(episodes_per_task) if conditional_targets is not None else None
-        return RolloutTask(task_id, task_id, episodes_per_task, targets, 0)
+        images = targets(episodes_per_task) if agent.conditional else None
+        return RolloutTask(task_id, task_id, episodes_per_task, images, 0)
 
     try:
         ray.get([actor.rollout.remote(task(-1 - index), weights) for index, actor in enumerate(actors)])
@@ -364,4 +365,10 @@ def throughput(prog: Program, agent_policy: Policy, *, workers: int, episodes_pe
             ray.kill(actor, no_restart=True)
     episodes = done * episodes_per_task
     return {"workers": workers, "episodes_per_second": episodes / seconds, "renders_per_second": renders / seconds,
-            "seconds": seconds, "episodes": episodes, "agent_steps_per_second": episodes * prog.steps / seconds}
+            "seconds": seconds, "episodes": episodes}
+
+
+def _policy_arguments(agent: "Spiral") -> dict[str, Any]:
+    """What a worker builds its copy of the agent's policy from."""
+    return dict(action_space=agent.prog.action_space, channels=agent.prog.channels,
+                image_size=agent.prog.image_size, conditional=agent.conditional, config=agent.config)
