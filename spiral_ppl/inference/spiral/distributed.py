@@ -145,7 +145,6 @@ class Ledger:
     consumed: list[list[int]] = field(default_factory=list)  #: task ids of each update, in order
     resent: list[int] = field(default_factory=list)  #: task ids sent again after their worker died (once each)
     in_flight: list[int] = field(default_factory=list)  #: task ids still out when training stopped
-    left_over: list[int] = field(default_factory=list)  #: task ids returned but not needed when training stopped
     worker_pids: set[int] = field(default_factory=set)  #: processes that returned episodes (a restart adds one)
 
 
@@ -157,13 +156,15 @@ class RayBackend:
         ``batch_size`` (default: ``batch_size / workers`` rounded down to a divisor).
     :param worker_cpus: CPUs Ray reserves for each worker.
     :param max_restarts: times Ray restarts a dead worker before training stops with an error.
+    :param restart_timeout: seconds a restarting worker may stay unavailable before training
+        stops with an error (a node that never comes back).
     :param address: the Ray cluster to join when Ray is not yet initialised (``"auto"``,
         ``"ray://host:10001"``, ...); ``None`` starts Ray on this machine (or joins the
         cluster named by ``RAY_ADDRESS``).
     """
 
     def __init__(self, workers: int = 2, *, episodes_per_task: int | None = None, worker_cpus: float = 1.0,
-                 max_restarts: int = 3, address: str | None = None) -> None:
+                 max_restarts: int = 3, restart_timeout: float = 300.0, address: str | None = None) -> None:
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise ValueError(f"workers must be a positive int, got {workers!r}")
         if episodes_per_task is not None and (not isinstance(episodes_per_task, int) or episodes_per_task < 1):
@@ -174,6 +175,7 @@ class RayBackend:
             raise ValueError(f"max_restarts must be a non-negative int, got {max_restarts!r}")
         self.workers, self.episodes_per_task = workers, episodes_per_task
         self.worker_cpus, self.max_restarts, self.address = worker_cpus, max_restarts, address
+        self.restart_timeout = float(restart_timeout)
         self.ledger = Ledger()
         self._actors: list = []
 
@@ -220,6 +222,7 @@ class RayBackend:
                                              observe_all=agent.config.temporal_rewards)
                         for _ in range(self.workers)]
         self._failures = [0] * self.workers
+        self._unavailable_since: list[float | None] = [None] * self.workers
         self._pending: dict[Any, tuple[int, RolloutTask]] = {}
         self._arrived: list[Trajectory] = []
         self._publish()
@@ -242,15 +245,16 @@ class RayBackend:
             worker, task = self._pending.pop(reference)
             try:
                 trajectory = ray.get(reference)
-            except ray.exceptions.ActorUnavailableError:
+            except ray.exceptions.ActorUnavailableError as error:
                 # Ray is restarting the worker: give it a moment, then send the same task again.
-                time.sleep(0.1)
+                self._worker_unavailable(worker, error)
                 self._resend(worker, task)
                 continue
             except ray.exceptions.RayActorError as error:
                 self._worker_died(worker, task, error)
                 continue
             self._arrived.append(trajectory)
+            self._unavailable_since[worker] = None
             self.ledger.worker_pids.add(trajectory.worker_pid)
             self._send(worker, self._new_task())  # at once, with the newest weights: workers never wait
         waited = time.perf_counter() - waited
@@ -281,7 +285,6 @@ class RayBackend:
             return
         ray = import_ray()
         self.ledger.in_flight = sorted(task.task_id for _, task in self._pending.values())
-        self.ledger.left_over = [trajectory.task.task_id for trajectory in self._arrived]
         for actor in self._actors:
             ray.kill(actor, no_restart=True)
         self._actors, self._pending, self._arrived = [], {}, []
@@ -316,6 +319,16 @@ class RayBackend:
                 f"Last error: {str(error)[:300]}"
             ) from None
         self._resend(worker, task)
+
+    def _worker_unavailable(self, worker: int, error: Exception) -> None:
+        now = time.monotonic()
+        since = self._unavailable_since[worker] = self._unavailable_since[worker] or now
+        if now - since > self.restart_timeout:
+            raise RuntimeError(
+                f"rollout worker {worker} has been restarting for over {self.restart_timeout:.0f} s; training stopped "
+                f"after update {self.agent.learner.updates}, whose weights are intact. Last error: {str(error)[:300]}"
+            ) from None
+        time.sleep(0.1)
 
     def _resend(self, worker: int, task: RolloutTask) -> None:
         if task.task_id not in self.ledger.resent:

@@ -19,6 +19,11 @@ One update (:meth:`Learner.update`) reads top to bottom:
 4. put the final renders in the replay buffer and take ``critic_steps`` WGAN-GP steps of
    the critic on draws from it (:mod:`~spiral_ppl.inference.spiral.critic`).
 
+Steps 2 to 4 are :meth:`Learner.learn`, which also takes episodes rolled out elsewhere (by
+Ray workers, :mod:`~spiral_ppl.inference.spiral.distributed`) with older weights: then
+:math:`R_t` and the advantage are V-trace's (:mod:`~spiral_ppl.inference.spiral.vtrace`),
+which reduce to the ones above when there is no lag.
+
 Adam everywhere (the critic with :math:`\beta_1 = 0.5`, as in the paper), gradients
 clipped by global norm, and ``torch.autocast`` (bfloat16) for the forward passes on CUDA
 only. A non-finite loss raises :class:`TrainingDiverged` before any optimiser step, so the
