@@ -210,7 +210,7 @@ def population_based_training(
     tuner = tune.Tuner(
         tune.with_resources(trainable, {"cpu": cpus_per_member, "gpu": gpus_per_member}),
         param_space={**search, "seed": tune.sample_from(lambda _: int(torch.randint(2**31, (), generator=generator)))},
-        tune_config=tune.TuneConfig(scheduler=scheduler, num_samples=population, reuse_actors=True),
+        tune_config=tune.TuneConfig(scheduler=scheduler, num_samples=population),
         run_config=tune.RunConfig(name=name, storage_path=str(Path(storage).resolve()), verbose=1 if progress else 0,
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=keep_checkpoints)),
     )
