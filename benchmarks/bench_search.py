@@ -33,7 +33,7 @@ def _targets(prog, batch):
 
 
 def _timed(benchmark, key, function):
-    benchmark.pedantic(function, rounds=3, warmup_rounds=1)
+    benchmark.pedantic(function, rounds=5, warmup_rounds=1)
     SECONDS[key] = benchmark.stats.stats.median
 
 
