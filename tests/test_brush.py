@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import spiral_ppl as sp
+from spiral_ppl.renderers.base import index_batch
 from tests.paint_helpers import cell, distance_to_bezier, one_stroke, program
 
 
@@ -85,6 +86,31 @@ def test_compiled_kernel_matches_eager():
     assert (difference > 1e-3).float().mean() < 1e-3
 
 
+
+
+@pytest.mark.parametrize("compile", [False, True], ids=["eager", "compiled"])
+def test_step_and_compare_paints_the_selected_canvases_and_scores_them(compile):
+    brush, eager = sp.renderers.Brush(compile=compile, color=True), sp.renderers.Brush(compile=False, color=True)
+    generator = torch.Generator().manual_seed(4)
+
+    def random_action(count):
+        return {c.name: torch.randint(0, c.size, (count,), generator=generator) for c in brush.action_space}
+
+    state = eager.step(eager.initial_state(6), random_action(6))  # six different canvases
+    rows, action = torch.tensor([5, 5, 0, 2, 3, 1]), random_action(6)
+    targets = torch.rand(3, 3, 64, 64, generator=generator)  # canvas r is compared with target r % 3
+    for selected in (rows, None):
+        # What any renderer does by default: select the rows, paint, then compare.
+        expected, expected_error = sp.renderers.Renderer.step_and_compare(eager, state, action, targets, selected)
+        reference = eager.step(state if selected is None else index_batch(state, selected), action)
+        torch.testing.assert_close(expected.canvas, reference.canvas)
+        torch.testing.assert_close(expected_error, (reference.canvas - targets.repeat(2, 1, 1, 1)).pow(2).sum((1, 2, 3)))
+        # The brush does it in one kernel.
+        painted, error = brush.step_and_compare(state, action, targets, selected)
+        assert torch.equal(painted.position, expected.position)
+        difference = (painted.canvas - expected.canvas).abs()
+        assert difference.max() < 0.15 and (difference > 1e-3).float().mean() < 1e-3  # as compiled against eager
+        torch.testing.assert_close(error, (painted.canvas - targets.repeat(2, 1, 1, 1)).pow(2).sum((1, 2, 3)))
 
 
 def test_soft_edge_ramps_linearly_around_the_radius():

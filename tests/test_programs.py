@@ -83,6 +83,32 @@ def test_user_priors_and_pixel_scale(paint):
     torch.testing.assert_close(prog.log_prior(actions), expected)
 
 
+def test_prior_table_draws_and_scores_every_site_like_the_priors(paint):
+    priors = {"flag": [1.0, 3.0], "pressure": torch.eye(10)[[2, 7]] + torch.eye(10)[[4, 4]], "brush_size": [0, 1, 0, 2, 0, 0]}
+    prog = sp.programs.PaintProgram(paint.renderer, steps=2, priors=priors)
+    table = prog.prior_table()
+    torch.manual_seed(0)
+    draws = 100_000
+    steps = torch.tensor([0, 1]).repeat(draws // 2)  # half of the draws at each step
+    values = table.sample(steps)
+    for t in range(2):
+        at_t = {name: value[steps == t] for name, value in values.items()}
+        site_log_probs = table.site_log_probs(steps[steps == t], at_t)  # (K, draws / 2)
+        for index, component in enumerate(prog.action_space):
+            prior, drawn = prog.prior(t, component.name), at_t[component.name]
+            frequencies = torch.bincount(drawn, minlength=component.size).float() / drawn.numel()
+            assert float(0.5 * (frequencies - prior.probs).abs().sum()) < 0.02, (component.name, t)
+            assert bool((prior.probs[drawn] > 0).all())  # values of probability zero are never drawn
+            torch.testing.assert_close(site_log_probs[index], prior.log_prob(drawn))
+    programs = {c.name: torch.randint(c.size, (7, 2)) for c in prog.action_space}
+    by_site = sum(prog.prior(t, c.name).log_prob(programs[c.name][:, t]) for t in range(2) for c in prog.action_space)
+    torch.testing.assert_close(prog.log_prior(programs), by_site)
+    prefix = {name: value[:, :1] for name, value in programs.items()}
+    torch.testing.assert_close(
+        prog.log_prior(prefix), sum(prog.prior(0, c.name).log_prob(prefix[c.name][:, 0]) for c in prog.action_space)
+    )
+
+
 def test_bad_priors_are_refused(paint):
     with pytest.raises(ValueError, match="unknown components"):
         sp.programs.PaintProgram(paint.renderer, steps=2, priors={"colour": [1.0]})
@@ -202,6 +228,24 @@ def test_pixel_normal_equals_pyro_normal_and_broadcasts():
     assert sample.shape == (5, 4, 3, 3, 8, 8) and abs(float((sample - canvas).std()) - 0.3) < 0.01
     with pytest.raises(ValueError, match="positive"):
         sp.programs.PixelNormal(canvas, 0.0)
+
+
+def test_fused_squared_error_matches_the_eager_one():
+    from spiral_ppl.squared_error import squared_error
+
+    generator = torch.Generator().manual_seed(3)
+    canvases, targets = torch.rand(4, 5, 3, 16, 16, generator=generator), torch.rand(5, 3, 16, 16, generator=generator)
+    eager = (canvases - targets).pow(2).sum((-3, -2, -1))
+    for left, right in ((canvases, targets), (targets, canvases), (canvases, canvases.flip(0))):
+        fused = squared_error(left, right, compile=True)
+        assert fused.shape == (4, 5)
+        torch.testing.assert_close(fused, (left - right).pow(2).sum((-3, -2, -1)), rtol=1e-6, atol=1e-4)
+    torch.testing.assert_close(squared_error(canvases, targets, compile=False), eager, rtol=1e-6, atol=1e-4)
+    # Operands that broadcast both ways, and gradients, take the eager path.
+    assert squared_error(canvases[:, :1], targets[None], compile=True).shape == (4, 5)
+    leaf = canvases.clone().requires_grad_()
+    squared_error(leaf, targets, compile=True).sum().backward()
+    torch.testing.assert_close(leaf.grad, 2 * (canvases - targets))
 
 
 def test_custom_likelihood_is_used():

@@ -53,9 +53,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 
-import pyro
 import torch
-from pyro import poutine
 from pyro.infer.mcmc.mcmc_kernel import MCMCKernel
 from pyro.ops.stats import effective_sample_size as chain_effective_sample_size
 from pyro.ops.stats import split_gelman_rubin
@@ -72,7 +70,8 @@ from spiral_ppl.inference.moves import (
     select_actions,
 )
 from spiral_ppl.inference.result import Curve, Result
-from spiral_ppl.programs.base import Program, mean_squared_error, site_name
+from spiral_ppl.programs.base import Program, site_name
+from spiral_ppl.squared_error import squared_error
 
 
 def chain_diagnostics(trace: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -153,16 +152,15 @@ class BlockedMetropolisHastings(MCMCKernel):
         self._images = images
         targets = images.shape[0]
         if self._initial_params is None:
-            with poutine.block(), pyro.plate("chains", self.chains, dim=-2):
-                model_trace = poutine.trace(self.program.model).get_trace(images)
-            actions = self.program.actions_from_trace(model_trace)
-            canvas = model_trace.nodes["_RETURN"]["value"]
+            # The model's prior over every site, drawn for all chains and targets in one call
+            # (rather than by tracing the model's chains x targets x sites Categoricals).
+            table = self.program.prior_table(images.device)
+            actions = table.sample(table.program_steps((self.chains, targets, self.program.steps), images.device))
         else:
             actions = self._actions_from_params(self._initial_params, targets)
-            canvas = self.program.render(actions)
+        canvas = self.program.render(actions)
         self._actions = actions
-        self._log_joint = self._score(actions, canvas)
-        self._l2 = mean_squared_error(canvas, images)
+        self._log_joint, self._l2 = self._score(actions, canvas)
         self._accepted = torch.zeros(self.chains, targets, device=images.device)
         self._proposed = torch.zeros(self.chains, 1, device=images.device)
         best_l2, best_chain = self._l2.min(0)
@@ -222,8 +220,7 @@ class BlockedMetropolisHastings(MCMCKernel):
         current = {name: value[:active] for name, value in self._actions.items()}
         proposed, log_q_ratio = self.propose(current)
         canvas = self.program.render(proposed)
-        log_joint = self._score(proposed, canvas)
-        l2 = mean_squared_error(canvas, self._images)
+        log_joint, l2 = self._score(proposed, canvas)
         accept = metropolis_accept(log_joint - self._log_joint[:active] + log_q_ratio)
 
         for name, value in select_actions(accept, proposed, current).items():
@@ -254,9 +251,15 @@ class BlockedMetropolisHastings(MCMCKernel):
         assert self._actions is not None
         return self._actions
 
-    def _score(self, actions: dict[str, torch.Tensor], canvas: torch.Tensor) -> torch.Tensor:
-        """Log joint ``log p(a) + log p(x | render(a))``, shape ``(chains, B)``."""
-        return self.program.log_prior(actions) + self.program.likelihood(canvas).log_prob(self._images)
+    def _score(self, actions: dict[str, torch.Tensor], canvas: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log joint ``log p(a) + log p(x | render(a))`` and mean squared pixel error, ``(chains, B)`` each.
+
+        One pass over the pixels serves both (the default likelihood is a function of the
+        squared error).
+        """
+        error = squared_error(canvas, self._images)
+        log_likelihood = self.program.log_likelihood(canvas, self._images, error)
+        return self.program.log_prior(actions) + log_likelihood, error / math.prod(canvas.shape[-3:])
 
     def _update_best(self, canvas: torch.Tensor, actions: dict[str, torch.Tensor], l2: torch.Tensor) -> None:
         candidate_l2, candidate_chain = l2.min(0)

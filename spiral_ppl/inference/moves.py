@@ -76,25 +76,14 @@ class BlockProposal:
         self.program = program
         self.blocks = check_choice("blocks", blocks, BLOCKS)
         self.proposal = check_choice("proposal", proposal, PROPOSALS)
-        self._prior_tables: dict[torch.device, dict[str, torch.Tensor]] = {}
-
-    def _prior_table(self, device: torch.device) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """Per component: prior log-probabilities and cumulative probabilities, ``(steps, size)`` each."""
-        if device not in self._prior_tables:
-            tables = {}
-            for component in self.program.action_space:
-                logits = torch.stack([self.program.prior(t, component.name, device).logits for t in range(self.program.steps)])
-                tables[component.name] = (logits, logits.exp().cumsum(-1))
-            self._prior_tables[device] = tables
-        return self._prior_tables[device]
 
     def __call__(self, actions: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         space = self.program.action_space
         reference = actions[space[0].name]
         batch_shape, steps, device = reference.shape[:-1], reference.shape[-1], reference.device
         block_step = torch.randint(steps, batch_shape, device=device)
-        # Which components of the chosen step are redrawn: all of them for a step block,
-        # one for a single-site move.
+        # Which components of the chosen step are redrawn, (K, *batch): all of them for a
+        # step block, one for a single-site move.
         if self.blocks == "step":
             moved = torch.ones((len(space), *batch_shape), dtype=torch.bool, device=device)
         else:
@@ -102,28 +91,22 @@ class BlockProposal:
             moved = site == torch.arange(len(space), device=device).view(-1, *([1] * len(batch_shape)))
             if self.blocks == "mixed":
                 moved = moved | (torch.rand(batch_shape, device=device) < 0.5)
-        table = self._prior_table(device) if self.proposal == "prior" else None
-        proposed, log_q_ratio = {}, torch.zeros(batch_shape, device=device)
         where = block_step.unsqueeze(-1)
+        old = {c.name: actions[c.name].gather(-1, where).squeeze(-1) for c in space}
+        if self.proposal == "prior":
+            # Every component of every program in one draw; only the moved ones are kept.
+            table = self.program.prior_table(device)
+            fresh = table.sample(block_step)
+            log_q_ratio = torch.where(
+                moved, table.site_log_probs(block_step, old) - table.site_log_probs(block_step, fresh), 0.0
+            ).sum(0)
+        else:
+            fresh = {c.name: torch.randint(c.size, batch_shape, device=device) for c in space}
+            log_q_ratio = torch.zeros(batch_shape, device=device)
+        proposed = {}
         for index, component in enumerate(space):
-            current = actions[component.name]
-            old = current.gather(-1, where).squeeze(-1)
-            if table is None:
-                fresh = torch.randint(component.size, batch_shape, device=device)
-            else:
-                log_probs, cumulative = table[component.name]
-                log_probs, cumulative = log_probs[block_step], cumulative[block_step]  # (*batch, size)
-                # Inverse-CDF sampling: a Categorical per program would cost more than the draw.
-                uniform = torch.rand(batch_shape, device=device).unsqueeze(-1) * cumulative[..., -1:]
-                fresh = torch.searchsorted(cumulative, uniform, right=True).squeeze(-1).clamp_(max=component.size - 1)
-                log_q_ratio = log_q_ratio + torch.where(
-                    moved[index],
-                    log_probs.gather(-1, old.unsqueeze(-1)).squeeze(-1)
-                    - log_probs.gather(-1, fresh.unsqueeze(-1)).squeeze(-1),
-                    0.0,
-                )
-            value = torch.where(moved[index], fresh, old)
-            proposed[component.name] = current.scatter(-1, where, value.unsqueeze(-1))
+            value = torch.where(moved[index], fresh[component.name], old[component.name])
+            proposed[component.name] = actions[component.name].scatter(-1, where, value.unsqueeze(-1))
         return proposed, log_q_ratio
 
 

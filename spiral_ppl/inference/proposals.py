@@ -13,6 +13,11 @@ where ``history`` holds the actions drawn so far, ``{name: LongTensor[N, B, step
 proposal probability :math:`\log q(a_t \mid a_{<t}, x)`, shape ``(N, B)``. Rendering is
 not the proposal's business: the engine renders and counts.
 
+A proposal that never looks at the canvases says so with an attribute
+``reads_canvas = False``; the engine then passes ``canvas=None`` and need not gather the
+canvases of resampled particles before the next step (they are replaced by the step's own
+canvases). Without the attribute, the canvases are passed.
+
 Two proposals are built in: :class:`PriorProposal` draws from the program's prior, and
 :class:`GuideProposal` turns any Pyro guide ``guide(image)`` over the sites
 ``step_{t}/{component}`` into step proposals by conditioning it on each particle's history.
@@ -55,18 +60,24 @@ class StepProposal(Protocol):
     ) -> tuple[dict[str, torch.Tensor], torch.Tensor]: ...
 
 
+def _particles_and_targets(history: Mapping[str, torch.Tensor]) -> torch.Size:
+    return next(iter(history.values())).shape[:2]
+
+
 class PriorProposal:
-    """Draws each component of step ``t`` from the program's prior for it."""
+    """Draws each component of step ``t`` from the program's prior for it.
+
+    All components of all particles are drawn in one call of the program's
+    :class:`~spiral_ppl.programs.prior_table.PriorTable`.
+    """
+
+    reads_canvas = False
 
     def propose(self, program, step, history, canvas, images):
-        shape = canvas.shape[:2]
-        action, log_q = {}, torch.zeros(shape, device=images.device)
-        for component in program.action_space:
-            prior = program.prior(step, component.name, images.device)
-            value = prior.sample(shape)
-            action[component.name] = value
-            log_q = log_q + prior.log_prob(value)
-        return action, log_q
+        table = program.prior_table(images.device)
+        steps = torch.full(_particles_and_targets(history), step, dtype=torch.long, device=images.device)
+        action = table.sample(steps)
+        return action, table.log_prob(steps, action)
 
     def __repr__(self) -> str:
         return "PriorProposal()"
@@ -91,8 +102,10 @@ class GuideProposal:
             raise TypeError(f"guide must be a callable Pyro guide guide(image), got {type(guide).__name__}")
         self.guide = guide
 
+    reads_canvas = False
+
     def propose(self, program, step, history, canvas, images):
-        shape = canvas.shape[:2]
+        shape = _particles_and_targets(history)
         observed = {
             site_name(past, component.name): history[component.name][..., past]
             for past in range(step)

@@ -178,6 +178,12 @@ class _ParticleRun:
 
     Particles of all targets live in one batch of ``N * B`` program states, particle-major:
     item ``n * B + b`` is particle ``n`` of target ``b``.
+
+    Resampling copies nothing large: the program states are advanced from their ancestors'
+    rows by the next step (:meth:`~spiral_ppl.programs.Program.advance_and_compare`), and the
+    canvases are gathered only when something reads them (:attr:`canvas`); the next step
+    replaces every canvas, so with a proposal that does not look at them
+    (``reads_canvas = False``) and no rejuvenation they are never copied.
     """
 
     def __init__(self, engine: SMC, prog: Program, images: torch.Tensor, particles: int) -> None:
@@ -185,6 +191,9 @@ class _ParticleRun:
         self.targets, self.device = images.shape[0], images.device
         self.particles = particles
         self.state = prog.initial_state(particles * self.targets, device=self.device)
+        #: Rows of :attr:`state` that the particles descend from since the last resampling,
+        #: applied by the next step (``None``: the states are the particles' own).
+        self.state_rows: torch.Tensor | None = None
         self.history = {
             c.name: torch.zeros(particles, self.targets, 0, dtype=torch.long, device=self.device)
             for c in prog.action_space
@@ -193,6 +202,7 @@ class _ParticleRun:
         # target, and no action has been rendered yet: drawing it once is not a render.
         blank = prog.draw_state(prog.initial_state(1, device=self.device))
         self.canvas = blank.expand(particles, self.targets, *blank.shape[1:])
+        self.prior_table = prog.prior_table(self.device)
         self.log_weights = torch.zeros(particles, self.targets, device=self.device)
         self.log_likelihood = torch.zeros(particles, self.targets, device=self.device)
         self.ess: list[torch.Tensor] = []
@@ -210,17 +220,39 @@ class _ParticleRun:
 
     # -- one step ---------------------------------------------------------------------------
 
+    @property
+    def canvas(self) -> torch.Tensor:
+        """The particles' canvases ``(N, B, C, H, W)``, gathered from their ancestors' on first read."""
+        if self._canvas_ancestors is not None:
+            self._canvas = self._gather(self._canvas, self._canvas_ancestors)
+            self._canvas_ancestors = None
+        return self._canvas
+
+    @canvas.setter
+    def canvas(self, canvas: torch.Tensor | None) -> None:
+        self._canvas = canvas
+        self._canvas_ancestors: torch.Tensor | None = None
+
     def extend(self, step: int) -> None:
         """Draw and render every particle's action ``step`` and update the weights."""
-        action, log_q = self.engine.proposal.propose(self.prog, step, self.history, self.canvas, self.images)
+        proposal = self.engine.proposal
+        canvas = self.canvas if getattr(proposal, "reads_canvas", True) else None
+        action, log_q = proposal.propose(self.prog, step, self.history, canvas, self.images)
+        # This step replaces every canvas: letting the old ones go before painting lets the
+        # allocator reuse their memory for the new ones.
+        del canvas
+        self.canvas = None
         action, log_q = self._check_proposal(action, log_q)
-        log_prior = sum(
-            self.prog.prior(step, c.name, self.device).log_prob(action[c.name]) for c in self.prog.action_space
-        )
-        self.state = self.prog.advance(self.state, {name: value.reshape(-1) for name, value in action.items()})
+        steps = torch.full((self.particles, self.targets), step, dtype=torch.long, device=self.device)
+        log_prior = self.prior_table.log_prob(steps, action)
+        flat_action = {name: value.reshape(-1) for name, value in action.items()}
+        self.state, error = self.prog.advance_and_compare(self.state, flat_action, self.images, self.state_rows)
+        self.state_rows = None
         self.canvas = self._view(self.prog.canvas(self.state))
         self.spent += self.particles
-        log_likelihood = self.prog.likelihood(self.canvas).log_prob(self.images)
+        # The squared errors, where they came with the canvases, spare reading them again.
+        error = None if error is None else self._view(error)
+        log_likelihood = self.prog.log_likelihood(self.canvas, self.images, error)
         self.log_weights = self.log_weights + log_prior - log_q + log_likelihood - self.log_likelihood
         self.log_likelihood = log_likelihood
         self.history = {name: torch.cat([past, action[name][..., None]], -1) for name, past in self.history.items()}
@@ -241,9 +273,13 @@ class _ParticleRun:
         mean_log_weight = self.log_weights.logsumexp(0) - math.log(self.particles)
         self.log_weights = torch.where(mask, mean_log_weight, self._gather(self.log_weights, ancestors))
         self.log_likelihood = self._gather(self.log_likelihood, ancestors)
-        self.canvas = self._gather(self.canvas, ancestors)
+        # Copied when read (see the class docstring); ancestors of ancestors compose.
+        pending = self._canvas_ancestors
+        self._canvas_ancestors = ancestors if pending is None else self._gather(pending, ancestors)
         self.history = {name: self._gather(value, ancestors) for name, value in self.history.items()}
-        self.state = self.prog.index_state(self.state, flat)
+        # The next step advances the rows ``flat`` of the states (Program.advance_and_compare),
+        # which a brush does without copying them first.
+        self.state_rows = flat if self.state_rows is None else self.state_rows[flat]
         self.ancestry.append(ancestors)
         self.particles = count
 
@@ -268,7 +304,7 @@ class _ParticleRun:
         self.canvas = torch.where(accept.view(*accept.shape, 1, 1, 1), canvas, self.canvas)
         # The state must follow the accepted prefixes; replaying them re-derives it without
         # reading a canvas, so it is compute, not a render.
-        self.state = self._replay(self.history)
+        self.state, self.state_rows = self._replay(self.history), None
 
     def record_candidates(self) -> None:
         """Score the finished programs of the last step as reconstructions."""
@@ -329,8 +365,12 @@ class _ParticleRun:
     @staticmethod
     def _gather(values: torch.Tensor, ancestors: torch.Tensor) -> torch.Tensor:
         """``values[ancestors[i, b], b]`` for every new particle ``i`` and target ``b``."""
-        index = ancestors.view(*ancestors.shape, *([1] * (values.dim() - 2))).expand(-1, -1, *values.shape[2:])
-        return values.gather(0, index)
+        targets = values.shape[1]
+        # Whole rows of the particle-major batch: index_select copies each canvas as one
+        # block, where gather would read an index per pixel.
+        rows = (ancestors * targets + torch.arange(targets, device=ancestors.device)).reshape(-1)
+        picked = values.reshape(-1, *values.shape[2:]).index_select(0, rows)
+        return picked.view(*ancestors.shape, *values.shape[2:])
 
     def _check_proposal(self, action: Any, log_q: Any) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         shape = (self.particles, self.targets)

@@ -49,7 +49,9 @@ from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 
 from spiral_ppl.programs.likelihood import PixelNormal
-from spiral_ppl.renderers.base import Component, validate_actions
+from spiral_ppl.programs.prior_table import PriorTable
+from spiral_ppl.renderers.base import Component, UnindexableState, index_batch, validate_actions
+from spiral_ppl.squared_error import mean_squared_error  # noqa: F401 - engines import it from here
 
 #: Default pixel noise of the likelihood: standard deviation 0.5, i.e. the paper's variance 0.25.
 DEFAULT_PIXEL_SCALE = 0.5
@@ -58,11 +60,6 @@ DEFAULT_PIXEL_SCALE = 0.5
 def site_name(step: int, component: str) -> str:
     """The address of component ``component`` at step ``step``: ``step_{step}/{component}``."""
     return f"step_{step}/{component}"
-
-
-def mean_squared_error(images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Per-image mean squared pixel error over ``(C, H, W)``; leading dimensions broadcast."""
-    return (images - targets).pow(2).flatten(-3).mean(-1)
 
 
 class Program(abc.ABC):
@@ -109,6 +106,7 @@ class Program(abc.ABC):
         self._likelihood = likelihood
         self._prior_logits = self._build_priors(priors or {})
         self._prior_cache: dict[torch.device, dict[str, torch.Tensor]] = {}
+        self._prior_tables: dict[torch.device, PriorTable] = {}
         #: Canvases rendered through this program so far (see :meth:`render`, :meth:`canvas`).
         self.renders = 0
 
@@ -153,18 +151,35 @@ class Program(abc.ABC):
         default prefix state and :class:`~spiral_ppl.renderers.BrushState`; programs with
         other states override it.
         """
-        if isinstance(state, torch.Tensor):
-            return state.index_select(0, index.to(state.device))
-        if isinstance(state, Mapping):
-            return type(state)({key: self.index_state(value, index) for key, value in state.items()})
-        if isinstance(state, tuple) and hasattr(state, "_fields"):
-            return type(state)(*(self.index_state(value, index) for value in state))
-        if isinstance(state, (tuple, list)):
-            return type(state)(self.index_state(value, index) for value in state)
-        raise TypeError(
-            f"{type(self).__name__}.index_state cannot index a state of type {type(state).__name__}; "
-            "override index_state for this program's states"
-        )
+        try:
+            return index_batch(state, index)
+        except UnindexableState as error:
+            raise TypeError(
+                f"{type(self).__name__}.index_state {error}; override index_state for this program's states"
+            ) from None
+
+    def advance_and_compare(
+        self,
+        state: Any,
+        action: Mapping[str, torch.Tensor],
+        targets: torch.Tensor,
+        rows: torch.Tensor | None = None,
+    ) -> tuple[Any, torch.Tensor | None]:
+        """:meth:`advance` (of the batch items ``rows`` of ``state``, if given), plus the squared
+        pixel error of each new canvas against its target where the program gets it while
+        painting; uncounted, like :meth:`advance`.
+
+        Particle methods call it with ``rows``, the particles they resampled, and ``targets``
+        ``(M, C, H, W)``: canvas ``r`` is compared with target ``r % M``. Returns the new state
+        and the errors ``(R,)``, or ``None`` for the errors where the program would have to
+        draw the canvases to get them (the default, which advances
+        ``index_state(state, rows)``); the caller then scores the canvases it reads.
+        :class:`~spiral_ppl.programs.RendererProgram` asks its renderer
+        (:meth:`~spiral_ppl.renderers.Renderer.step_and_compare`).
+        """
+        if rows is not None:
+            state = self.index_state(state, rows)
+        return self.advance(state, action), None
 
     # -- counted rendering: the one place renderer calls are accounted for -------------------
 
@@ -233,16 +248,36 @@ class Program(abc.ABC):
             return self._likelihood(canvas)
         return PixelNormal(canvas, self.pixel_scale)
 
+    def log_likelihood(
+        self, canvas: torch.Tensor, images: torch.Tensor, squared_error: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``likelihood(canvas).log_prob(images)``, shape ``canvas.shape[:-3]``.
+
+        :param squared_error: the canvases' squared pixel errors against the images, summed
+            over the pixels, if the caller has them (a brush computes them while painting, see
+            :meth:`advance_and_compare`); the default likelihood is a function of them alone,
+            which spares another pass over the pixels. Other likelihoods ignore them.
+        """
+        likelihood = self.likelihood(canvas)
+        if squared_error is not None and isinstance(likelihood, PixelNormal):
+            return likelihood.log_prob_of_squared_error(squared_error)
+        return likelihood.log_prob(images)
+
+    def prior_table(self, device: torch.device | str | None = None) -> PriorTable:
+        """The priors of all sites as flat tables on ``device``, to draw or score many sites in one call."""
+        device = torch.device(device or "cpu")
+        if device not in self._prior_tables:
+            self._prior_tables[device] = PriorTable(self.action_space, self._prior_logits, device)
+        return self._prior_tables[device]
+
     def log_prior(self, actions: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """Log prior probability of whole programs ``{name: LongTensor[*batch, steps]}``."""
-        validate_actions(self.action_space, actions)
-        total = 0.0
-        for component in self.action_space:
-            value = actions[component.name]
-            logits = self._prior_logits[component.name].to(value.device)
-            logits = logits - logits.logsumexp(-1, keepdim=True)
-            total = total + logits[torch.arange(value.shape[-1], device=value.device), value].sum(-1)
-        return total
+        """Log prior probability of whole programs (or prefixes) ``{name: LongTensor[*batch, T]}``, ``T <= steps``."""
+        shape = validate_actions(self.action_space, actions)
+        if len(shape) == 0 or shape[-1] > self.steps:
+            raise ValueError(f"actions must have shape (*batch, T) with T <= {self.steps}, got {tuple(shape)}")
+        device = actions[self.action_space[0].name].device
+        table = self.prior_table(device)
+        return table.log_prob(table.program_steps(shape, device), actions).sum(-1)
 
     # -- the Pyro model ------------------------------------------------------------------------
 

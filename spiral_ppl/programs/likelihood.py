@@ -5,8 +5,9 @@ r"""The default pixel likelihood: independent Normal noise of one scale on every
     \log p(x \mid \mu) = -\frac{\|x - \mu\|^2}{2 \sigma^2} - n \log \sigma - \frac n2 \log 2\pi,
 
 with :math:`n = C H W`. It equals ``Normal(canvas, scale).to_event(3)`` but computes only
-the squared error per pixel, which matters because engines score every rendered canvas:
-Pyro's ``Normal`` takes the logarithm of the scale at every pixel.
+the squared error per image (:func:`~spiral_ppl.squared_error.squared_error`, one
+fused pass over the pixels for large batches), which matters because engines score every
+rendered canvas: Pyro's ``Normal`` takes the logarithm of the scale at every pixel.
 
 Example::
 
@@ -24,6 +25,8 @@ import math
 
 import torch
 from pyro.distributions import TorchDistribution, constraints
+
+from spiral_ppl.squared_error import squared_error
 
 
 class PixelNormal(TorchDistribution):
@@ -45,10 +48,14 @@ class PixelNormal(TorchDistribution):
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         if self._validate_args:
             self._validate_sample(value)
+        return self.log_prob_of_squared_error(squared_error(value, self.loc))
+
+    def log_prob_of_squared_error(self, error: torch.Tensor) -> torch.Tensor:
+        """The log density of images whose squared errors to the mean, summed over the pixels,
+        are ``error`` (shape ``batch_shape``), e.g. computed while the canvases were painted."""
         pixels = self.event_shape.numel()
-        squared_error = (value - self.loc).pow(2).flatten(-3).sum(-1)
         normaliser = pixels * (math.log(self.scale) + 0.5 * math.log(2 * math.pi))
-        return -0.5 * squared_error / self.scale**2 - normaliser
+        return -0.5 * error / self.scale**2 - normaliser
 
     def rsample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
         shape = self._extended_shape(sample_shape)

@@ -40,6 +40,15 @@ class RendererProgram(Program):
     def advance(self, state: Any, action: Mapping[str, torch.Tensor]) -> Any:
         return self.renderer.step(state, action)
 
+    def advance_and_compare(
+        self,
+        state: Any,
+        action: Mapping[str, torch.Tensor],
+        targets: torch.Tensor,
+        rows: torch.Tensor | None = None,
+    ) -> tuple[Any, torch.Tensor]:
+        return self.renderer.step_and_compare(state, action, targets, rows)
+
     def blank_canvas(self, batch_size: int, device: torch.device | str | None = None) -> torch.Tensor:
         return self.renderer.canvas(self.renderer.initial_state(batch_size, device=device))
 

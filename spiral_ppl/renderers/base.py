@@ -33,6 +33,8 @@ from typing import Any, Literal, Mapping
 
 import torch
 
+from spiral_ppl.squared_error import tiled_squared_error
+
 ComponentKind = Literal["scalar", "location"]
 
 
@@ -129,6 +131,28 @@ def validate_actions(
     return shape
 
 
+class UnindexableState(TypeError):
+    """Raised by :func:`index_batch` for a state that is not a tree of batch-first tensors."""
+
+
+def index_batch(state: Any, index: torch.Tensor) -> Any:
+    """The batch items ``index`` (a LongTensor into the batch) of a state.
+
+    Handles any state that is a tensor or a (named) tuple, list or dict of them with the batch
+    first, as the default prefix state of programs and the states of the built-in renderers
+    are; raises :class:`UnindexableState` otherwise.
+    """
+    if isinstance(state, torch.Tensor):
+        return state.index_select(0, index.to(state.device))
+    if isinstance(state, Mapping):
+        return type(state)({key: index_batch(value, index) for key, value in state.items()})
+    if isinstance(state, tuple) and hasattr(state, "_fields"):
+        return type(state)(*(index_batch(value, index) for value in state))
+    if isinstance(state, (tuple, list)):
+        return type(state)(index_batch(value, index) for value in state)
+    raise UnindexableState(f"cannot index a state of type {type(state).__name__}")
+
+
 class Renderer(abc.ABC):
     """Base class of every renderer.
 
@@ -154,6 +178,32 @@ class Renderer(abc.ABC):
     @abc.abstractmethod
     def canvas(self, state: Any) -> torch.Tensor:
         """The images ``(B, C, H, W)`` of a state."""
+
+    def step_and_compare(
+        self,
+        state: Any,
+        action: Mapping[str, torch.Tensor],
+        targets: torch.Tensor,
+        rows: torch.Tensor | None = None,
+    ) -> tuple[Any, torch.Tensor]:
+        """One action, and the squared pixel error of each new canvas against its target.
+
+        :param state: a state of ``R`` canvases, or any state if ``rows`` is given.
+        :param action: ``{name: LongTensor[R]}``.
+        :param targets: ``(M, C, H, W)`` images, ``M`` dividing ``R``: canvas ``r`` is compared
+            with target ``r % M`` (:func:`~spiral_ppl.squared_error.tiled_squared_error`).
+        :param rows: if given, ``(R,)`` batch items of ``state`` to apply the action to (the
+            particles a particle method resampled), as ``step(index_batch(state, rows), action)``.
+
+        Returns the new state and the errors ``(R,)``. The default steps, then compares;
+        a renderer that can gather the rows and compare while it paints overrides it, so that
+        a particle method neither copies resampled states nor reads every canvas twice.
+        """
+        if rows is not None:
+            state = index_batch(state, rows)
+        state = self.step(state, action)
+        canvas = self.canvas(state)
+        return state, tiled_squared_error(canvas, targets.to(canvas.device))
 
     @property
     def component_names(self) -> list[str]:

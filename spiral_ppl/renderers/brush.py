@@ -56,13 +56,13 @@ Learning", ICML 2018, section 4 and appendix.
 from __future__ import annotations
 
 import math
-import os
-import warnings
-from typing import Mapping, NamedTuple, Sequence
+from typing import Callable, Mapping, NamedTuple, Sequence
 
 import torch
 
+from spiral_ppl.compiling import CompiledWithFallback, compile_allowed
 from spiral_ppl.renderers.paint import DEFAULT_SIZES, PaintRenderer
+from spiral_ppl.squared_error import tiled_squared_error
 
 #: Brush settings fitted to libmypaint's classic/dry_brush (benchmarks/brush_vs_mypaint.py --tune).
 DRY_BRUSH_LOOK = {"width_scale": 1.4, "softness": 1.5, "opacity_exponent": 0.6}
@@ -162,12 +162,21 @@ def _paint(canvas, start, control, end, radius, edge, opacity, ink, pixel_x, pix
     return canvas + alpha * (ink.view(batch, channels, 1, 1) - canvas)
 
 
-_compiled_paint = None
+def _paint_and_compare(canvas, rows, targets, start, control, end, radius, edge, opacity, ink, pixel_x, pixel_y):
+    """:func:`_paint` on the canvases ``canvas[rows]`` (all of them if ``rows`` is None), and
+    the squared error of each painted canvas against its target (``tiled_squared_error``).
+
+    Compiled, the gather, the stroke and the error are one pass over the pixels: the selected
+    canvases are not copied first, and the painted ones are not read back to be compared.
+    """
+    if rows is not None:
+        canvas = canvas.index_select(0, rows)
+    painted = _paint(canvas, start, control, end, radius, edge, opacity, ink, pixel_x, pixel_y)
+    return painted, tiled_squared_error(painted, targets)
 
 
-def _compile_allowed() -> bool:
-    setting = os.environ.get("SPIRAL_PPL_COMPILE", "").strip().lower()
-    return setting not in ("0", "false", "no", "off")
+#: The compiled kernels, built on first use and shared by every Brush.
+_compiled: dict[Callable, CompiledWithFallback] = {}
 
 
 class Brush(PaintRenderer):
@@ -252,7 +261,34 @@ class Brush(PaintRenderer):
     def step(self, state: BrushState, action: Mapping[str, torch.Tensor]) -> BrushState:
         canvas, position = state
         self.check_step(action, canvas.shape[0])
-        device = canvas.device
+        stroke, action = self._stroke(position, action, canvas.device)
+        canvas = self._kernel(_paint, canvas.shape[0])(canvas, *stroke)
+        return BrushState(canvas, action["end_point"])
+
+    def step_and_compare(
+        self,
+        state: BrushState,
+        action: Mapping[str, torch.Tensor],
+        targets: torch.Tensor,
+        rows: torch.Tensor | None = None,
+    ) -> tuple[BrushState, torch.Tensor]:
+        """One stroke (on the canvases ``rows`` of ``state``, if given) and each new canvas's
+        squared error against its target, in the stroke kernel's one pass over the pixels."""
+        canvas, position = state
+        if rows is not None:
+            rows = rows.to(canvas.device)
+            position = position.index_select(0, rows)
+        self.check_step(action, position.shape[0])
+        stroke, action = self._stroke(position, action, canvas.device)
+        kernel = self._kernel(_paint_and_compare, position.shape[0])
+        canvas, error = kernel(canvas, rows, targets.to(canvas.device), *stroke)
+        return BrushState(canvas, action["end_point"]), error
+
+    def canvas(self, state: BrushState) -> torch.Tensor:
+        return state.canvas
+
+    def _stroke(self, position: torch.Tensor, action: Mapping[str, torch.Tensor], device: torch.device):
+        """The kernel arguments of one stroke from ``position``, and the action on ``device``."""
         action = {name: value.to(device=device, dtype=torch.long) for name, value in action.items()}
         start = self.grid_to_pixels(position)
         control = self.grid_to_pixels(action["control_point"])
@@ -261,49 +297,17 @@ class Brush(PaintRenderer):
         opacity = self.pressure(action["pressure"]).pow(self.opacity_exponent)
         opacity = opacity * action["flag"].to(torch.float32)
         edge = 1 + self.softness * radius
-        pixel_x, pixel_y = self._pixels(device)
-        paint = self._paint_function(canvas.shape[0] * canvas.shape[-1] * canvas.shape[-2])
-        canvas = paint(canvas, start, control, end, radius, edge, opacity, self.ink(action), pixel_x, pixel_y)
-        return BrushState(canvas, action["end_point"])
+        stroke = (start, control, end, radius, edge, opacity, self.ink(action), *self._pixels(device))
+        return stroke, action
 
-    def canvas(self, state: BrushState) -> torch.Tensor:
-        return state.canvas
-
-    def _paint_function(self, pixels: int):
-        global _compiled_paint
+    def _kernel(self, function: Callable, canvases: int) -> Callable:
+        """``function`` itself, or compiled when :attr:`compile` asks for it at this many canvases."""
         if self.compile is None:
-            use_compiled = pixels >= COMPILE_FROM_PIXELS and _compile_allowed()
+            use_compiled = canvases * self.canvas_size**2 >= COMPILE_FROM_PIXELS and compile_allowed()
         else:
             use_compiled = self.compile
         if not use_compiled:
-            return _paint
-        if _compiled_paint is None:
-            _compiled_paint = _CompiledWithFallback(_paint)
-        return _compiled_paint
-
-
-class _CompiledWithFallback:
-    """``torch.compile(fn)`` that drops back to ``fn`` (once, with a warning) if it fails.
-
-    Compiling needs a C++ compiler on CPU and Triton on CUDA; a user without them still gets
-    correct (slower) images.
-    """
-
-    def __init__(self, function):
-        self.function = function
-        self.compiled = torch.compile(function, dynamic=True)
-        self.failed = False
-
-    def __call__(self, *args):
-        if not self.failed:
-            try:
-                return self.compiled(*args)
-            except Exception as error:  # noqa: BLE001 - any compiler failure means "use eager"
-                self.failed = True
-                warnings.warn(
-                    f"torch.compile failed ({type(error).__name__}: {error}); the brush falls back to eager "
-                    "mode, which is correct but slower. Set SPIRAL_PPL_COMPILE=0 to skip compiling.",
-                    RuntimeWarning,
-                    stacklevel=3,
-                )
-        return self.function(*args)
+            return function
+        if function not in _compiled:
+            _compiled[function] = CompiledWithFallback(function, "brush")
+        return _compiled[function]
