@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import spiral_ppl as sp
-from spiral_ppl.inference.spiral import Policy, RayBackend, SpiralConfig, replay, rollout, vtrace
+from spiral_ppl.inference.spiral import RayBackend, SpiralConfig, replay, rollout, vtrace
 from spiral_ppl.inference.spiral.rewards import discounted_returns
 
 

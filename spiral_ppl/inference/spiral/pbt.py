@@ -50,6 +50,10 @@ from spiral_ppl.inference.spiral.distributed import RayBackend, import_ray
 from spiral_ppl.inference.spiral.rollout import rollout
 from spiral_ppl.inference.spiral.sources import ImageSource
 
+import_ray()  # this module is Ray Tune through and through: say how to install it if it is missing
+from ray import tune  # noqa: E402
+from ray.tune.schedulers import PopulationBasedTraining  # noqa: E402
+
 if TYPE_CHECKING:
     from spiral_ppl.inference.spiral.agent import Spiral
 
@@ -87,8 +91,6 @@ def _clip(config: dict[str, Any]) -> dict[str, Any]:
 def _member(config: dict[str, Any], *, template: "Spiral", data: Any, held_out: torch.Tensor, updates: int,
             interval: int, backend: "str | RayBackend", threads: int) -> None:
     """One member of the population: a Tune trial that trains, reports fitness and checkpoints."""
-    from ray import tune
-
     from spiral_ppl.inference.spiral.agent import Spiral
 
     torch.set_num_threads(threads)
@@ -112,6 +114,19 @@ def _member(config: dict[str, Any], *, template: "Spiral", data: Any, held_out: 
                  "entropy": history[-1]["entropy"]},
                 checkpoint=tune.Checkpoint.from_directory(folder),
             )
+
+
+class MemberReports(tune.Callback):
+    """Every member's reports, collected on the driver as they arrive (a member's own result
+    files can lose rows when PBT restarts it from another member's checkpoint)."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        member = int(trial.trial_id.rsplit("_", 1)[-1])  # Tune numbers its trials ..._00000, ..._00001
+        self.rows.append({"member": member, "update": int(result["update"]), "fitness": float(result["fitness"]),
+                          "entropy_cost": float(result["entropy_cost"]), "policy_lr": float(result["policy_lr"])})
 
 
 @dataclass
@@ -182,9 +197,6 @@ def population_based_training(
         a member's latest checkpoint, which must still exist: keep at least a few.
     """
     ray = import_ray()
-    from ray import tune
-    from ray.tune.schedulers import PopulationBasedTraining
-
     for label, value in (("updates", updates), ("population", population), ("interval", interval)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{label} must be a positive int, got {value!r}")
@@ -205,6 +217,7 @@ def population_based_training(
         quantile_fraction=max(quantile_fraction, 1 / population),
         synch=synchronous,
     )
+    reports = MemberReports()
     trainable = tune.with_parameters(_member, template=agent, data=train, held_out=held_out, updates=updates,
                                      interval=interval, backend=backend, threads=max(1, int(cpus_per_member)))
     tuner = tune.Tuner(
@@ -212,17 +225,13 @@ def population_based_training(
         param_space={**search, "seed": tune.sample_from(lambda _: int(torch.randint(2**31, (), generator=generator)))},
         tune_config=tune.TuneConfig(scheduler=scheduler, num_samples=population),
         run_config=tune.RunConfig(name=name, storage_path=str(Path(storage).resolve()), verbose=1 if progress else 0,
-                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=keep_checkpoints)),
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=keep_checkpoints),
+                                  callbacks=[reports]),
     )
     results = tuner.fit()
     if results.errors:
         raise RuntimeError(f"{len(results.errors)} PBT member(s) failed; first error: {results.errors[0]}")
-    history = []
-    for member, result in enumerate(results):
-        frame = result.metrics_dataframe
-        for row in frame.to_dict("records"):
-            history.append({"member": member, "update": int(row["update"]), "fitness": float(row["fitness"]),
-                            "entropy_cost": float(row["entropy_cost"]), "policy_lr": float(row["policy_lr"])})
+    history = sorted(reports.rows, key=lambda row: (row["member"], row["update"]))
     best = results.get_best_result(metric="fitness", mode="max", scope="last")
     from spiral_ppl.inference.spiral.agent import Spiral
 
