@@ -40,6 +40,7 @@ from __future__ import annotations
 import copy
 import math
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -228,7 +229,11 @@ def population_based_training(
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=keep_checkpoints),
                                   callbacks=[reports]),
     )
-    results = tuner.fit()
+    with warnings.catch_warnings():
+        # Tune suggests reusing trial processes; members that reused one lost their exploits
+        # (the restored checkpoint never reached them), so each restart gets a fresh process.
+        warnings.filterwarnings("ignore", message="Consider boosting PBT performance")
+        results = tuner.fit()
     if results.errors:
         raise RuntimeError(f"{len(results.errors)} PBT member(s) failed; first error: {results.errors[0]}")
     history = sorted(reports.rows, key=lambda row: (row["member"], row["update"]))
