@@ -22,8 +22,8 @@ import ray
 import torch
 
 import spiral_ppl as sp
-from spiral_ppl.inference.spiral import SpiralConfig, rollout
-from spiral_ppl.inference.spiral.distributed import rollout_throughput
+from spiral_ppl.inference.spiral import SpiralConfig
+from spiral_ppl.inference.spiral.distributed import RolloutTask, RolloutWorker, policy_arguments, rollout_throughput
 from spiral_ppl.plots import plt
 
 out = Path(sys.argv[1])
@@ -42,18 +42,19 @@ ray.init(num_cpus=max_workers, include_dashboard=False, log_to_driver=False)
 rows = []
 for name, prog in programs.items():
     agent = sp.inference.Spiral(prog, reward="l2", config=SpiralConfig.small(), device="cpu")
-    policy = agent.policy
     targets = torch.rand(EPISODES, prog.channels, prog.image_size, prog.image_size)
 
     def target_images(count: int) -> torch.Tensor:
         return targets[:count]
 
-    with torch.no_grad():  # in this process, as the local backend rolls out
-        rollout(policy, prog, EPISODES, targets)  # warm-up
-        started, renders = time.perf_counter(), prog.renders
-        for _ in range(tasks_per_worker):
-            rollout(policy, prog, EPISODES, targets)
-        seconds = time.perf_counter() - started
+    # In this process, through the same worker code, as the local backend would roll out.
+    local = RolloutWorker(prog, policy_arguments(agent), blind=False, observe_all=False)
+    weights = [ray.put(agent.policy.state_dict())]
+    local.rollout(RolloutTask(-1, 0, EPISODES, targets, 0), weights)  # loads the weights, warms the renderer
+    started, renders = time.perf_counter(), prog.renders
+    for index in range(tasks_per_worker):
+        local.rollout(RolloutTask(index, index, EPISODES, targets, 0), weights)
+    seconds = time.perf_counter() - started
     rows.append({"renderer": name, "workers": 0, "episodes_per_second": EPISODES * tasks_per_worker / seconds,
                  "renders_per_second": (prog.renders - renders) / seconds})
     print(rows[-1], flush=True)

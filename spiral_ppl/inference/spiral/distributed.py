@@ -218,7 +218,7 @@ class RayBackend:
         self.ledger = Ledger()
         remote_worker = ray.remote(RolloutWorker).options(
             num_cpus=self.worker_cpus, max_restarts=self.max_restarts, max_task_retries=0)
-        self._actors = [remote_worker.remote(agent.prog, _policy_arguments(agent), blind=agent.blind,
+        self._actors = [remote_worker.remote(agent.prog, policy_arguments(agent), blind=agent.blind,
                                              observe_all=agent.config.temporal_rewards)
                         for _ in range(self.workers)]
         self._failures = [0] * self.workers
@@ -351,7 +351,7 @@ def rollout_throughput(agent: "Spiral", *, workers: int, episodes_per_task: int,
     if agent.conditional and targets is None:
         raise ValueError("a conditional agent's rollouts need targets=: count -> (count, C, H, W) images")
     remote_worker = ray.remote(RolloutWorker).options(num_cpus=1)
-    actors = [remote_worker.remote(agent.prog, _policy_arguments(agent), blind=agent.blind, observe_all=False)
+    actors = [remote_worker.remote(agent.prog, policy_arguments(agent), blind=agent.blind, observe_all=False)
               for _ in range(workers)]
     weights = [ray.put({name: value.detach().cpu() for name, value in agent.policy.state_dict().items()})]
 
@@ -381,7 +381,7 @@ def rollout_throughput(agent: "Spiral", *, workers: int, episodes_per_task: int,
             "seconds": seconds, "episodes": episodes}
 
 
-def _policy_arguments(agent: "Spiral") -> dict[str, Any]:
+def policy_arguments(agent: "Spiral") -> dict[str, Any]:
     """What a worker builds its copy of the agent's policy from."""
     return dict(action_space=agent.prog.action_space, channels=agent.prog.channels,
                 image_size=agent.prog.image_size, conditional=agent.conditional, config=agent.config)
