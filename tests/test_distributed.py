@@ -303,3 +303,35 @@ def test_the_command_line_trains_on_ray_workers_and_runs_pbt(ray_cluster, tmp_pa
     assert rows[0] == "member,update,fitness,entropy_cost,policy_lr" and len(rows) == 1 + 2 * 3
     assert sp.inference.Spiral.load(population / "best.pt").prog.channels == 3
     assert (population / "population.png").stat().st_size > 10_000
+
+
+def test_pbt_fitness_is_minus_held_out_l2_or_the_critics_score_and_arguments_are_checked(tmp_path):
+    pytest.importorskip("ray")
+    from spiral_ppl.inference.spiral.pbt import fitness, population_based_training
+    from spiral_ppl.programs.base import mean_squared_error
+
+    torch.manual_seed(4)
+    conditional = small_agent()
+    held_out = targets_for(conditional.prog, 6, seed=1)
+    state = torch.get_rng_state()
+    score = fitness(conditional, held_out)
+    assert torch.equal(torch.get_rng_state(), state), "the fitness must not disturb training's random stream"
+    torch.set_rng_state(state)
+    with torch.no_grad():
+        episode = rollout(conditional.policy, conditional.prog, 6, held_out)
+    assert score == pytest.approx(-float(mean_squared_error(episode.final, held_out).mean()), rel=1e-6)
+
+    unconditional = small_agent(reward="critic", conditional=False)
+    state = torch.get_rng_state()
+    score = fitness(unconditional, held_out)
+    torch.set_rng_state(state)
+    with torch.no_grad():
+        samples = rollout(unconditional.policy, unconditional.prog, 6).final
+        assert score == pytest.approx(float(unconditional.critic(samples, None).mean()), rel=1e-5)
+
+    for bad, message in ((dict(population=1), "at least 2"), (dict(interval=0), "interval must be a positive int"),
+                         (dict(quantile_fraction=0.7), "quantile_fraction")):
+        with pytest.raises(ValueError, match=message):
+            population_based_training(conditional, held_out, **{"updates": 2, "storage": tmp_path, **bad})
+    with pytest.raises(ValueError, match="too few to hold out"):
+        population_based_training(conditional, held_out, updates=2, storage=tmp_path, eval_size=64)
