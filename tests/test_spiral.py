@@ -401,3 +401,20 @@ def test_the_pretrained_scenes_agent_loads_with_its_program():
     agent = sp.inference.Spiral.pretrained("scenes-recon-cpu", device="cpu")
     assert isinstance(agent.prog, sp.programs.SceneProgram) and agent.prog.steps == 10
     assert "empty platform" in sp.inference.Spiral.model_card("scenes-recon-cpu")
+
+
+def test_training_logs_widen_their_header_when_a_resumed_run_logs_more_metrics(tmp_path):
+    import csv
+
+    from spiral_ppl.inference.spiral.logs import TrainingLog
+
+    log = TrainingLog(tmp_path)
+    log.write("train", {"update": 1, "l2": 0.5})
+    log.write("train", {"update": 2, "l2": 0.25, "policy_lag": 1.0})  # e.g. resumed on Ray workers
+    log.write("train", {"update": 3, "l2": 0.125})
+    log.close()
+    with open(tmp_path / "train.csv", newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    assert [row["update"] for row in rows] == ["1", "2", "3"]
+    assert [row["policy_lag"] for row in rows] == ["", "1", ""] and rows[2]["l2"] == "0.125"
+    assert not list(tmp_path.glob(".train.csv.*"))  # no temporary file left behind

@@ -12,6 +12,8 @@ import csv
 from pathlib import Path
 from typing import Mapping
 
+from spiral_ppl.io import atomic_path
+
 try:  # torch.utils.tensorboard imports the tensorboard package, which is optional.
     from torch.utils.tensorboard import SummaryWriter
 except ImportError:  # pragma: no cover - depends on the environment
@@ -30,14 +32,30 @@ class TrainingLog:
         self.tensorboard = SummaryWriter(str(self.log_dir)) if SummaryWriter is not None else None
 
     def write(self, table: str, row: Mapping[str, float]) -> None:
-        """Append ``row`` to ``{table}.csv`` (the header comes from the first row)."""
+        """Append ``row`` to ``{table}.csv``.
+
+        The header is the union of the columns seen so far: a run resumed with other metrics
+        (say, on Ray workers after a local start) widens the file, rewritten atomically,
+        and rows without a column leave it empty.
+        """
         path = self.log_dir / f"{table}.csv"
-        new = not path.exists()
-        with path.open("a", newline="") as stream:
-            writer = csv.DictWriter(stream, fieldnames=list(row))
-            if new:
+        values = {key: f"{value:.6g}" if isinstance(value, float) else value for key, value in row.items()}
+        header, earlier = [], []
+        if path.exists():
+            with path.open(newline="") as stream:
+                reader = csv.DictReader(stream)
+                header = list(reader.fieldnames or [])
+                if set(row) - set(header):
+                    earlier = list(reader)
+        columns = header + [key for key in row if key not in header]
+        if path.exists() and columns == header:
+            with path.open("a", newline="") as stream:
+                csv.DictWriter(stream, fieldnames=columns).writerow(values)
+        else:
+            with atomic_path(path) as temporary, open(temporary, "w", newline="") as stream:
+                writer = csv.DictWriter(stream, fieldnames=columns)
                 writer.writeheader()
-            writer.writerow({key: f"{value:.6g}" if isinstance(value, float) else value for key, value in row.items()})
+                writer.writerows(earlier + [values])
         if self.tensorboard is not None:
             for key, value in row.items():
                 if key != "update":
