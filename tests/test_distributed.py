@@ -202,6 +202,21 @@ def test_ray_workers_train_the_agent_and_count_every_render(ray_cluster):
     assert backend._actors == []  # the workers are stopped at the end of fit
 
 
+def test_a_ray_run_checkpoints_and_resumes_where_it_stopped(ray_cluster, tmp_path):
+    torch.manual_seed(3)
+    agent = small_agent()
+    data = targets_for(agent.prog)
+    agent.fit(data, 2, backend=RayBackend(workers=2), checkpoint=tmp_path / "agent.pt", progress=False)
+    resumed = sp.inference.Spiral.load(tmp_path / "agent.pt", device="cpu")
+    assert resumed.learner.updates == 2 and len(resumed.learner.replay) == 0  # l2 reward: no critic, no replay
+    for mine, theirs in zip(agent.policy.parameters(), resumed.policy.parameters()):
+        assert torch.equal(mine, theirs)
+    history = resumed.fit(data, 2, backend="ray", log_dir=tmp_path / "logs", progress=False)
+    assert [row["update"] for row in history] == [3, 4]
+    steps = {int(state["step"]) for state in resumed.learner.policy_optimiser.state.values()}
+    assert steps == {4}, "the optimiser state came back with the weights"
+
+
 def test_a_killed_worker_is_restarted_with_no_lost_or_duplicated_update(ray_cluster):
     torch.manual_seed(1)
     agent = small_agent()
