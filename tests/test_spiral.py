@@ -298,6 +298,8 @@ class TestBadInput:
             agent.fit([1, 2, 3], 1, progress=False)
         with pytest.raises(ValueError, match="steps must be a positive int"):
             agent.fit(torch.zeros(10, 1, 16, 16), 0)
+        with pytest.raises(ValueError, match="eval_size must be a positive int"):
+            agent.fit(torch.zeros(10, 1, 16, 16), 1, eval_every=1, eval_size=0, progress=False)
 
     def test_load_refuses_other_programs_and_corrupt_files(self, tmp_path):
         agent = sp.inference.Spiral(self.prog, reward="l2", config=SpiralConfig.small(), device="cpu")

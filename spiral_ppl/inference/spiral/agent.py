@@ -47,7 +47,7 @@ from spiral_ppl.inference.spiral.logs import TrainingLog
 from spiral_ppl.inference.spiral.policy import Policy
 from spiral_ppl.inference.spiral.proposal import SpiralProposal
 from spiral_ppl.inference.spiral.rollout import rollout
-from spiral_ppl.inference.spiral.sources import ImageSource
+from spiral_ppl.inference.spiral.sources import ImageSource, hold_out
 from spiral_ppl.io import atomic_path
 from spiral_ppl.programs.base import Program, mean_squared_error
 from spiral_ppl.renderers.base import validate_actions
@@ -271,19 +271,10 @@ class Spiral(Engine):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be a non-negative int, got {value!r}")
         prog = self.prog
-        if eval_data is None and eval_every:
-            total = len(data)
-            if total <= eval_size:
-                raise ValueError(f"data holds {total} images, too few to hold out eval_size={eval_size}; "
-                                 "pass eval_data= or a smaller eval_size")
-            source = ImageSource(data, prog.channels, prog.image_size, indices=range(total - eval_size))
-            held_out = source.images(torch.arange(total - eval_size, total))
-        else:
-            source = ImageSource(data, prog.channels, prog.image_size)
-            held_out = None
-            if eval_data is not None:
-                held_out = ImageSource(eval_data, prog.channels, prog.image_size).images(
-                    torch.arange(min(eval_size, len(eval_data))))
+        training, held_out = None, None
+        if eval_data is not None or eval_every:
+            training, held_out = hold_out(data, eval_data, eval_size, prog.channels, prog.image_size)
+        source = ImageSource(data, prog.channels, prog.image_size, indices=training)
         if self._source_state is not None:
             source.generator.set_state(self._source_state)
         if self._resume_rng is not None:
@@ -379,6 +370,16 @@ class Spiral(Engine):
             history.append({"update": self.learner.updates, "seconds": self.train_seconds, **metrics})
         return history
 
+    def one_pass(self, targets: torch.Tensor) -> torch.Tensor:
+        """Final canvases of one pass on ``targets`` (an unconditional agent draws as many
+        samples), leaving the training's random streams as they were."""
+        targets = targets.to(self.device)
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []), torch.no_grad():
+            with self.learner.autocast():
+                episode = rollout(self.policy, self.prog, targets.shape[0], targets if self.conditional else None,
+                                  blind=self.blind)
+        return episode.final.float()
+
     def evaluate(self, targets: torch.Tensor, source: ImageSource | None = None, log_dir: str | Path | None = None,
                  update: int | None = None) -> dict[str, float]:
         """One pass on ``targets`` (without disturbing the training's random streams).
@@ -390,11 +391,7 @@ class Spiral(Engine):
         from spiral_ppl.plots import plt, reconstruction_grid
 
         targets = targets.to(self.device)
-        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []), torch.no_grad():
-            with self.learner.autocast():
-                episode = rollout(self.policy, self.prog, targets.shape[0], targets if self.conditional else None,
-                                  blind=self.blind)
-        images = episode.final.float()
+        images = self.one_pass(targets)
         if self.conditional:
             empty = self.learner.empty_canvas().expand_as(targets)
             metrics = {"eval_l2": float(mean_squared_error(images, targets).mean()),

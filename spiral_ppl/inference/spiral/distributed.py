@@ -99,7 +99,6 @@ class Trajectory:
     noise: torch.Tensor | None
     renders: int  #: renderer calls the worker spent
     worker_pid: int
-    seconds: float
 
 
 class RolloutWorker:
@@ -122,7 +121,6 @@ class RolloutWorker:
 
     def rollout(self, task: RolloutTask, weights: list) -> Trajectory:
         """Episodes of ``task`` with the weights in ``weights[0]`` (an object reference, fetched only when new)."""
-        started = time.perf_counter()
         if task.version != self.version:
             import ray
 
@@ -134,7 +132,7 @@ class RolloutWorker:
             episode = rollout(self.policy, self.prog, task.episodes, task.targets, blind=self.blind,
                               observe_all=self.observe_all, device="cpu")
         return Trajectory(task, episode.actions, episode.log_probs, episode.canvases, episode.noise,
-                          self.prog.renders - renders_before, os.getpid(), time.perf_counter() - started)
+                          self.prog.renders - renders_before, os.getpid())
 
 
 @dataclass
@@ -167,12 +165,15 @@ class RayBackend:
                  max_restarts: int = 3, restart_timeout: float = 300.0, address: str | None = None) -> None:
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise ValueError(f"workers must be a positive int, got {workers!r}")
-        if episodes_per_task is not None and (not isinstance(episodes_per_task, int) or episodes_per_task < 1):
+        if episodes_per_task is not None and (isinstance(episodes_per_task, bool) or not isinstance(episodes_per_task, int)
+                                              or episodes_per_task < 1):
             raise ValueError(f"episodes_per_task must be a positive int or None, got {episodes_per_task!r}")
         if not worker_cpus > 0:
             raise ValueError(f"worker_cpus must be positive, got {worker_cpus!r}")
         if isinstance(max_restarts, bool) or not isinstance(max_restarts, int) or max_restarts < 0:
             raise ValueError(f"max_restarts must be a non-negative int, got {max_restarts!r}")
+        if not 0 < restart_timeout < float("inf"):
+            raise ValueError(f"restart_timeout must be a positive number of seconds, got {restart_timeout!r}")
         self.workers, self.episodes_per_task = workers, episodes_per_task
         self.worker_cpus, self.max_restarts, self.address = worker_cpus, max_restarts, address
         self.restart_timeout = float(restart_timeout)
@@ -216,15 +217,11 @@ class RayBackend:
         self.agent, self.source = agent, source
         self.episodes = self.task_size(agent.config.batch_size)
         self.ledger = Ledger()
-        remote_worker = ray.remote(RolloutWorker).options(
-            num_cpus=self.worker_cpus, max_restarts=self.max_restarts, max_task_retries=0)
-        self._actors = [remote_worker.remote(agent.prog, policy_arguments(agent), blind=agent.blind,
-                                             observe_all=agent.config.temporal_rewards)
-                        for _ in range(self.workers)]
+        self._actors = _spawn_workers(agent, self.workers, cpus=self.worker_cpus, max_restarts=self.max_restarts,
+                                      observe_all=agent.config.temporal_rewards)
         self._failures = [0] * self.workers
         self._unavailable_since: list[float | None] = [None] * self.workers
         self._pending: dict[Any, tuple[int, RolloutTask]] = {}
-        self._arrived: list[Trajectory] = []
         self._publish()
         for worker in range(self.workers):
             self._send(worker, self._new_task())
@@ -240,11 +237,14 @@ class RayBackend:
         agent = self.agent
         needed = agent.config.batch_size // self.episodes  # tasks per update
         waited = time.perf_counter()
-        while len(self._arrived) < needed:
+        batch: list[Trajectory] = []
+        while len(batch) < needed:
             [reference], _ = ray.wait(list(self._pending), num_returns=1)
             worker, task = self._pending.pop(reference)
             try:
                 trajectory = ray.get(reference)
+            except FloatingPointError as error:  # Ray re-raises the worker's error as an instance of it
+                raise agent.learner.diverged(error) from None
             except ray.exceptions.ActorUnavailableError as error:
                 # Ray is restarting the worker: give it a moment, then send the same task again.
                 self._worker_unavailable(worker, error)
@@ -253,12 +253,11 @@ class RayBackend:
             except ray.exceptions.RayActorError as error:
                 self._worker_died(worker, task, error)
                 continue
-            self._arrived.append(trajectory)
+            batch.append(trajectory)
             self._unavailable_since[worker] = None
             self.ledger.worker_pids.add(trajectory.worker_pid)
             self._send(worker, self._new_task())  # at once, with the newest weights: workers never wait
         waited = time.perf_counter() - waited
-        batch, self._arrived = self._arrived[:needed], self._arrived[needed:]
         self.ledger.consumed.append([trajectory.task.task_id for trajectory in batch])
 
         targets = None
@@ -287,7 +286,7 @@ class RayBackend:
         self.ledger.in_flight = sorted(task.task_id for _, task in self._pending.values())
         for actor in self._actors:
             ray.kill(actor, no_restart=True)
-        self._actors, self._pending, self._arrived = [], {}, []
+        self._actors, self._pending = [], {}
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -307,8 +306,7 @@ class RayBackend:
     def _publish(self) -> None:
         ray = import_ray()
         self._version = self.agent.learner.updates
-        weights = {name: value.detach().cpu() for name, value in self.agent.policy.state_dict().items()}
-        self._weights = ray.put(weights)
+        self._weights = ray.put(_cpu_weights(self.agent.policy))
 
     def _worker_died(self, worker: int, task: RolloutTask, error: Exception) -> None:
         self._failures[worker] += 1
@@ -350,10 +348,8 @@ def rollout_throughput(agent: "Spiral", *, workers: int, episodes_per_task: int,
     ray = import_ray()
     if agent.conditional and targets is None:
         raise ValueError("a conditional agent's rollouts need targets=: count -> (count, C, H, W) images")
-    remote_worker = ray.remote(RolloutWorker).options(num_cpus=1)
-    actors = [remote_worker.remote(agent.prog, policy_arguments(agent), blind=agent.blind, observe_all=False)
-              for _ in range(workers)]
-    weights = [ray.put({name: value.detach().cpu() for name, value in agent.policy.state_dict().items()})]
+    actors = _spawn_workers(agent, workers, cpus=1, max_restarts=0, observe_all=False)
+    weights = [ray.put(_cpu_weights(agent.policy))]
 
     def task(task_id: int) -> RolloutTask:
         images = targets(episodes_per_task) if agent.conditional else None
@@ -385,3 +381,17 @@ def policy_arguments(agent: "Spiral") -> dict[str, Any]:
     """What a worker builds its copy of the agent's policy from."""
     return dict(action_space=agent.prog.action_space, channels=agent.prog.channels,
                 image_size=agent.prog.image_size, conditional=agent.conditional, config=agent.config)
+
+
+def _spawn_workers(agent: "Spiral", count: int, *, cpus: float, max_restarts: int, observe_all: bool) -> list:
+    """``count`` rollout-worker actors for ``agent``, each reserving ``cpus`` CPUs (and as many torch threads)."""
+    ray = import_ray()
+    remote_worker = ray.remote(RolloutWorker).options(num_cpus=cpus, max_restarts=max_restarts, max_task_retries=0)
+    return [remote_worker.remote(agent.prog, policy_arguments(agent), blind=agent.blind, observe_all=observe_all,
+                                 threads=max(1, int(cpus)))
+            for _ in range(count)]
+
+
+def _cpu_weights(policy: Policy) -> dict[str, torch.Tensor]:
+    """The policy's weights on the CPU, as workers load them."""
+    return {name: value.detach().cpu() for name, value in policy.state_dict().items()}

@@ -236,11 +236,15 @@ class Learner:
                 episode = rollout(self.policy, self.prog, self.config.batch_size, targets, blind=self.blind,
                                   observe_all=self.config.temporal_rewards)
             except FloatingPointError as error:
-                raise TrainingDiverged(
-                    f"{error} at update {self.updates + 1}; training stopped, and the last checkpoint (written only "
-                    "after good updates) is untouched: resume from it with lower learning rates"
-                ) from None
+                raise self.diverged(error) from None
         return self.learn(episode, targets, real_images)
+
+    def diverged(self, error: Exception) -> TrainingDiverged:
+        """The error to stop training with when a rollout (here or on a worker) produced non-finite numbers."""
+        return TrainingDiverged(
+            f"{error} at update {self.updates + 1}; training stopped, and the last checkpoint (written only "
+            "after good updates) is untouched: resume from it with lower learning rates"
+        )
 
     def learn(
         self,

@@ -48,8 +48,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from spiral_ppl.inference.spiral.distributed import RayBackend, import_ray
-from spiral_ppl.inference.spiral.rollout import rollout
-from spiral_ppl.inference.spiral.sources import ImageSource
+from spiral_ppl.inference.spiral.sources import hold_out
 
 import_ray()  # this module is Ray Tune through and through: say how to install it if it is missing
 from ray import tune  # noqa: E402
@@ -71,14 +70,10 @@ def fitness(agent: "Spiral", held_out: torch.Tensor) -> float:
     """
     from spiral_ppl.programs.base import mean_squared_error
 
-    targets = held_out.to(agent.device)
-    devices = [agent.device] if agent.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices), torch.no_grad(), agent.learner.autocast():
-        episode = rollout(agent.policy, agent.prog, targets.shape[0], targets if agent.conditional else None,
-                          blind=agent.blind)
-        images = episode.final.float()
-        if agent.conditional:
-            return -float(mean_squared_error(images, targets).mean())
+    images = agent.one_pass(held_out)
+    if agent.conditional:
+        return -float(mean_squared_error(images, held_out.to(agent.device)).mean())
+    with torch.no_grad(), agent.learner.autocast():
         return float(agent.critic(images, None).float().mean())
 
 
@@ -148,17 +143,12 @@ class Population:
 
 def _split(data: Any, eval_data: Any, eval_size: int, prog) -> tuple[Any, torch.Tensor]:
     """The training data and the held-out targets of the fitness."""
-    if eval_data is not None:
-        source = ImageSource(eval_data, prog.channels, prog.image_size)
-        return data, source.images(torch.arange(min(eval_size, len(eval_data))))
-    total = len(data)
-    if total <= eval_size:
-        raise ValueError(f"data holds {total} images, too few to hold out eval_size={eval_size} for the fitness; "
-                         "pass eval_data= or a smaller eval_size")
-    held_out = ImageSource(data, prog.channels, prog.image_size).images(torch.arange(total - eval_size, total))
-    train = data[: total - eval_size] if isinstance(data, torch.Tensor) else torch.utils.data.Subset(
-        data, range(total - eval_size))
-    return train, held_out
+    training, held_out = hold_out(data, eval_data, eval_size, prog.channels, prog.image_size)
+    if training is None:
+        return data, held_out
+    if isinstance(data, torch.Tensor):
+        return data[: len(training)], held_out
+    return torch.utils.data.Subset(data, training), held_out
 
 
 def population_based_training(

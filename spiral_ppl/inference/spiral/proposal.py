@@ -34,6 +34,7 @@ from typing import Mapping
 import torch
 
 from spiral_ppl.inference.spiral.policy import StepOutput
+from spiral_ppl.inference.spiral.rollout import replay
 
 #: Odd multipliers of the history hash (fixed, so that hashes agree across calls).
 _HASH_MULTIPLIERS = torch.randint(1, 2**62, (4096,), generator=torch.Generator().manual_seed(20181)) * 2 + 1
@@ -137,18 +138,12 @@ class SpiralProposal:
         policy, device = self.agent.policy, self.agent.device
         rows = missing.reshape(-1).nonzero().squeeze(-1).to(device)
         size = rows.numel()
-        state = policy.initial_hidden(size, device)
         fresh = torch.randn(size, policy.noise_size, device=device) if policy.noise_size else None
         targets = flat_targets[rows]
-        blank = torch.zeros_like(targets)
         past = {name: history[name].reshape(-1, history[name].shape[-1])[rows.to(history[name].device)].to(device)
                 for name in names}
-        previous = None
-        for t in range(past[names[0]].shape[-1]):
-            forced = {name: value[:, t] for name, value in past.items()}
-            out = policy.step(blank, targets if self.agent.conditional else None, previous, fresh, state,
-                              choose=lambda component, logits: forced[component.name])
-            state, previous = out.hidden, forced
+        blank = [torch.zeros_like(targets)] * past[names[0]].shape[-1]
+        state = replay(policy, past, blank, targets if self.agent.conditional else None, fresh, blind=True).hidden
         particles, targets_count = missing.shape
         hidden = [h.reshape(particles * targets_count, -1).clone() for h in hidden]
         for whole, part in zip(hidden, state):

@@ -78,11 +78,15 @@ def empty_canvases(final: torch.Tensor, empty: torch.Tensor, tolerance: float = 
     return ((final - empty).abs().flatten(1).amax(1) <= tolerance).float()
 
 
-def discounted_returns(rewards: torch.Tensor, discount: float) -> torch.Tensor:
-    """``(B, T)`` returns ``R_t = r_t + discount * R_{t+1}``."""
+def discounted_returns(rewards: torch.Tensor, discount: float | torch.Tensor) -> torch.Tensor:
+    """``(B, T)`` returns ``R_t = r_t + discount_t * R_{t+1}`` (``R_T = 0``).
+
+    ``discount`` is a number, or ``(B, T)`` per-step discounts (V-trace's ``gamma * c_t``).
+    """
     returns = torch.empty_like(rewards)
     running = torch.zeros_like(rewards[:, -1])
+    per_step = isinstance(discount, torch.Tensor)
     for t in range(rewards.shape[1] - 1, -1, -1):
-        running = rewards[:, t] + discount * running
+        running = rewards[:, t] + (discount[:, t] if per_step else discount) * running
         returns[:, t] = running
     return returns

@@ -48,6 +48,21 @@ class Episode(NamedTuple):
     canvases: list[torch.Tensor | None]  # x_1 .. x_T, None where not drawn
     final: torch.Tensor | None  # x_T, (B, C, H, W), None if not drawn
     noise: torch.Tensor | None = None  # (B, noise_size) of an unconditional policy
+    hidden: tuple[torch.Tensor, torch.Tensor] | None = None  # the LSTM state after the last step
+
+
+def _episode(outputs: list, canvases: list[torch.Tensor | None], noise: torch.Tensor | None) -> Episode:
+    """Stack the policy's step outputs into an :class:`Episode`."""
+    return Episode(
+        actions={name: torch.stack([out.action[name] for out in outputs], dim=1) for name in outputs[0].action},
+        log_probs=torch.stack([out.log_prob for out in outputs], dim=1),
+        entropies=torch.stack([out.entropy for out in outputs], dim=1),
+        values=torch.stack([out.value for out in outputs], dim=1),
+        canvases=canvases,
+        final=canvases[-1],
+        noise=noise,
+        hidden=outputs[-1].hidden,
+    )
 
 
 def rollout(
@@ -78,7 +93,7 @@ def rollout(
     hidden = policy.initial_hidden(batch, device)
     state = prog.initial_state(batch, device=device)
     seen, previous = nothing_drawn, None
-    log_probs, entropies, values, canvases = [], [], [], []
+    outputs, canvases = [], []
     for t in range(prog.steps):
         out = policy.step(seen, targets, previous, noise, hidden, choose=lambda c, logits: choose(t, c, logits))
         state = prog.advance(state, out.action)
@@ -90,22 +105,8 @@ def rollout(
         if not blind and canvas is not None:
             seen = canvas
         previous, hidden = out.action, out.hidden
-        log_probs.append(out.log_prob)
-        entropies.append(out.entropy)
-        values.append(out.value)
-        if t == 0:
-            actions = {name: [] for name in out.action}
-        for name, value in out.action.items():
-            actions[name].append(value)
-    return Episode(
-        actions={name: torch.stack(values_, dim=1) for name, values_ in actions.items()},
-        log_probs=torch.stack(log_probs, dim=1),
-        entropies=torch.stack(entropies, dim=1),
-        values=torch.stack(values, dim=1),
-        canvases=canvases,
-        final=canvases[-1],
-        noise=noise,
-    )
+        outputs.append(out)
+    return _episode(outputs, canvases, noise)
 
 
 def replay(
@@ -132,27 +133,18 @@ def replay(
     if len(canvases) != steps:
         raise ValueError(f"replay needs one canvas entry per step ({steps}), got {len(canvases)}")
     device = next(policy.parameters()).device
+    canvases = [None if canvas is None else canvas.to(device) for canvas in canvases]
     first = next((c for c in canvases if c is not None), None)
     if first is None:
         raise ValueError("replay needs at least the final canvas of the episodes; none was drawn")
     seen = torch.zeros(batch, *first.shape[1:], device=device)
     hidden, previous = policy.initial_hidden(batch, device), None
-    log_probs, entropies, values = [], [], []
+    outputs = []
     for t in range(steps):
         taken = {name: value[:, t].to(device) for name, value in actions.items()}
         out = policy.step(seen, targets, previous, noise, hidden, choose=lambda c, logits: taken[c.name])
         if not blind and canvases[t] is not None:
-            seen = canvases[t].to(device)
+            seen = canvases[t]
         previous, hidden = taken, out.hidden
-        log_probs.append(out.log_prob)
-        entropies.append(out.entropy)
-        values.append(out.value)
-    return Episode(
-        actions={name: value.to(device) for name, value in actions.items()},
-        log_probs=torch.stack(log_probs, dim=1),
-        entropies=torch.stack(entropies, dim=1),
-        values=torch.stack(values, dim=1),
-        canvases=[None if c is None else c.to(device) for c in canvases],
-        final=None if canvases[-1] is None else canvases[-1].to(device),
-        noise=noise,
-    )
+        outputs.append(out)
+    return _episode(outputs, canvases, noise)

@@ -72,3 +72,22 @@ class ImageSource:
         if not bool(torch.isfinite(images).all()) or float(images.min()) < 0 or float(images.max()) > 1:
             raise ValueError("data images must be finite with values in [0, 1]")
         return images
+
+
+def hold_out(data: Any, eval_data: Any, eval_size: int, channels: int, image_size: int
+             ) -> tuple[range | None, torch.Tensor]:
+    """Held-out targets for evaluations: the first ``eval_size`` images of ``eval_data``, or
+    else the last ``eval_size`` items of ``data``, which training then leaves out.
+
+    :returns: the items of ``data`` to train on (``None``: all of them) and the held-out images.
+    """
+    if isinstance(eval_size, bool) or not isinstance(eval_size, int) or eval_size < 1:
+        raise ValueError(f"eval_size must be a positive int to hold out targets, got {eval_size!r}")
+    if eval_data is not None:
+        held_out = ImageSource(eval_data, channels, image_size).images(torch.arange(min(eval_size, len(eval_data))))
+        return None, held_out
+    total = len(data)
+    if total <= eval_size:
+        raise ValueError(f"data holds {total} images, too few to hold out eval_size={eval_size}; "
+                         "pass eval_data= or a smaller eval_size")
+    return range(total - eval_size), ImageSource(data, channels, image_size).images(torch.arange(total - eval_size, total))

@@ -43,6 +43,8 @@ from typing import NamedTuple
 
 import torch
 
+from spiral_ppl.inference.spiral.rewards import discounted_returns
+
 
 class VTraceTargets(NamedTuple):
     """What the learner's loss needs, all ``(B, T)`` and free of gradients."""
@@ -83,12 +85,8 @@ def vtrace(
         rhos, cs = ratios.clamp(max=rho_clip), ratios.clamp(max=c_clip)
         next_values = torch.cat([values[:, 1:], torch.zeros_like(values[:, :1])], dim=1)  # V(x_T) = 0
         deltas = rhos * (rewards + discount * next_values - values)
-        corrections = torch.zeros_like(values)  # v_s - V(x_s)
-        running = torch.zeros_like(values[:, 0])
-        for t in reversed(range(values.shape[1])):
-            running = deltas[:, t] + discount * cs[:, t] * running
-            corrections[:, t] = running
-        targets = values + corrections
+        # v_s - V(x_s) follows the recursion of a discounted return, with discounts gamma c_s.
+        targets = values + discounted_returns(deltas, discount * cs)
         next_targets = torch.cat([targets[:, 1:], torch.zeros_like(targets[:, :1])], dim=1)  # v_T = 0
         advantages = rhos * (rewards + discount * next_targets - values)
     return VTraceTargets(targets, advantages, rhos)
