@@ -126,6 +126,8 @@ def test_systematic_resampling_and_particle_schedule():
     assert particle_schedule(11, 3) == [4, 4, 3]
     assert particle_schedule(20, 3, moves=1) == [4, 3, 3]  # 4 + 3 + 3 draws, 3 + 3 + 3 moves
     assert particle_schedule(18, 3, moves=2) == [2, 2, 2]
+    with pytest.raises(ValueError, match=r"every particle of targets \[1\] has zero"):
+        systematic_resample(torch.tensor([[0.0, -math.inf], [1.0, -math.inf]]), 2)
 
 
 def test_bad_arguments_get_clear_errors(tiny):
@@ -150,6 +152,14 @@ def test_bad_arguments_get_clear_errors(tiny):
 
     with pytest.raises(ValueError, match=r"expected \(particles, targets\) = \(5, 1\)"):
         sp.inference.SMC(WrongBatch()).infer(prog, image, sp.Budget(renders=10))
+
+    class NotAProbability:
+        def propose(self, program, step, history, canvas, images):
+            action = {c.name: torch.zeros(canvas.shape[:2], dtype=torch.long) for c in program.action_space}
+            return action, torch.full(canvas.shape[:2], float("nan"))
+
+    with pytest.raises(ValueError, match="log_q must be finite"):
+        sp.inference.SMC(NotAProbability()).infer(prog, image, sp.Budget(renders=10))
 
     def partial_guide(image):
         with pyro.plate("targets", image.shape[0], dim=-1):

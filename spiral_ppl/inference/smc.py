@@ -67,6 +67,7 @@ from spiral_ppl.inference.moves import BLOCKS, PROPOSALS, BlockProposal, check_c
 from spiral_ppl.inference.proposals import as_step_proposal
 from spiral_ppl.inference.result import Curve, Result
 from spiral_ppl.programs.base import Program, mean_squared_error
+from spiral_ppl.squared_error import squared_error
 from spiral_ppl.renderers.base import validate_actions
 
 
@@ -77,7 +78,14 @@ def systematic_resample(log_weights: torch.Tensor, count: int) -> torch.Tensor:
     on the weights' cumulative sum, which keeps the number of copies of each particle
     within one of its expectation.
     """
-    probs = (log_weights - log_weights.logsumexp(0)).exp().T  # (B, N)
+    total = log_weights.logsumexp(0)
+    if not bool(torch.isfinite(total).all()):
+        dead = (~torch.isfinite(total)).nonzero().flatten().tolist()
+        raise ValueError(
+            f"every particle of targets {dead} has zero (or undefined) weight: the proposal drew actions the prior "
+            "rules out, or the weights became NaN; give the proposal support only where the prior has it"
+        )
+    probs = (log_weights - total).exp().T  # (B, N)
     cumulative = probs.cumsum(-1)
     points = (torch.rand(probs.shape[0], 1, device=probs.device) + torch.arange(count, device=probs.device)) / count
     ancestors = torch.searchsorted(cumulative, points * cumulative[:, -1:])
@@ -235,6 +243,8 @@ class _ParticleRun:
 
     def extend(self, step: int) -> None:
         """Draw and render every particle's action ``step`` and update the weights."""
+        if self.state is None:  # rejuvenation changed the prefixes since the state was last derived
+            self.state = self._replay(self.history)
         proposal = self.engine.proposal
         canvas = self.canvas if getattr(proposal, "reads_canvas", True) else None
         action, log_q = proposal.propose(self.prog, step, self.history, canvas, self.images)
@@ -286,10 +296,11 @@ class _ParticleRun:
     def rejuvenate(self, score_candidates: bool) -> None:
         """One Metropolis-Hastings move of every particle's prefix, invariant for ``gamma_t``."""
         proposed, log_q_ratio = self.mover(self.history)
-        state = self._replay(proposed)
-        canvas = self._view(self.prog.canvas(state))
+        canvas = self._view(self.prog.canvas(self._replay(proposed)))
         self.spent += self.particles
-        log_likelihood = self.prog.likelihood(canvas).log_prob(self.images)
+        # One pass over the pixels gives the likelihood and, for the candidates, the l2.
+        error = squared_error(canvas, self.images)
+        log_likelihood = self.prog.log_likelihood(canvas, self.images, error)
         log_ratio = (
             self.prog.log_prior(proposed) - self.prog.log_prior(self.history)
             + log_likelihood - self.log_likelihood + log_q_ratio
@@ -298,13 +309,13 @@ class _ParticleRun:
         self.accepted += accept.float().mean(0)
         self.moves += 1
         if score_candidates:
-            self._score(canvas, proposed)
+            self._score(canvas, proposed, error / math.prod(canvas.shape[-3:]))
         self.history = select_actions(accept, proposed, self.history)
         self.log_likelihood = torch.where(accept, log_likelihood, self.log_likelihood)
         self.canvas = torch.where(accept.view(*accept.shape, 1, 1, 1), canvas, self.canvas)
-        # The state must follow the accepted prefixes; replaying them re-derives it without
-        # reading a canvas, so it is compute, not a render.
-        self.state, self.state_rows = self._replay(self.history), None
+        # The state must follow the accepted prefixes. Replaying them re-derives it without
+        # reading a canvas (compute, not a render); the next step does it, once for all moves.
+        self.state, self.state_rows = None, None
 
     def record_candidates(self) -> None:
         """Score the finished programs of the last step as reconstructions."""
@@ -336,8 +347,9 @@ class _ParticleRun:
 
     # -- helpers ----------------------------------------------------------------------------
 
-    def _score(self, canvas: torch.Tensor, actions: Mapping[str, torch.Tensor]) -> None:
-        l2 = mean_squared_error(canvas, self.images)
+    def _score(self, canvas: torch.Tensor, actions: Mapping[str, torch.Tensor], l2: torch.Tensor | None = None) -> None:
+        if l2 is None:
+            l2 = mean_squared_error(canvas, self.images)
         candidate_l2, candidate = l2.min(0)
         improved = candidate_l2 < self.best_l2
         columns = torch.arange(self.targets, device=self.device)
@@ -388,4 +400,6 @@ class _ParticleRun:
             log_q = log_q.to(self.device).expand(shape)
         except RuntimeError:
             raise ValueError(f"the proposal's log_q has shape {tuple(log_q.shape)}; expected {shape}") from None
+        if not bool(torch.isfinite(log_q).all()):
+            raise ValueError("the proposal's log_q must be finite: the log-probability of actions it drew")
         return action, log_q
