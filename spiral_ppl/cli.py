@@ -25,7 +25,6 @@ import spiral_ppl as sp
 from spiral_ppl import io
 from spiral_ppl.inference.engine import Engine
 
-#: Engines the command line can build by name, each from the options of ``infer``/``demo``.
 #: Engines the command line can build by name. The ``spiral*`` ones need an agent (``--agent``).
 ENGINES: dict[str, Callable[[Any], Engine]] = {
     "importance": lambda agent: sp.inference.Importance(),
@@ -132,9 +131,14 @@ def _comparison(config_name: str, overrides: list[str], engines: list[str], budg
     return table.write_report(out, prog, images, title=f"{config['name']}: {targets} held-out targets")
 
 
+def _default_engines(agent) -> list[str]:
+    """The search engines, plus SPIRAL alone and SPIRAL-guided SMC when there is an agent."""
+    return SEARCH_ENGINES + (["spiral", "spiral-smc"] if agent is not None else [])
+
+
 def command_compare(options: argparse.Namespace) -> int:
     agent = _load_agent(options.agent)
-    engines = options.engines or SEARCH_ENGINES + (["spiral", "spiral-smc"] if agent is not None else [])
+    engines = options.engines or _default_engines(agent)
     report = _comparison(options.config, options.set, engines, options.budgets, options.targets, options.seeds,
                          Path(options.out), agent)
     print(f"wrote {report}")
@@ -147,7 +151,7 @@ def command_demo(options: argparse.Namespace) -> int:
     sections = []
     for config_name, agent_name in (("mnist-recon", "mnist-recon-cpu"), ("scenes-recon", "scenes-recon-cpu")):
         agent = _load_agent(agent_name) if agent_name in sp.inference.Spiral.pretrained_names() else None
-        engines = SEARCH_ENGINES + (["spiral", "spiral-smc"] if agent is not None else [])
+        engines = _default_engines(agent)
         report = _comparison(config_name, [], engines, options.budgets, options.targets, [options.seed],
                              out / config_name, agent)
         using = f" (SPIRAL agent `{agent_name}`: see its model card)" if agent is not None else ""

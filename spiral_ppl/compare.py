@@ -110,9 +110,16 @@ def compare(
     for name, engine in engines.items():
         if not isinstance(engine, Engine):
             raise TypeError(f"engine {name!r} must be a spiral_ppl.inference.Engine, got {type(engine).__name__}")
+    if not isinstance(prog, Program):
+        raise TypeError(f"prog must be a spiral_ppl.programs.Program, got {type(prog).__name__}")
     budgets, seeds = [Budget(renders=b).renders for b in budgets], list(seeds)
     if not budgets or not seeds:
         raise ValueError("compare needs at least one budget and one seed")
+    if len(set(budgets)) != len(budgets) or len(set(seeds)) != len(seeds):
+        # a repeated seed would be averaged as if it were another independent run
+        raise ValueError(f"budgets and seeds must not repeat, got budgets={budgets} and seeds={seeds}")
+    if not all(isinstance(seed, int) and not isinstance(seed, bool) for seed in seeds):
+        raise TypeError(f"seeds must be ints, got {seeds}")
     images = prog.check_images(images, name="images")
     comparison = Comparison()
     for name, engine in engines.items():

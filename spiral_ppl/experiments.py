@@ -168,16 +168,8 @@ def train_experiment(
     """
     from spiral_ppl.inference.spiral import RayBackend, Spiral, SpiralConfig
 
-    prog = build_program(config)
-    train, test = load_datasets(config, prog.image_size)
-    settings = {"steps": 1000, "eval_every": 500, "eval_size": 64, "checkpoint_every": 250, "log_every": 10}
-    unknown = sorted(set(config["train"]) - set(settings))
-    if unknown:
-        raise ValueError(f"[train] unknown settings {unknown}; known: {sorted(settings)}")
-    settings.update(config["train"])
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(config, indent=1) + "\n")
+    settings = _train_settings(config)
+    prog, train, test, out = _prepare_run(config, out)
     checkpoint = out / "checkpoint.pt"
     if checkpoint.exists():
         agent = Spiral.load(checkpoint, prog, device=device)
@@ -217,16 +209,12 @@ def pbt_experiment(
     from spiral_ppl.inference.spiral import Spiral, SpiralConfig
     from spiral_ppl.inference.spiral.pbt import population_based_training
 
-    prog = build_program(config)
-    train, test = load_datasets(config, prog.image_size)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(config, indent=1) + "\n")
+    settings = _train_settings(config)
+    prog, train, test, out = _prepare_run(config, out)
     agent = Spiral(prog, **config["agent"], device=device, config=SpiralConfig.from_dict(config["config"]))
-    updates = int(config["train"].get("steps", 1000))
-    result = population_based_training(agent, train, updates=updates, population=population, interval=interval,
-                                       storage=out / "tune", name=config["name"], eval_data=test,
-                                       eval_size=int(config["train"].get("eval_size", 64)), progress=progress)
+    result = population_based_training(agent, train, updates=settings["steps"], population=population,
+                                       interval=interval, storage=out / "tune", name=config["name"], eval_data=test,
+                                       eval_size=settings["eval_size"], progress=progress)
     result.best_agent.save(out / "best.pt", training_state=False)
     with open(out / "population.csv", "w", newline="") as stream:
         writer = csv.DictWriter(stream, fieldnames=list(result.history[0]))
@@ -236,6 +224,25 @@ def pbt_experiment(
 
     plt.close(result.plot(out / "population.png"))
     return result
+
+
+def _train_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """The ``[train]`` table over its defaults; unknown keys are refused."""
+    settings = {"steps": 1000, "eval_every": 500, "eval_size": 64, "checkpoint_every": 250, "log_every": 10}
+    unknown = sorted(set(config["train"]) - set(settings))
+    if unknown:
+        raise ValueError(f"[train] unknown settings {unknown}; known: {sorted(settings)}")
+    return {**settings, **config["train"]}
+
+
+def _prepare_run(config: dict[str, Any], out: str | Path):
+    """The program, the training and test data, and the run folder (with ``config.json``) of a run."""
+    prog = build_program(config)
+    train, test = load_datasets(config, prog.image_size)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(config, indent=1) + "\n")
+    return prog, train, test, out
 
 
 def _plot_training_curve(log: Path, path: Path, title: str) -> None:

@@ -138,8 +138,8 @@ def high_resolution(renderer, actions: Mapping[str, torch.Tensor], scale: int = 
             ax.imshow(_as_picture(images[column]), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
-        axes[0, 0].set_ylabel(f"{low.shape[-1]}px")
-        axes[1, 0].set_ylabel(f"{high.shape[-1]}px")
+    axes[0, 0].set_ylabel(f"{low.shape[-1]}px")
+    axes[1, 0].set_ylabel(f"{high.shape[-1]}px")
     figure.subplots_adjust(wspace=0.05, hspace=0.05)
     return _save(figure, path)
 

@@ -1,0 +1,39 @@
+"""sp.compare: every engine on the same targets and budgets, with its arguments checked."""
+
+import pytest
+import torch
+
+import spiral_ppl as sp
+
+
+def tiny():
+    prog = sp.programs.PaintProgram(sp.renderers.Brush(canvas_size=8, grid_size=3, compile=False), steps=2)
+    actions = {c.name: torch.randint(0, c.size, (2, 2), generator=torch.Generator().manual_seed(0))
+               for c in prog.action_space}
+    return prog, prog.render(actions)
+
+
+def test_every_engine_gets_every_budget_and_seed():
+    prog, targets = tiny()
+    engines = {"importance": sp.inference.Importance(), "smc": sp.inference.SMC()}
+    table = sp.compare(prog, targets, engines=engines, budgets=[4, 8], seeds=[0, 1])
+    assert [(r["engine"], r["budget"]) for r in table.records] == [
+        ("importance", 4), ("importance", 8), ("smc", 4), ("smc", 8)]
+    assert len(table.results) == 2 * 2 * 2
+    run = table.results[("smc", 8, 1)]
+    assert run.l2.shape == (2,) and run.renders.tolist() == [8, 8]
+    importance = [table.results[("importance", 8, seed)].l2 for seed in (0, 1)]
+    assert table.records[1]["mean_l2"] == pytest.approx(float(torch.cat(importance).mean()))
+
+
+def test_repeated_budgets_or_seeds_and_a_non_program_are_refused():
+    prog, targets = tiny()
+    engines = {"importance": sp.inference.Importance()}
+    with pytest.raises(ValueError, match="must not repeat"):
+        sp.compare(prog, targets, engines=engines, budgets=[4, 4])
+    with pytest.raises(ValueError, match="must not repeat"):
+        sp.compare(prog, targets, engines=engines, budgets=[4], seeds=[0, 0])
+    with pytest.raises(TypeError, match="seeds must be ints"):
+        sp.compare(prog, targets, engines=engines, budgets=[4], seeds=[0.5])
+    with pytest.raises(TypeError, match="prog must be a spiral_ppl.programs.Program"):
+        sp.compare(prog.renderer, targets, engines=engines, budgets=[4])
