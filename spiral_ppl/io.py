@@ -99,6 +99,10 @@ def actions_from_steps(action_space: tuple[Component, ...], steps: list[Mapping[
 
 def steps_from_actions(action_space: tuple[Component, ...], actions: Mapping[str, torch.Tensor]) -> list[dict]:
     """One program ``{name: LongTensor[T]}`` (or ``[1, T]``) -> a list of per-step objects."""
+    shape = validate_actions(action_space, actions)
+    if len(shape) not in (1, 2) or (len(shape) == 2 and shape[0] != 1):
+        raise ValueError(f"a program file holds one program: (T,) or (1, T) per component, got {tuple(shape)}; "
+                         "write a batch one program at a time")
     columns = {name: value.reshape(-1).tolist() for name, value in actions.items()}
     steps = []
     for t in range(len(columns[action_space[0].name])):

@@ -64,6 +64,8 @@ def pen_paths(renderer, actions: Mapping[str, torch.Tensor], points_per_step: in
     for name in ("flag", "end_point", "control_point"):
         if name not in actions:
             raise ValueError(f"pen_paths needs a paint program with a {name!r} component")
+    if actions["flag"].numel() != actions["flag"].shape[-1]:
+        raise ValueError(f"pen_paths takes one program, (T,) or (1, T) per component; got {tuple(actions['flag'].shape)}")
     flags = actions["flag"].reshape(-1).tolist()
     ends = renderer.grid_to_pixels(actions["end_point"].reshape(-1)).double().numpy()
     controls = renderer.grid_to_pixels(actions["control_point"].reshape(-1)).double().numpy()

@@ -111,6 +111,13 @@ def test_step_and_compare_paints_the_selected_canvases_and_scores_them(compile):
         difference = (painted.canvas - expected.canvas).abs()
         assert difference.max() < 0.15 and (difference > 1e-3).float().mean() < 1e-3  # as compiled against eager
         torch.testing.assert_close(error, (painted.canvas - targets.repeat(2, 1, 1, 1)).pow(2).sum((1, 2, 3)))
+    # The fused kernel and the default path refuse targets of another shape, or that cannot tile the canvases.
+    fused, default = brush.step_and_compare, lambda *args: sp.renderers.Renderer.step_and_compare(eager, *args)
+    for step_and_compare in (fused, default):
+        with pytest.raises(ValueError, match=r"targets must have shape \(M, 3, 64, 64\)"):
+            step_and_compare(state, action, targets[:, :, :32], rows)
+        with pytest.raises(ValueError, match="cannot be tiled over 4 targets"):
+            step_and_compare(state, action, targets[[0, 1, 2, 0]], rows)
 
 
 def test_soft_edge_ramps_linearly_around_the_radius():

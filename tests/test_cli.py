@@ -59,6 +59,11 @@ def test_program_files_round_trip(tmp_path):
     assert renderer.color and renderer.grid_size == 8
     for name, value in actions.items():
         assert loaded[name][0].tolist() == value.tolist()
+    batch = {name: value.repeat(2, 1) for name, value in actions.items()}
+    with pytest.raises(ValueError, match=r"one program: \(T,\) or \(1, T\).*got \(2, 5\)"):
+        io.save_program(tmp_path / "batch.json", brush, batch)
+    with pytest.raises(ValueError, match="missing"):
+        io.save_program(tmp_path / "partial.json", brush, {"flag": actions["flag"]})
 
 
 @pytest.mark.parametrize(

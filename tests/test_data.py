@@ -234,6 +234,8 @@ def test_pen_paths_join_drawn_steps_and_split_at_jumps():
     np.testing.assert_allclose(paths[1][[0, -1]], [[0, 63], [0, 0]])
     scores = parsing_scores(paths, [np.array([[0.0, 0.0], [63.0, 0.0], [63.0, 63.0]])])
     assert scores["inferred_strokes"] == 2 and scores["stroke_count_error"] == 1
+    with pytest.raises(ValueError, match="one program"):
+        pen_paths(brush, {name: value.repeat(2, 1) for name, value in actions.items()})
     assert 0 < scores["chamfer"] < 20
 
 

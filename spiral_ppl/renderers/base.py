@@ -203,7 +203,19 @@ class Renderer(abc.ABC):
             state = index_batch(state, rows)
         state = self.step(state, action)
         canvas = self.canvas(state)
+        self.check_targets(targets, canvas.shape[0])
         return state, tiled_squared_error(canvas, targets.to(canvas.device))
+
+    def check_targets(self, targets: torch.Tensor, canvases: int) -> None:
+        """Targets ``(M, C, H, W)`` of this renderer's images, ``M`` dividing the number of
+        ``canvases`` compared with them (shapes only: no device synchronisation)."""
+        expected = (self.channels, self.image_size, self.image_size)
+        if not isinstance(targets, torch.Tensor) or targets.dim() != 4 or tuple(targets.shape[1:]) != expected:
+            shape = tuple(targets.shape) if isinstance(targets, torch.Tensor) else type(targets).__name__
+            raise ValueError(f"targets must have shape (M, {', '.join(map(str, expected))}), got {shape}")
+        if canvases % targets.shape[0]:
+            raise ValueError(f"{canvases} canvases cannot be tiled over {targets.shape[0]} targets: "
+                             "canvas r is compared with target r % M, so M must divide the canvases")
 
     @property
     def component_names(self) -> list[str]:

@@ -279,6 +279,7 @@ class Brush(PaintRenderer):
             rows = rows.to(canvas.device)
             position = position.index_select(0, rows)
         self.check_step(action, position.shape[0])
+        self.check_targets(targets, position.shape[0])
         stroke, action = self._stroke(position, action, canvas.device)
         kernel = self._kernel(_paint_and_compare, position.shape[0])
         canvas, error = kernel(canvas, rows, targets.to(canvas.device), *stroke)

@@ -176,20 +176,6 @@ class MujocoScene(Renderer):
         self._pool: ProcessPoolExecutor | None = None
         self._pool_finalizer: Any = None
 
-    def _settings(self) -> dict[str, Any]:
-        """Constructor arguments that determine the images (sent to worker processes)."""
-        return dict(
-            image_size=self.image_size,
-            grid_size=self.grid_size,
-            max_objects=self.max_objects,
-            sizes=self.sizes,
-            color_bins=self.color_bins,
-            shadows=self.shadows,
-            multisample=self.multisample,
-        )
-
-    # -- the step-wise protocol: cheap edits of object slots --------------------------------
-
     def settings(self) -> dict[str, Any]:
         """The constructor arguments that rebuild this renderer."""
         return {
@@ -202,6 +188,12 @@ class MujocoScene(Renderer):
             "multisample": self.multisample,
             "workers": self.workers,
         }
+
+    def _settings(self) -> dict[str, Any]:
+        """Constructor arguments that determine the images (sent to worker processes)."""
+        return {name: value for name, value in self.settings().items() if name != "workers"}
+
+    # -- the step-wise protocol: cheap edits of object slots --------------------------------
 
     def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> SceneState:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -285,11 +277,10 @@ class MujocoScene(Renderer):
 
     def __getstate__(self) -> dict[str, Any]:
         # GL contexts and process pools cannot cross processes; each copy makes its own.
-        return {**self._settings(), "workers": self.workers}
+        return self.settings()
 
     def __setstate__(self, settings: dict[str, Any]) -> None:
-        settings = dict(settings)
-        self.__init__(settings.pop("image_size"), settings.pop("grid_size"), settings.pop("max_objects"), **settings)
+        self.__init__(**settings)
 
     def __repr__(self) -> str:
         return (

@@ -156,6 +156,7 @@ class MyPaint(PaintRenderer):
         self._library_path = self.library or os.environ.get(LIBRARY_VARIABLE) or None
         _painter(self._painter_key())
         self._executor: ProcessPoolExecutor | None = None
+        self._executor_finalizer: weakref.finalize | None = None
 
     def settings(self) -> dict[str, Any]:
         return {
@@ -256,18 +257,19 @@ class MyPaint(PaintRenderer):
         if self._executor is None:
             context = multiprocessing.get_context("spawn")
             self._executor = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_init_worker)
-            weakref.finalize(self, self._executor.shutdown, wait=False, cancel_futures=True)
+            self._executor_finalizer = weakref.finalize(self, self._executor.shutdown, wait=False, cancel_futures=True)
         return self._executor
 
     def close(self) -> None:
         """Stop the worker processes, if any were started (they also stop with the renderer)."""
         if self._executor is not None:
+            self._executor_finalizer.detach()  # else it would keep the closed pool alive with the renderer
             self._executor.shutdown(wait=True, cancel_futures=True)
-            self._executor = None
+            self._executor = self._executor_finalizer = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["_executor"] = None  # a pool belongs to the process that started it
+        state["_executor"] = state["_executor_finalizer"] = None  # a pool belongs to the process that started it
         return state
 
     def __repr__(self) -> str:
