@@ -161,3 +161,16 @@ def test_seed_makes_runs_repeatable_and_leaves_the_global_state_alone():
     second = sp.inference.Importance().infer(prog, target, sp.Budget(renders=50), seed=7)
     torch.testing.assert_close(first.log_weights, second.log_weights)
     torch.testing.assert_close(before, after)
+
+
+def test_best_so_far_keeps_each_targets_least_l2_and_only_a_strictly_better_one_replaces_it():
+    from spiral_ppl.inference.result import BestSoFar
+
+    best = BestSoFar(2)
+    images = torch.arange(4.0).view(2, 2, 1, 1, 1)  # candidate n of target b has the value 2n + b
+    best.update(torch.tensor([[0.5, 0.2], [0.3, 0.4]]), images, {"a": torch.tensor([[[1], [2]], [[3], [4]]])})
+    assert best.l2.tolist() == pytest.approx([0.3, 0.2])
+    assert best.images.flatten().tolist() == [2.0, 1.0] and best.actions["a"].tolist() == [[3], [2]]
+    best.update(torch.tensor([[0.3, 0.1]]), images[:1] + 10, {"a": torch.tensor([[[5], [6]]])})
+    assert best.l2.tolist() == pytest.approx([0.3, 0.1])  # a tie keeps the earlier reconstruction
+    assert best.images.flatten().tolist() == [2.0, 11.0] and best.actions["a"].tolist() == [[3], [6]]

@@ -45,7 +45,7 @@ from tqdm.auto import tqdm
 
 from spiral_ppl.inference.budget import Budget
 from spiral_ppl.inference.engine import Engine, hide_progress
-from spiral_ppl.inference.result import Curve, Result
+from spiral_ppl.inference.result import BestSoFar, Curve, Result
 from spiral_ppl.programs.base import Program, mean_squared_error, sample_sites
 
 
@@ -99,9 +99,7 @@ class Importance(Engine):
             )
         per_chunk = max(1, self.max_canvases // targets)
         log_weights, sample_l2 = [], []
-        best_l2 = torch.full((targets,), math.inf, device=images.device)
-        best_images = torch.zeros_like(images)
-        best_actions: dict[str, torch.Tensor] | None = None
+        best = BestSoFar(targets, images.device)
         with tqdm(total=total, desc=self.name, unit="sample", disable=hide_progress(self.progress)) as bar:
             for start in range(0, total, per_chunk):
                 count = min(per_chunk, total - start)
@@ -110,25 +108,15 @@ class Importance(Engine):
                 log_weights.append(chunk_log_weights)
                 sample_l2.append(l2)
 
-                chunk_best_l2, chunk_best = l2.min(0)
-                improved = chunk_best_l2 < best_l2
-                columns = torch.arange(targets, device=images.device)
-                best_l2 = torch.where(improved, chunk_best_l2, best_l2)
-                best_images[improved] = canvases[chunk_best, columns][improved]
-                if best_actions is None:
-                    best_actions = {name: value[chunk_best, columns] for name, value in actions.items()}
-                else:
-                    for name, value in actions.items():
-                        best_actions[name][improved] = value[chunk_best, columns][improved]
+                best.update(l2, canvases, actions)
                 bar.update(count)
-                bar.set_postfix(best_l2=f"{float(best_l2.mean()):.4f}")
+                bar.set_postfix(best_l2=f"{float(best.l2.mean()):.4f}")
 
         log_weights = torch.cat(log_weights)
-        assert best_actions is not None
         return Result(
-            images=best_images,
-            actions=best_actions,
-            l2=best_l2,
+            images=best.images,
+            actions=best.actions,
+            l2=best.l2,
             renders=torch.zeros(targets, dtype=torch.long),
             seconds=0.0,
             curve=Curve.from_samples(torch.cat(sample_l2).cpu(), renders_per_sample=per_sample),

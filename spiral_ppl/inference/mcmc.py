@@ -69,7 +69,7 @@ from spiral_ppl.inference.moves import (
     metropolis_accept,
     select_actions,
 )
-from spiral_ppl.inference.result import Curve, Result
+from spiral_ppl.inference.result import BestSoFar, Curve, Result
 from spiral_ppl.programs.base import Program, site_name
 from spiral_ppl.squared_error import squared_error
 
@@ -128,9 +128,7 @@ class BlockedMetropolisHastings(MCMCKernel):
         self._proposed: torch.Tensor | None = None
         self._log_joint_trace: list[torch.Tensor] = []
         self._l2_trace: list[torch.Tensor] = []
-        self.best_l2: torch.Tensor | None = None
-        self.best_images: torch.Tensor | None = None
-        self.best_actions: dict[str, torch.Tensor] | None = None
+        self._best: BestSoFar | None = None
 
     # -- the MCMCKernel contract --------------------------------------------------------------
 
@@ -163,10 +161,8 @@ class BlockedMetropolisHastings(MCMCKernel):
         self._log_joint, self._l2 = self._score(actions, canvas)
         self._accepted = torch.zeros(self.chains, targets, device=images.device)
         self._proposed = torch.zeros(self.chains, 1, device=images.device)
-        best_l2, best_chain = self._l2.min(0)
-        self.best_l2 = best_l2
-        self.best_images = self._pick(canvas, best_chain)
-        self.best_actions = {name: self._pick(value, best_chain) for name, value in actions.items()}
+        self._best = BestSoFar(targets, images.device)
+        self._best.update(self._l2, canvas, actions)
         self._initial_params = self._params()
 
     def sample(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -227,7 +223,7 @@ class BlockedMetropolisHastings(MCMCKernel):
             self._actions[name][:active] = value
         self._log_joint[:active] = torch.where(accept, log_joint, self._log_joint[:active])
         self._l2[:active] = torch.where(accept, l2, self._l2[:active])
-        self._update_best(canvas, proposed, l2)
+        self._best.update(l2, canvas, proposed)
 
         self._t += 1
         if self._t > self._warmup_steps:
@@ -261,21 +257,20 @@ class BlockedMetropolisHastings(MCMCKernel):
         log_likelihood = self.program.log_likelihood(canvas, self._images, error)
         return self.program.log_prior(actions) + log_likelihood, error / math.prod(canvas.shape[-3:])
 
-    def _update_best(self, canvas: torch.Tensor, actions: dict[str, torch.Tensor], l2: torch.Tensor) -> None:
-        candidate_l2, candidate_chain = l2.min(0)
-        improved = candidate_l2 < self.best_l2
-        self.best_l2 = torch.where(improved, candidate_l2, self.best_l2)
-        mask = improved.view(-1, *([1] * (canvas.dim() - 2)))
-        self.best_images = torch.where(mask, self._pick(canvas, candidate_chain), self.best_images)
-        for name, value in actions.items():
-            self.best_actions[name] = torch.where(
-                improved[:, None], self._pick(value, candidate_chain), self.best_actions[name]
-            )
+    @property
+    def best_l2(self) -> torch.Tensor | None:
+        """``(B,)`` the least l2 rendered so far for each target (``None`` before :meth:`setup`)."""
+        return None if self._best is None else self._best.l2
 
-    @staticmethod
-    def _pick(values: torch.Tensor, chain: torch.Tensor) -> torch.Tensor:
-        """``values[chain[b], b]`` for every target ``b``."""
-        return values[chain, torch.arange(chain.shape[0], device=chain.device)]
+    @property
+    def best_images(self) -> torch.Tensor | None:
+        """``(B, C, H, W)`` the canvases of :attr:`best_l2`."""
+        return None if self._best is None else self._best.images
+
+    @property
+    def best_actions(self) -> dict[str, torch.Tensor] | None:
+        """The programs ``{name: (B, T)}`` of :attr:`best_l2`."""
+        return None if self._best is None else self._best.actions
 
     def _acceptance_rate(self) -> torch.Tensor:
         """Per target: accepted over proposed transitions, after warm-up (during it, so far)."""

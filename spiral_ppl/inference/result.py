@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,3 +85,36 @@ class Result:
             f"Result(engine={self.engine!r}, targets={self.l2.shape[0]}, mean_l2={float(self.l2.mean()):.4g}, "
             f"renders={int(self.renders.max())}, seconds={self.seconds:.3g}{extra})"
         )
+
+
+class BestSoFar:
+    """The best reconstruction of each of ``B`` targets among all candidates seen so far.
+
+    Every engine keeps one: :meth:`update` takes a batch of ``N`` candidates per target and
+    keeps, per target, the candidate of least l2 where it is strictly better than the best so
+    far (the first batch always fills it). :attr:`l2` is ``inf`` until then.
+    """
+
+    def __init__(self, targets: int, device: torch.device | str | None = None) -> None:
+        self.l2 = torch.full((targets,), math.inf, device=device)
+        self.images: torch.Tensor | None = None
+        self.actions: dict[str, torch.Tensor] | None = None
+
+    def update(self, l2: torch.Tensor, images: torch.Tensor, actions: dict[str, torch.Tensor]) -> None:
+        """Candidates' ``l2`` ``(N, B)``, ``images`` ``(N, B, C, H, W)`` and ``actions`` ``{name: (N, B, T)}``."""
+        candidate_l2, candidate = l2.min(0)
+        columns = torch.arange(candidate.shape[0], device=candidate.device)
+        picked_images = images[candidate, columns]
+        picked = {name: value[candidate, columns] for name, value in actions.items()}
+        if self.images is None or self.actions is None:
+            self.images, self.actions = picked_images, picked
+            self.l2 = candidate_l2
+            return
+        improved = candidate_l2 < self.l2
+
+        def keep(new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+            return torch.where(improved.view(-1, *([1] * (new.dim() - 1))), new, old)
+
+        self.l2 = torch.where(improved, candidate_l2, self.l2)
+        self.images = keep(picked_images, self.images)
+        self.actions = {name: keep(picked[name], value) for name, value in self.actions.items()}

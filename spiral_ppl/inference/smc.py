@@ -65,7 +65,7 @@ from spiral_ppl.inference.engine import Engine, hide_progress
 from spiral_ppl.inference.importance import effective_sample_size
 from spiral_ppl.inference.moves import BLOCKS, PROPOSALS, BlockProposal, check_choice, metropolis_accept, select_actions
 from spiral_ppl.inference.proposals import as_step_proposal
-from spiral_ppl.inference.result import Curve, Result
+from spiral_ppl.inference.result import BestSoFar, Curve, Result
 from spiral_ppl.programs.base import Program, mean_squared_error
 from spiral_ppl.squared_error import squared_error
 from spiral_ppl.renderers.base import validate_actions
@@ -219,9 +219,7 @@ class _ParticleRun:
         self.spent = 0
         self.curve_renders: list[int] = []
         self.curve_l2: list[torch.Tensor] = []
-        self.best_l2 = torch.full((self.targets,), math.inf, device=self.device)
-        self.best_images = torch.zeros_like(images)
-        self.best_actions: dict[str, torch.Tensor] | None = None
+        self.best = BestSoFar(self.targets, self.device)
         self.mover = BlockProposal(prog, blocks=engine.blocks, proposal=engine.move_proposal)
         self.accepted = torch.zeros(self.targets, device=self.device)
         self.moves = 0
@@ -324,7 +322,6 @@ class _ParticleRun:
     # -- the result -------------------------------------------------------------------------
 
     def result(self) -> Result:
-        assert self.best_actions is not None
         diagnostics: dict[str, Any] = {
             "ess": torch.stack(self.ess),
             "resampled": torch.stack(self.resampled + [torch.zeros(self.targets, dtype=torch.bool, device=self.device)]),
@@ -333,9 +330,9 @@ class _ParticleRun:
         if self.moves:
             diagnostics["acceptance_rate"] = self.accepted / self.moves
         return Result(
-            images=self.best_images,
-            actions=self.best_actions,
-            l2=self.best_l2,
+            images=self.best.images,
+            actions=self.best.actions,
+            l2=self.best.l2,
             renders=torch.zeros(self.targets, dtype=torch.long),
             seconds=0.0,
             curve=Curve(torch.tensor(self.curve_renders), torch.stack(self.curve_l2).cpu()),
@@ -350,20 +347,9 @@ class _ParticleRun:
     def _score(self, canvas: torch.Tensor, actions: Mapping[str, torch.Tensor], l2: torch.Tensor | None = None) -> None:
         if l2 is None:
             l2 = mean_squared_error(canvas, self.images)
-        candidate_l2, candidate = l2.min(0)
-        improved = candidate_l2 < self.best_l2
-        columns = torch.arange(self.targets, device=self.device)
-        self.best_l2 = torch.where(improved, candidate_l2, self.best_l2)
-        self.best_images = torch.where(improved.view(-1, 1, 1, 1), canvas[candidate, columns], self.best_images)
-        picked = {name: value[candidate, columns] for name, value in actions.items()}
-        if self.best_actions is None:
-            self.best_actions = picked
-        else:
-            self.best_actions = {
-                name: torch.where(improved[:, None], picked[name], value) for name, value in self.best_actions.items()
-            }
+        self.best.update(l2, canvas, actions)
         self.curve_renders.append(self.spent)
-        self.curve_l2.append(self.best_l2.clone())
+        self.curve_l2.append(self.best.l2.clone())
 
     def _replay(self, history: Mapping[str, torch.Tensor]) -> Any:
         state = self.prog.initial_state(self.particles * self.targets, device=self.device)

@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 
 from spiral_ppl.inference.budget import Budget
 from spiral_ppl.inference.engine import Engine, hide_progress
-from spiral_ppl.inference.result import Curve, Result
+from spiral_ppl.inference.result import BestSoFar, Curve, Result
 from spiral_ppl.inference.spiral.critic import Critic
 from spiral_ppl.inference.spiral.distributed import RayBackend
 from spiral_ppl.inference.spiral.guide import SpiralGuide
@@ -194,7 +194,7 @@ class Spiral(Engine):
         targets = images.to(self.device)
         count = targets.shape[0]
         per_rollout = max(1, self.max_batch // count)
-        sample_l2, best_l2, best_images, best_actions = [], None, None, None
+        sample_l2, best = [], BestSoFar(count, self.device)
         for start in range(0, passes, per_rollout):
             repeats = min(per_rollout, passes - start)
             tiled = targets.repeat(repeats, 1, 1, 1)
@@ -204,22 +204,12 @@ class Spiral(Engine):
             final = episode.final.float().view(repeats, count, *targets.shape[1:])
             l2 = mean_squared_error(final, targets)  # (repeats, count)
             sample_l2.append(l2)
-            chunk_l2, chunk_best = l2.min(0)
-            columns = torch.arange(count, device=self.device)
-            chunk_images = final[chunk_best, columns]
-            chunk_actions = {k: v.view(repeats, count, -1)[chunk_best, columns] for k, v in episode.actions.items()}
-            if best_l2 is None:
-                best_l2, best_images, best_actions = chunk_l2, chunk_images, chunk_actions
-            else:
-                better = chunk_l2 < best_l2
-                best_l2 = torch.where(better, chunk_l2, best_l2)
-                best_images = torch.where(better[:, None, None, None], chunk_images, best_images)
-                best_actions = {k: torch.where(better[:, None], chunk_actions[k], v) for k, v in best_actions.items()}
+            best.update(l2, final, {name: value.view(repeats, count, -1) for name, value in episode.actions.items()})
         home = images.device
         return Result(
-            images=best_images.to(home),
-            actions={k: v.to(home) for k, v in best_actions.items()},
-            l2=best_l2.to(home),
+            images=best.images.to(home),
+            actions={k: v.to(home) for k, v in best.actions.items()},
+            l2=best.l2.to(home),
             renders=torch.zeros(count, dtype=torch.long),
             seconds=0.0,
             curve=Curve.from_samples(torch.cat(sample_l2).cpu(), renders_per_sample=self.renders_per_pass),
