@@ -255,7 +255,8 @@ class BlockedMetropolisHastings(MCMCKernel):
         """
         error = squared_error(canvas, self._images)
         log_likelihood = self.program.log_likelihood(canvas, self._images, error)
-        return self.program.log_prior(actions) + log_likelihood, error / math.prod(canvas.shape[-3:])
+        # The chains' programs were drawn or checked by this kernel: no need to check them again.
+        return self.program.log_prior(actions, check=False) + log_likelihood, error / math.prod(canvas.shape[-3:])
 
     @property
     def best_l2(self) -> torch.Tensor | None:

@@ -300,7 +300,7 @@ class _ParticleRun:
         error = squared_error(canvas, self.images)
         log_likelihood = self.prog.log_likelihood(canvas, self.images, error)
         log_ratio = (
-            self.prog.log_prior(proposed) - self.prog.log_prior(self.history)
+            self.prog.log_prior(proposed, check=False) - self.prog.log_prior(self.history, check=False)
             + log_likelihood - self.log_likelihood + log_q_ratio
         )
         accept = metropolis_accept(log_ratio)

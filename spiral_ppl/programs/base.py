@@ -270,9 +270,14 @@ class Program(abc.ABC):
             self._prior_tables[device] = PriorTable(self.action_space, self._prior_logits, device)
         return self._prior_tables[device]
 
-    def log_prior(self, actions: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """Log prior probability of whole programs (or prefixes) ``{name: LongTensor[*batch, T]}``, ``T <= steps``."""
-        shape = validate_actions(self.action_space, actions)
+    def log_prior(self, actions: Mapping[str, torch.Tensor], *, check: bool = True) -> torch.Tensor:
+        """Log prior probability of whole programs (or prefixes) ``{name: LongTensor[*batch, T]}``, ``T <= steps``.
+
+        :param check: validate the actions first. Engines scoring actions they drew
+            themselves pass ``False``: the range check reads every component's minimum and
+            maximum back from the device, once per call of a hot loop.
+        """
+        shape = validate_actions(self.action_space, actions) if check else actions[self.action_space[0].name].shape
         if len(shape) == 0 or shape[-1] > self.steps:
             raise ValueError(f"actions must have shape (*batch, T) with T <= {self.steps}, got {tuple(shape)}")
         device = actions[self.action_space[0].name].device
