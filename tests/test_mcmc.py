@@ -86,6 +86,9 @@ def test_initial_params_start_the_chains_there(tiny):
     kernel.initial_params = {"step_0/flag": torch.tensor(1)}
     with pytest.raises(ValueError, match="lacks the sites"):
         kernel.setup(0, images[:1])
+    kernel.initial_params = {name: torch.tensor(value + 0.5) for name, value in planted.items()}
+    with pytest.raises(ValueError, match="whole action values"):
+        kernel.setup(0, images[:1])
 
 
 def test_block_proposal_moves_one_block_and_cancels_the_prior(tiny):

@@ -300,7 +300,12 @@ class BlockedMetropolisHastings(MCMCKernel):
         missing = [name for name in self.program.site_names() if name not in params]
         if missing:
             raise ValueError(f"initial_params lacks the sites {missing[:4]}; it needs every step_{{t}}/{{component}}")
-        values = [torch.as_tensor(params[name]).long() for name in self.program.site_names()]
+        values = [torch.as_tensor(params[name]) for name in self.program.site_names()]
+        fractional = [name for name, value in zip(self.program.site_names(), values)
+                      if value.is_floating_point() and not bool((value == value.round()).all())]
+        if fractional:
+            raise ValueError(f"initial_params must hold whole action values; {fractional[:4]} have fractions")
+        values = [value.long() for value in values]
         try:
             values = [value.expand(self.chains, targets) for value in values]
         except RuntimeError:
