@@ -148,6 +148,8 @@ class TestBadInput:
             sp.inference.Importance(guide=3)
         with pytest.raises(ValueError, match="max_canvases"):
             sp.inference.Importance(max_canvases=0)
+        with pytest.raises(ValueError, match="max_canvases"):
+            sp.inference.Importance(max_canvases=True)
 
 
 def test_seed_makes_runs_repeatable_and_leaves_the_global_state_alone():

@@ -73,7 +73,7 @@ class Importance(Engine):
     ) -> None:
         if guide is not None and not callable(guide):
             raise TypeError(f"guide must be a callable Pyro guide or None, got {type(guide).__name__}")
-        if not isinstance(max_canvases, int) or max_canvases < 1:
+        if isinstance(max_canvases, bool) or not isinstance(max_canvases, int) or max_canvases < 1:
             raise ValueError(f"max_canvases must be a positive int, got {max_canvases!r}")
         self.guide = guide
         self.max_canvases = max_canvases
