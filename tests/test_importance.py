@@ -176,3 +176,16 @@ def test_best_so_far_keeps_each_targets_least_l2_and_only_a_strictly_better_one_
     best.update(torch.tensor([[0.3, 0.1]]), images[:1] + 10, {"a": torch.tensor([[[5], [6]]])})
     assert best.l2.tolist() == pytest.approx([0.3, 0.1])  # a tie keeps the earlier reconstruction
     assert best.images.flatten().tolist() == [2.0, 11.0] and best.actions["a"].tolist() == [[3], [6]]
+
+
+def test_a_seeded_run_leaves_every_random_generator_as_it_was():
+    import random
+
+    import numpy as np
+
+    prog = sp.programs.PaintProgram(sp.renderers.Brush(canvas_size=8, grid_size=3, compile=False), steps=1)
+    random.seed(1), np.random.seed(1), torch.manual_seed(1)
+    expected = (random.random(), float(np.random.rand()), float(torch.rand(())))
+    random.seed(1), np.random.seed(1), torch.manual_seed(1)
+    sp.inference.Importance().infer(prog, torch.zeros(1, 1, 8, 8), sp.Budget(renders=2), seed=7)
+    assert (random.random(), float(np.random.rand()), float(torch.rand(()))) == expected

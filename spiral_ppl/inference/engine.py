@@ -17,6 +17,7 @@ import pyro
 import torch
 
 from spiral_ppl.inference.budget import Budget, RenderMeter
+from spiral_ppl.inference.randomness import preserved_random_state
 from spiral_ppl.inference.result import Result
 from spiral_ppl.programs.base import Program
 
@@ -44,7 +45,7 @@ class Engine(abc.ABC):
             raise TypeError(f"prog must be a spiral_ppl.programs.Program, got {type(prog).__name__}")
         images = prog.check_images(images, name="images")
         budget = Budget.check(budget)
-        rng = torch.random.fork_rng(devices=[]) if seed is not None else contextlib.nullcontext()
+        rng = preserved_random_state() if seed is not None else contextlib.nullcontext()
         with rng, torch.no_grad():
             if seed is not None:
                 pyro.set_rng_seed(seed)

@@ -26,18 +26,17 @@ Gulrajani et al. 2017 (WGAN-GP).
 from __future__ import annotations
 
 import math
-import random
 import time
 from importlib import resources
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from spiral_ppl.inference.budget import Budget
 from spiral_ppl.inference.engine import Engine, hide_progress
+from spiral_ppl.inference.randomness import random_state, set_random_state
 from spiral_ppl.inference.result import BestSoFar, Curve, Result
 from spiral_ppl.inference.spiral.critic import Critic
 from spiral_ppl.inference.spiral.distributed import RayBackend
@@ -77,26 +76,6 @@ def describe_program(prog: Program) -> dict[str, Any]:
         "pixel_scale": prog.pixel_scale,
         "renderer": renderer,
     }
-
-
-def _rng_state() -> dict[str, Any]:
-    numpy_state = np.random.get_state()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": [numpy_state[0], torch.from_numpy(numpy_state[1].astype(np.int64)), *numpy_state[2:]],
-        "python": random.getstate(),
-    }
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    name, keys, *rest = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
-    python = state["python"]
-    random.setstate((python[0], tuple(python[1]), python[2]))
 
 
 class Spiral(Engine):
@@ -268,7 +247,7 @@ class Spiral(Engine):
         if self._source_state is not None:
             source.generator.set_state(self._source_state)
         if self._resume_rng is not None:
-            _set_rng_state(self._resume_rng)
+            set_random_state(self._resume_rng)
             self._resume_rng = None
         distributed = RayBackend.resolve(backend)
         log = TrainingLog(log_dir) if log_dir is not None else None
@@ -416,7 +395,7 @@ class Spiral(Engine):
             "learner": self.learner.state_dict() if training_state else None,
             "train_seconds": self.train_seconds,
             "source_state": self._source_state if training_state else None,
-            "rng": _rng_state() if training_state else None,
+            "rng": random_state() if training_state else None,
         }
         with atomic_path(path) as temporary:
             torch.save(state, temporary)
