@@ -6,7 +6,10 @@ A configuration is a TOML file with five tables (see ``spiral_ppl/configs/``):
 - ``[program]``: the renderer and its settings, and the number of steps;
 - ``[agent]``: ``conditional``, ``reward``, ``blind`` (the :class:`~spiral_ppl.inference.Spiral` switches);
 - ``[config]``: any :class:`~spiral_ppl.inference.SpiralConfig` field;
-- ``[train]``: ``steps``, ``eval_every``, ``eval_size``, ``checkpoint_every``, ``log_every``.
+- ``[train]``: ``steps``, ``eval_every``, ``eval_size``, ``checkpoint_every``, ``log_every``,
+  and ``imitation_steps``: how many of the ``steps`` updates are behaviour cloning of the
+  dataset's ground-truth programs (:meth:`~spiral_ppl.inference.Spiral.imitate`) before
+  reinforcement learning takes over (MUJOCO SCENES only; 0 in the paper's experiments).
 
 Any value can be overridden with ``key=value`` strings (``train.steps=100``); values are read
 as TOML (``1e-4``, ``true``, ``"brush"``), and bare words as strings.
@@ -133,7 +136,7 @@ def load_dataset(config: dict[str, Any], image_size: int, part: str) -> Dataset:
     if name == "mujoco_scenes":
         size, seed = (50_000, 0) if part == "train" else (1000, 1)
         return sp.data.MujocoScenes(root, size=data.get(f"{part}_size", size), seed=data.get(f"{part}_seed", seed),
-                                    image_size=image_size)
+                                    image_size=image_size, order=data.get("order", "generated"))
     raise ValueError(f"[data] dataset must be 'mnist', 'omniglot', 'celeba' or 'mujoco_scenes', got {name!r}")
 
 
@@ -163,6 +166,8 @@ def train_experiment(
     ``eval.csv`` logs, sample grids, ``checkpoint.pt`` (written atomically; a rerun resumes
     exactly where it stopped), ``curve.png`` (held-out metric against training time) and
     ``agent.pt`` (final weights). ``minutes`` stops early, after the update that crosses it.
+    With ``[train] imitation_steps`` the first updates imitate the dataset's programs
+    (logged in ``imitation.csv``, checkpointed like the others), and A2C runs the rest.
     ``workers`` > 0 rolls out on that many Ray workers (:class:`~spiral_ppl.inference.spiral.RayBackend`,
     on the cluster at ``ray_address`` when given).
     """
@@ -177,18 +182,45 @@ def train_experiment(
     else:
         agent = Spiral(prog, **config["agent"], device=device, config=SpiralConfig.from_dict(config["config"]))
     started = time.perf_counter()
+    imitate_dataset_programs(agent, train, settings, checkpoint, out, progress=progress)
     common = dict(eval_data=test, eval_size=settings["eval_size"], eval_every=settings["eval_every"], log_dir=out,
                   log_every=settings["log_every"], checkpoint=checkpoint, checkpoint_every=settings["checkpoint_every"],
                   progress=progress, backend=RayBackend(workers, address=ray_address) if workers else "local")
-    while agent.learner.updates < settings["steps"]:
+    while agent.learner.updates < settings["steps"] and not (
+            minutes is not None and time.perf_counter() - started > 60 * minutes):
         remaining = settings["steps"] - agent.learner.updates
         chunk = remaining if minutes is None else min(remaining, max(1, settings["eval_every"]))
         agent.fit(train, chunk, **common)
-        if minutes is not None and time.perf_counter() - started > 60 * minutes:
-            break
     agent.save(out / "agent.pt", training_state=False)
     _plot_training_curve(out / "eval.csv", out / "curve.png", title=config.get("name", ""))
     return agent
+
+
+def imitate_dataset_programs(agent, train: Dataset, settings: dict[str, Any], checkpoint: Path, out: Path, *,
+                             progress: bool | None = None) -> None:
+    """The behaviour-cloning updates of a run (``[train] imitation_steps``) not done yet, checkpointed as they go."""
+    from spiral_ppl.inference.spiral.logs import TrainingLog
+
+    target = min(settings["imitation_steps"], settings["steps"])
+    if agent.learner.updates >= target:
+        return
+    if not isinstance(train, sp.data.MujocoScenes):
+        raise ValueError(
+            f"[train] imitation_steps = {settings['imitation_steps']} imitates ground-truth programs, which only "
+            f"MUJOCO SCENES has; this run trains on {type(train).__name__}: set train.imitation_steps=0"
+        )
+    log = TrainingLog(out)
+    try:
+        while agent.learner.updates < target:
+            chunk = target - agent.learner.updates
+            if settings["checkpoint_every"]:
+                chunk = min(chunk, settings["checkpoint_every"])
+            for metrics in agent.imitate(train, chunk, progress=progress):
+                if settings["log_every"] and metrics["update"] % settings["log_every"] == 0:
+                    log.write("imitation", metrics)
+            agent.save(checkpoint)
+    finally:
+        log.close()
 
 
 def pbt_experiment(
@@ -210,6 +242,9 @@ def pbt_experiment(
     from spiral_ppl.inference.spiral.pbt import population_based_training
 
     settings = _train_settings(config)
+    if settings["imitation_steps"]:
+        raise ValueError("population-based training runs reinforcement learning only: set train.imitation_steps=0, "
+                         "or warm-start with `spiral-ppl train` first")
     prog, train, test, out = _prepare_run(config, out)
     agent = Spiral(prog, **config["agent"], device=device, config=SpiralConfig.from_dict(config["config"]))
     result = population_based_training(agent, train, updates=settings["steps"], population=population,
@@ -228,7 +263,8 @@ def pbt_experiment(
 
 def _train_settings(config: dict[str, Any]) -> dict[str, Any]:
     """The ``[train]`` table over its defaults; unknown keys are refused."""
-    settings = {"steps": 1000, "eval_every": 500, "eval_size": 64, "checkpoint_every": 250, "log_every": 10}
+    settings = {"steps": 1000, "eval_every": 500, "eval_size": 64, "checkpoint_every": 250, "log_every": 10,
+                "imitation_steps": 0}
     unknown = sorted(set(config["train"]) - set(settings))
     if unknown:
         raise ValueError(f"[train] unknown settings {unknown}; known: {sorted(settings)}")

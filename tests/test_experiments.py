@@ -116,3 +116,39 @@ def test_train_refuses_unknown_settings(tmp_path):
                                                               "config.learning_rate=3"])
     with pytest.raises(ValueError, match="learning_rate"):
         experiments.train_experiment(config, tmp_path / "run")
+
+
+def test_scenes_run_imitates_the_dataset_programs_then_runs_a2c_and_resumes(tmp_path):
+    overrides = [f"data.root={str(tmp_path / 'scenes')!r}", "data.train_size=16", "data.test_size=4",
+                 "program.image_size=32", "program.steps=3", "train.imitation_steps=3", "train.steps=5",
+                 "train.eval_every=5", "train.eval_size=4", "train.checkpoint_every=2", "train.log_every=1",
+                 "config.batch_size=4", "config.policy_channels=8", "config.lstm_size=16", "config.res_blocks=1",
+                 "config.location_channels=4"]
+    config = experiments.load_config("scenes-recon-cpu", overrides)
+    train = experiments.load_dataset(config, 32, "train")
+    assert train.order == "raster" and len(train) == 16
+    run = tmp_path / "run"
+    experiments.train_experiment(config, run, device="cpu", progress=False)
+
+    def updates(table):
+        return [int(line.split(",")[0]) for line in (run / f"{table}.csv").read_text().splitlines()[1:]]
+
+    assert updates("imitation") == [1, 2, 3] and updates("train") == [4, 5]
+    header = (run / "imitation.csv").read_text().splitlines()[0]
+    assert "imitation_loss" in header
+    # More steps resume the A2C phase; the imitation already done is not repeated.
+    longer = [override.replace("train.steps=5", "train.steps=6") for override in overrides]
+    experiments.train_experiment(experiments.load_config("scenes-recon-cpu", longer), run, device="cpu",
+                                 progress=False)
+    assert updates("imitation") == [1, 2, 3] and updates("train") == [4, 5, 6]
+    assert sp.inference.Spiral.load(run / "checkpoint.pt").learner.updates == 6
+
+
+def test_imitation_needs_a_dataset_with_programs(tmp_path):
+    fake_celeba(tmp_path / "celeba")
+    config = experiments.load_config("celeba-recon", TINY + [f"data.root={str(tmp_path / 'celeba')!r}",
+                                                              "train.imitation_steps=2", "train.steps=3"])
+    with pytest.raises(ValueError, match="only MUJOCO SCENES"):
+        experiments.train_experiment(config, tmp_path / "run", device="cpu")
+    with pytest.raises(ValueError, match="reinforcement learning only"):
+        experiments.pbt_experiment(config, tmp_path / "pbt", population=2, interval=1)

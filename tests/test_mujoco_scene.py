@@ -14,7 +14,8 @@ import torch
 from pyro.poutine.util import site_is_subsample
 
 import spiral_ppl as sp
-from spiral_ppl.renderers.mujoco_scene import ADD, DEFAULT_SIZES, GL_PACKAGES, MODIFY, SHAPES, SKIP
+from spiral_ppl.data.mujoco_scenes import raster_order
+from spiral_ppl.renderers.mujoco_scene import ADD, DEFAULT_SIZES, GL_PACKAGES, MODIFY, OBJECT_FIELDS, SHAPES, SKIP
 
 GRID = 16
 
@@ -333,6 +334,33 @@ def test_dataset_items_are_scenes_with_their_programs(tmp_path, scene):
     assert torch.equal(rendered, torch.stack([scenes[i][0] for i in range(12)]))
 
 
+def test_raster_order_sorts_the_adds_and_draws_the_same_images(tmp_path, scene):
+    generated = _dataset(tmp_path, size=20)
+    raster = _dataset(tmp_path, size=20, order="raster")
+    assert raster.images_path == generated.images_path  # one cache for both orders
+    actions, original = raster.actions, generated.actions
+    adds = actions["command"] == ADD
+    assert torch.equal(adds.sum(1), (original["command"] == ADD).sum(1))
+    for index in range(20):
+        count = int(adds[index].sum())
+        locations = actions["location"][index, :count]
+        assert torch.equal(locations, locations.sort().values), index
+        # The same objects, attribute for attribute, only reordered.
+        objects = torch.stack([actions[name][index, :count] for name in OBJECT_FIELDS], 1)
+        before = torch.stack([original[name][index, :count] for name in OBJECT_FIELDS], 1)
+        assert sorted(map(tuple, objects.tolist())) == sorted(map(tuple, before.tolist()))
+        assert (actions["command"][index, count:] == SKIP).all()
+    assert not torch.equal(actions["location"], original["location"])  # some scenes did change order
+    assert torch.equal(scene.render(actions), torch.stack([generated[i][0] for i in range(20)]))
+    assert torch.equal(raster[7][1]["location"], actions["location"][7])
+
+
+def test_raster_order_refuses_programs_with_modify_commands():
+    programs = {"command": torch.tensor([[ADD, MODIFY]]), "location": torch.tensor([[9, 3]])}
+    with pytest.raises(ValueError, match="modify"):
+        raster_order(programs)
+
+
 def test_dataset_objects_do_not_overlap(tmp_path, scene):
     scenes = _dataset(tmp_path, size=40)
     actions = scenes.actions
@@ -391,3 +419,5 @@ def test_dataset_bad_arguments(tmp_path):
         sp.data.MujocoScenes(root=tmp_path, size=2, image_size=2)
     with pytest.raises(IndexError, match="index"):
         _dataset(tmp_path)[12]
+    with pytest.raises(ValueError, match="order must be one of"):
+        _dataset(tmp_path, order="by colour")
