@@ -17,8 +17,11 @@ Every ``EVAL_MINUTES`` the agent is evaluated in one pass on 256 test digits (10
 digits from index 5,000: never the head-to-head's first 100) and written to ``OUT``; the
 best is kept as ``OUT/mnist-recon-cpu.pt`` and the curve in ``OUT/points.json``.
 
+``LABELS=0`` skips steps 1 and 2: A2C alone continues the shipped agent's training (with
+the policy learning rate ``RL_POLICY_LR`` when given), the control run for the distillation.
+
 Run: ``SPIRAL_PPL_DATA=../shared/data .venv/bin/python benchmarks/spiral_mnist_distill_cpu.py OUT
-[LABELS] [LABEL_RENDERS] [imitation_minutes] [rl_minutes]``
+[LABELS] [LABEL_RENDERS] [imitation_minutes] [rl_minutes] [RL_POLICY_LR]``
 """
 
 import json
@@ -39,6 +42,7 @@ labels = int(sys.argv[2]) if len(sys.argv) > 2 else 8192
 label_renders = int(sys.argv[3]) if len(sys.argv) > 3 else 1000
 imitation_minutes = float(sys.argv[4]) if len(sys.argv) > 4 else 30.0
 rl_minutes = float(sys.argv[5]) if len(sys.argv) > 5 else 10.0
+rl_policy_lr = float(sys.argv[6]) if len(sys.argv) > 6 else None  # None: the shipped agent's
 eval_minutes = float(os.environ.get("EVAL_MINUTES", "3"))
 out.mkdir(parents=True, exist_ok=True)
 torch.manual_seed(0)
@@ -53,20 +57,23 @@ prog = agent.prog
 # 1. Label training digits with blocked MH, in chunks saved as they finish.
 label_file, chunk = out / "labels.pt", 256
 done = torch.load(label_file, weights_only=True) if label_file.exists() else {"images": [], "actions": [], "l2": []}
-with tqdm(total=labels, initial=chunk * len(done["images"]), desc="MH labels", unit="digit") as bar:
-    for start in range(chunk * len(done["images"]), labels, chunk):
-        digits = train.images(range(start, min(start + chunk, labels)))
-        result = sp.inference.MCMC(chains=4).infer(prog, digits, sp.Budget(renders=label_renders), seed=start)
-        done["images"].append(digits)
-        done["actions"].append(result.actions)
-        done["l2"].append(result.l2)
-        with atomic_path(label_file) as temporary:
-            torch.save(done, temporary)
-        bar.update(digits.shape[0])
-images = torch.cat(done["images"])
-programs = {name: torch.cat([a[name] for a in done["actions"]]) for name in done["actions"][0]}
-label_l2 = float(torch.cat(done["l2"]).mean())
-print(f"{images.shape[0]} MH labels at {label_renders} renders: mean l2 {label_l2:.4f}", flush=True)
+if labels:
+    with tqdm(total=labels, initial=chunk * len(done["images"]), desc="MH labels", unit="digit") as bar:
+        for start in range(chunk * len(done["images"]), labels, chunk):
+            digits = train.images(range(start, min(start + chunk, labels)))
+            result = sp.inference.MCMC(chains=4).infer(prog, digits, sp.Budget(renders=label_renders), seed=start)
+            done["images"].append(digits)
+            done["actions"].append(result.actions)
+            done["l2"].append(result.l2)
+            with atomic_path(label_file) as temporary:
+                torch.save(done, temporary)
+            bar.update(digits.shape[0])
+    images = torch.cat(done["images"])[:labels]
+    programs = {name: torch.cat([a[name] for a in done["actions"]])[:labels] for name in done["actions"][0]}
+    label_l2 = float(torch.cat(done["l2"])[:labels].mean())
+    print(f"{images.shape[0]} MH labels at {label_renders} renders: mean l2 {label_l2:.4f}", flush=True)
+else:
+    imitation_minutes, label_l2 = 0.0, float("nan")
 
 # 2-3. Imitate, then refine, evaluating and keeping the best one-pass agent.
 points, best = [], float("inf")
@@ -86,6 +93,8 @@ def evaluate(phase):
 
 evaluate("shipped agent")
 for phase, minutes in (("imitation", imitation_minutes), ("A2C", rl_minutes)):
+    if phase == "A2C" and rl_policy_lr is not None:
+        agent.set_hyperparameters(policy_lr=rl_policy_lr)
     started = time.perf_counter()
     while time.perf_counter() - started < 60 * minutes:
         chunk_started = time.perf_counter()
@@ -102,7 +111,7 @@ one_pass = agent.evaluate(test)
 best_of_10 = agent.infer(prog, test[:256], sp.Budget(renders=10 * prog.steps), seed=0)
 best_point = min(points, key=lambda point: point[2])
 summary = {
-    "labels": images.shape[0],
+    "labels": labels,
     "label_renders": label_renders,
     "label_l2": label_l2,
     "updates_of_best": best_point[1],
@@ -119,7 +128,8 @@ for phase in ("imitation", "A2C"):
     chosen = [p for p in points if p[3] in (phase, "shipped agent")] if phase == "imitation" else \
         [p for p in points if p[3] == phase]
     axes.plot([p[0] / 60 for p in chosen], [p[2] for p in chosen], marker="o", linewidth=2, label=phase)
-axes.axhline(label_l2, color="black", linestyle=":", label=f"MH labels ({label_renders} renders)")
+if labels:
+    axes.axhline(label_l2, color="black", linestyle=":", label=f"MH labels ({label_renders} renders)")
 axes.axhline(one_pass["blank_l2"], color="grey", linestyle="--", label="blank canvas")
 axes.set_xlabel("training time (minutes, 1 CPU thread, from the shipped agent's)")
 axes.set_ylabel("held-out l2, one pass (256 test digits)")

@@ -12,7 +12,7 @@ the head-to-head uses seed 12345) and written to ``OUT/last.pt``; the best so fa
 in ``OUT/scenes-recon-cpu.pt``, and ``OUT/points.json`` holds the curve. Interrupting the
 run loses nothing but the minutes since the last evaluation.
 
-Run: ``.venv/bin/python benchmarks/spiral_scenes_cpu.py OUT [imitation_minutes] [rl_minutes] [order]``
+Run: ``[INPUT_CONTRAST=4] .venv/bin/python benchmarks/spiral_scenes_cpu.py OUT [imitation_minutes] [rl_minutes] [order]``
 """
 
 import json
@@ -43,6 +43,7 @@ test = torch.stack([held_out[i][0] for i in range(len(held_out))])
 config = sp.inference.SpiralConfig(
     batch_size=32, policy_channels=16, res_blocks=2, lstm_size=128, location_channels=16,
     policy_lr=1e-3, entropy_cost=0.003, reward_scale=100.0,
+    input_contrast=float(os.environ.get("INPUT_CONTRAST", "1")),
 )
 agent = sp.inference.Spiral(prog, reward="l2", config=config, device="cpu")
 points, best = [], float("inf")

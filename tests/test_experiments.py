@@ -119,9 +119,9 @@ def test_train_refuses_unknown_settings(tmp_path):
 
 
 def test_scenes_run_imitates_the_dataset_programs_then_runs_a2c_and_resumes(tmp_path):
-    overrides = [f"data.root={str(tmp_path / 'scenes')!r}", "data.train_size=16", "data.test_size=4",
-                 "program.image_size=32", "program.steps=3", "train.imitation_steps=3", "train.steps=5",
-                 "train.eval_every=5", "train.eval_size=4", "train.checkpoint_every=2", "train.log_every=1",
+    overrides = [f"data.root={str(tmp_path / 'scenes')!r}", "data.order=raster", "data.train_size=16",
+                 "data.test_size=4", "program.image_size=32", "program.steps=3", "train.imitation_steps=3",
+                 "train.steps=5", "train.eval_every=5", "train.eval_size=4", "train.checkpoint_every=2", "train.log_every=1",
                  "config.batch_size=4", "config.policy_channels=8", "config.lstm_size=16", "config.res_blocks=1",
                  "config.location_channels=4"]
     config = experiments.load_config("scenes-recon-cpu", overrides)

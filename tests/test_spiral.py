@@ -336,6 +336,27 @@ def test_the_pretrained_cpu_mnist_agent_beats_a_blank_canvas(data_root):
     assert float(result.l2.mean()) < 0.85 * blank, (float(result.l2.mean()), blank)
 
 
+def test_input_contrast_stretches_the_pixels_the_policy_sees():
+    prog = stroke_program()
+    stretched = Policy(prog.action_space, 1, 16, conditional=True, config=SpiralConfig.small(input_contrast=4.0))
+    plain = Policy(prog.action_space, 1, 16, conditional=True, config=SpiralConfig.small())
+    plain.load_state_dict(stretched.state_dict())
+    canvas, target = torch.rand(2, 4, 1, 16, 16)
+    hidden = plain.initial_hidden(4, torch.device("cpu"))
+
+    def greedy(component, logits):
+        return logits.argmax(-1)
+
+    seen = stretched.step(canvas, target, None, None, hidden, choose=greedy)
+    same = plain.step(0.5 + 4 * (canvas - 0.5), 0.5 + 4 * (target - 0.5), None, None, hidden, choose=greedy)
+    unstretched = plain.step(canvas, target, None, None, hidden, choose=greedy)
+    torch.testing.assert_close(seen.value, same.value)
+    torch.testing.assert_close(seen.log_prob, same.log_prob)
+    assert not torch.allclose(seen.value, unstretched.value)
+    with pytest.raises(ValueError, match="input_contrast must be positive"):
+        SpiralConfig(input_contrast=0.0)
+
+
 def test_unknown_pretrained_agents_are_named():
     with pytest.raises(ValueError, match=r"available: \[.*'mnist-recon-cpu'"):
         sp.inference.Spiral.pretrained("mnist-recon-h100")

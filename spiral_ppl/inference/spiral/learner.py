@@ -88,6 +88,11 @@ class SpiralConfig:
     action_embedding: int = 16  #: embedding of each component of the previous action
     location_channels: int = 32  #: width of the conv decoder of location components
     noise_size: int = 10  #: noise vector of unconditional agents
+    #: pixels enter the policy as ``0.5 + input_contrast * (x - 0.5)`` (1: as they are, the
+    #: paper's). Small objects on MuJoCo's grey platform barely move the features of a
+    #: freshly initialised network; with a contrast of 4 behaviour cloning learns where they
+    #: are, with 1 it did not in 2,900 updates (benchmarks/RESULTS.md, issue 8).
+    input_contrast: float = 1.0
     # -- A2C
     policy_lr: float = 1e-4
     policy_betas: tuple[float, float] = (0.9, 0.999)
@@ -119,7 +124,8 @@ class SpiralConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"SpiralConfig.{name} must be a non-negative int, got {value!r}")
-        for name in ("policy_lr", "critic_lr", "max_grad_norm", "reward_scale", "vtrace_rho_clip", "vtrace_c_clip"):
+        for name in ("policy_lr", "critic_lr", "max_grad_norm", "reward_scale", "vtrace_rho_clip", "vtrace_c_clip",
+                     "input_contrast"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"SpiralConfig.{name} must be positive, got {getattr(self, name)!r}")
         for name in ("entropy_cost", "value_cost", "new_stroke_penalty", "empty_canvas_penalty",

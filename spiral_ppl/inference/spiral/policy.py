@@ -1,9 +1,10 @@
 r"""The SPIRAL policy network: canvas (and target) in, one action of any program out.
 
 Per step :math:`t` the network reads the canvas :math:`x_t` (and, when conditional, the
-target :math:`x^\ast`) with two coordinate channels, adds a bias computed from the previous
-action (and, when unconditional, a noise vector drawn once per episode), downsamples with
-strided convolutions to 8x8, applies residual blocks and a fully connected layer and updates
+target :math:`x^\ast`; both optionally contrast-stretched around 0.5, see
+``SpiralConfig.input_contrast``) with two coordinate channels, adds a bias computed from the
+previous action (and, when unconditional, a noise vector drawn once per episode), downsamples
+with strided convolutions to 8x8, applies residual blocks and a fully connected layer and updates
 an LSTM. From the LSTM output :math:`z` an autoregressive decoder samples the components of
 the action in the order of ``prog.action_space``:
 
@@ -119,6 +120,7 @@ class Policy(nn.Module):
         super().__init__()
         self.action_space = tuple(action_space)
         self.conditional = conditional
+        self.input_contrast = config.input_contrast
         self.noise_size = 0 if conditional else config.noise_size
         width, hidden = config.policy_channels, config.lstm_size
         inputs = channels * (2 if conditional else 1) + 2
@@ -174,6 +176,8 @@ class Policy(nn.Module):
         """
         batch = canvas.shape[0]
         images = [canvas] + ([target] if self.conditional else [])
+        if self.input_contrast != 1:
+            images = [0.5 + self.input_contrast * (image - 0.5) for image in images]
         images.append(coordinate_channels(batch, canvas.shape[-1], canvas.device, canvas.dtype))
         features = self.stem(torch.cat(images, dim=1))
 
