@@ -106,9 +106,9 @@ class MujocoScenes(torch.utils.data.Dataset):
     :param progress: show a progress bar while generating (``None``: only on a terminal).
     :param order: the order of each program's *add* commands: ``"generated"`` (the order the
         objects were placed in) or ``"raster"`` (by location, row by row). Objects never
-        overlap, so both orders draw the same image; the raster order makes the next object
-        a function of the image and the canvas so far, which is what behaviour cloning
-        (:meth:`~spiral_ppl.inference.Spiral.imitate`) learns fastest from.
+        overlap, so both orders draw the same image; in raster order the next object is a
+        function of the image and the canvas so far, so behaviour cloning
+        (:meth:`~spiral_ppl.inference.Spiral.imitate`) has one right answer per step.
 
     Item ``i`` is ``(image, actions)``: a float tensor ``(3, image_size, image_size)`` in
     ``[0, 1]`` and ``{component: LongTensor[steps]}``; :attr:`actions` gives all programs,
