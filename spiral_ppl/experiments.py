@@ -199,15 +199,17 @@ def train_experiment(
 def imitate_dataset_programs(agent, train: Dataset, settings: dict[str, Any], checkpoint: Path, out: Path, *,
                              progress: bool | None = None) -> None:
     """The behaviour-cloning updates of a run (``[train] imitation_steps``) not done yet, checkpointed as they go."""
+    from spiral_ppl.inference.spiral.agent import holds_programs
     from spiral_ppl.inference.spiral.logs import TrainingLog
 
     target = min(settings["imitation_steps"], settings["steps"])
     if agent.learner.updates >= target:
         return
-    if not isinstance(train, sp.data.MujocoScenes):
+    if not holds_programs(train):
         raise ValueError(
-            f"[train] imitation_steps = {settings['imitation_steps']} imitates ground-truth programs, which only "
-            f"MUJOCO SCENES has; this run trains on {type(train).__name__}: set train.imitation_steps=0"
+            f"[train] imitation_steps = {settings['imitation_steps']} imitates ground-truth programs, which of the "
+            f"shipped datasets only MUJOCO SCENES has; this run trains on {type(train).__name__}: "
+            "set train.imitation_steps=0"
         )
     log = TrainingLog(out)
     try:

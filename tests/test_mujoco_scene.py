@@ -359,6 +359,8 @@ def test_raster_order_refuses_programs_with_modify_commands():
     programs = {"command": torch.tensor([[ADD, MODIFY]]), "location": torch.tensor([[9, 3]])}
     with pytest.raises(ValueError, match="modify"):
         raster_order(programs)
+    with pytest.raises(ValueError, match=r"missing \['location'\]"):
+        raster_order({"command": torch.tensor([[ADD]])})
 
 
 def test_dataset_objects_do_not_overlap(tmp_path, scene):

@@ -416,6 +416,8 @@ def test_imitation_of_ground_truth_programs_warm_starts_the_policy():
     assert first > 6.5 and last < 0.6 * first, (first, last)
     with pytest.raises(TypeError, match="Dataset of \\(image, actions\\)"):
         agent.imitate(images, 1)
+    with pytest.raises(TypeError, match="no programs to imitate"):
+        agent.imitate(torch.utils.data.TensorDataset(images, torch.zeros(len(images), dtype=torch.long)), 1)
     with pytest.raises(ValueError, match="must lie in"):
         agent.imitate((images, dict(programs, flag=programs["flag"] + 5)), 1)
 

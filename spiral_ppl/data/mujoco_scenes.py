@@ -82,6 +82,9 @@ def raster_order(programs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     Only for programs of add commands followed by skips, whose objects do not overlap (as
     in MUJOCO SCENES): their images do not depend on the order of the adds.
     """
+    missing = {"command", "location"} - set(programs)
+    if missing:
+        raise ValueError(f"raster_order needs the components 'command' and 'location'; missing {sorted(missing)}")
     command = programs["command"]
     if bool((command == MODIFY).any()):
         raise ValueError("raster_order reorders add commands; these programs modify objects, whose order matters")

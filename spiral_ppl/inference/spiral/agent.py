@@ -319,6 +319,11 @@ class Spiral(Engine):
             def batch(index: torch.Tensor):
                 return images[index], {name: value[index] for name, value in programs.items()}
         elif isinstance(data, torch.utils.data.Dataset):
+            if not holds_programs(data):
+                raise TypeError(
+                    "data must be a Dataset of (image, {component: LongTensor[T]}) items, as MujocoScenes gives; "
+                    f"this {type(data).__name__} has no programs to imitate (its items are images or (image, label))"
+                )
             count = len(data)
 
             def batch(index: torch.Tensor):
@@ -480,6 +485,14 @@ class Spiral(Engine):
         agent._source_state = state["source_state"]
         agent._resume_rng = state["rng"]
         return agent
+
+
+def holds_programs(data: Any) -> bool:
+    """Whether ``data`` is a non-empty Dataset whose items are ``(image, {component: actions})``."""
+    if not isinstance(data, torch.utils.data.Dataset) or len(data) == 0:
+        return False
+    item = data[0]
+    return isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], dict)
 
 
 def _rebuild_program(recorded: dict[str, Any], path: Path) -> Program:
