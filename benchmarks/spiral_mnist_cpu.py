@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 import spiral_ppl as sp
-from spiral_ppl.plots import plt, reconstruction_grid
+from spiral_ppl.plots import reconstruction_grid, training_curve
 
 out = Path(sys.argv[1])
 minutes = float(sys.argv[2]) if len(sys.argv) > 2 else 10.0
@@ -62,14 +62,8 @@ summary = {
 (out / "summary.json").write_text(json.dumps(summary, indent=1))
 agent.save(out / "mnist-recon-cpu.pt", training_state=False)
 
-figure, axes = plt.subplots(figsize=(6, 4))
-axes.plot([p[0] / 60 for p in points], [p[2] for p in points], linewidth=2, label="SPIRAL, one pass (256 test digits)")
-axes.axhline(final["blank_l2"], color="grey", linestyle="--", label="blank canvas")
-axes.set_xlabel("training wall-clock (minutes, 2-core CPU, shared)")
-axes.set_ylabel("mean squared pixel error")
-axes.set_title("Conditional SPIRAL on MNIST, 64x64, 6 strokes, CPU")
-axes.grid(alpha=0.3)
-axes.legend()
-figure.savefig(out / "spiral_mnist_cpu_curve.png", dpi=120, bbox_inches="tight")
+training_curve(points, out / "spiral_mnist_cpu_curve.png", baselines={"blank canvas": final["blank_l2"]},
+               title="Conditional SPIRAL on MNIST, 64x64, 6 strokes, CPU",
+               xlabel="training wall-clock (minutes, 2-core CPU, shared)", ylabel="held-out l2, one pass (256 test digits)")
 reconstruction_grid(test[:10], {"SPIRAL": best_of_10.images[:10]}, out / "spiral_mnist_cpu_samples.png")
 print(json.dumps({k: v for k, v in summary.items() if k != "points"}, indent=1))

@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 import spiral_ppl as sp
 from spiral_ppl.io import atomic_path
-from spiral_ppl.plots import plt, reconstruction_grid
+from spiral_ppl.plots import reconstruction_grid, training_curve
 
 out = Path(sys.argv[1])
 labels = int(sys.argv[2]) if len(sys.argv) > 2 else 8192
@@ -123,19 +123,12 @@ summary = {
 }
 (out / "summary.json").write_text(json.dumps(summary, indent=1))
 
-figure, axes = plt.subplots(figsize=(6, 4))
-for phase in ("imitation", "A2C"):
-    chosen = [p for p in points if p[3] in (phase, "shipped agent")] if phase == "imitation" else \
-        [p for p in points if p[3] == phase]
-    axes.plot([p[0] / 60 for p in chosen], [p[2] for p in chosen], marker="o", linewidth=2, label=phase)
+baselines = {"blank canvas": one_pass["blank_l2"]}
 if labels:
-    axes.axhline(label_l2, color="black", linestyle=":", label=f"MH labels ({label_renders} renders)")
-axes.axhline(one_pass["blank_l2"], color="grey", linestyle="--", label="blank canvas")
-axes.set_xlabel("training time (minutes, 1 CPU thread, from the shipped agent's)")
-axes.set_ylabel("held-out l2, one pass (256 test digits)")
-axes.set_title("Distilling blocked MH into SPIRAL on MNIST, 6 strokes, CPU")
-axes.grid(alpha=0.3)
-axes.legend()
-figure.savefig(out / "spiral_mnist_distill_curve.png", dpi=120, bbox_inches="tight")
+    baselines[f"MH labels ({label_renders} renders)"] = label_l2
+training_curve(points, out / "spiral_mnist_distill_curve.png", baselines=baselines,
+               title="Distilling blocked MH into SPIRAL on MNIST, 6 strokes, CPU",
+               xlabel="training time (minutes, 1 CPU thread, from the shipped agent's)",
+               ylabel="held-out l2, one pass (256 test digits)")
 reconstruction_grid(test[:10], {"best of 10": best_of_10.images[:10]}, out / "spiral_mnist_distill_samples.png")
 print(json.dumps({k: v for k, v in summary.items() if k != "points"}, indent=1))

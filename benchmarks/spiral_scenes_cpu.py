@@ -2,17 +2,27 @@
 
 A CPU-sized version of the paper's scenes experiment: 64x64 MuJoCo scenes of 1 to 5
 objects, a 10-step SceneProgram (the paper: 20), a narrow network. Reinforcement learning
-alone barely leaves the empty-scene baseline in CPU minutes, so the policy is first
-warm-started by imitating the dataset's ground-truth programs (behaviour cloning,
-``Spiral.imitate``, with the adds in raster order: see ``MujocoScenes(order=)``), then
-refined by A2C with the l2 reward (``Spiral.fit``).
+alone barely leaves the empty-scene baseline in CPU minutes, so the policy is trained in up
+to three phases:
+
+1. behaviour cloning of the dataset's ground-truth programs (``Spiral.imitate``, adds in
+   raster order: see ``MujocoScenes(order=)``);
+2. DAgger: the policy's own episodes, labelled by the scenes' expert
+   (``Spiral.imitate(expert=MujocoScenes.expert)``), so that it learns to recover from its
+   own mistakes and to stop when the scene is done;
+3. A2C with the l2 reward (``Spiral.fit``).
 
 Every ``EVAL_MINUTES`` the agent is evaluated in one pass on 64 held-out scenes (seed 1;
 the head-to-head uses seed 12345) and written to ``OUT/last.pt``; the best so far is kept
 in ``OUT/scenes-recon-cpu.pt``, and ``OUT/points.json`` holds the curve. Interrupting the
-run loses nothing but the minutes since the last evaluation.
+run loses nothing but the minutes since the last evaluation. ``START=agent.pt`` continues
+a saved agent instead of a new one (its phases add to the curve); ``LR`` sets Adam's
+learning rate (1e-3); ``DAGGER_MIX=1`` alternates DAgger with behaviour cloning;
+``TEMPORAL_REWARDS=1`` rewards every step's l2 change
+(SPIRAL++).
 
-Run: ``[INPUT_CONTRAST=4] .venv/bin/python benchmarks/spiral_scenes_cpu.py OUT [imitation_minutes] [rl_minutes] [order]``
+Run: ``[INPUT_CONTRAST=4] [START=agent.pt] .venv/bin/python benchmarks/spiral_scenes_cpu.py OUT
+[imitation_minutes] [dagger_minutes] [rl_minutes] [order]``
 """
 
 import json
@@ -24,12 +34,13 @@ from pathlib import Path
 import torch
 
 import spiral_ppl as sp
-from spiral_ppl.plots import plt, reconstruction_grid
+from spiral_ppl.plots import reconstruction_grid, training_curve
 
 out = Path(sys.argv[1])
 imitation_minutes = float(sys.argv[2]) if len(sys.argv) > 2 else 60.0
-rl_minutes = float(sys.argv[3]) if len(sys.argv) > 3 else 10.0
-order = sys.argv[4] if len(sys.argv) > 4 else "raster"
+dagger_minutes = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
+rl_minutes = float(sys.argv[4]) if len(sys.argv) > 4 else 10.0
+order = sys.argv[5] if len(sys.argv) > 5 else "raster"
 eval_minutes = float(os.environ.get("EVAL_MINUTES", "3"))
 out.mkdir(parents=True, exist_ok=True)
 torch.manual_seed(0)
@@ -42,10 +53,15 @@ held_out = sp.data.MujocoScenes(size=256, seed=1, steps=steps)
 test = torch.stack([held_out[i][0] for i in range(len(held_out))])
 config = sp.inference.SpiralConfig(
     batch_size=32, policy_channels=16, res_blocks=2, lstm_size=128, location_channels=16,
-    policy_lr=1e-3, entropy_cost=0.003, reward_scale=100.0,
+    policy_lr=float(os.environ.get("LR", "1e-3")), entropy_cost=0.003, reward_scale=100.0,
     input_contrast=float(os.environ.get("INPUT_CONTRAST", "1")),
+    temporal_rewards=os.environ.get("TEMPORAL_REWARDS", "0") == "1",
 )
-agent = sp.inference.Spiral(prog, reward="l2", config=config, device="cpu")
+if os.environ.get("START"):
+    agent = sp.inference.Spiral.load(os.environ["START"], device="cpu")
+    agent.set_hyperparameters(policy_lr=config.policy_lr, temporal_rewards=config.temporal_rewards)
+else:
+    agent = sp.inference.Spiral(prog, reward="l2", config=config, device="cpu")
 points, best = [], float("inf")
 
 
@@ -62,16 +78,26 @@ def evaluate(phase):
     (out / "points.json").write_text(json.dumps(points))
 
 
-evaluate("untrained")
-for phase, minutes in (("imitation", imitation_minutes), ("A2C", rl_minutes)):
+evaluate("start" if os.environ.get("START") else "untrained")
+
+
+def dagger_updates():
+    agent.imitate(train, 25, expert=train.expert, progress=False)
+    if os.environ.get("DAGGER_MIX") == "1":  # behaviour cloning keeps showing the policy clean canvases
+        agent.imitate(train, 25, progress=False)
+
+
+phases = {
+    "imitation": lambda: agent.imitate(train, 25, progress=False),
+    "DAgger": dagger_updates,
+    "A2C": lambda: agent.fit(train, 10, progress=False),
+}
+for phase, minutes in zip(phases, (imitation_minutes, dagger_minutes, rl_minutes)):
     started = time.perf_counter()
     while time.perf_counter() - started < 60 * minutes:
         chunk_started = time.perf_counter()
         while time.perf_counter() - chunk_started < 60 * eval_minutes:
-            if phase == "imitation":
-                agent.imitate(train, 25, progress=False)
-            else:
-                agent.fit(train, 10, progress=False)
+            phases[phase]()
         evaluate(phase)
 
 agent = sp.inference.Spiral.load(out / "scenes-recon-cpu.pt", device="cpu")
@@ -90,19 +116,9 @@ summary = {
 }
 (out / "summary.json").write_text(json.dumps(summary, indent=1))
 
-figure, axes = plt.subplots(figsize=(6, 4))
-for phase in ("imitation", "A2C"):
-    chosen = [p for p in points if p[3] in (phase, "untrained")] if phase == "imitation" else \
-        [p for p in points if p[3] == phase]
-    axes.plot([p[0] / 60 for p in chosen], [p[2] for p in chosen], marker="o", linewidth=2, label=phase)
-axes.axhline(blank, color="grey", linestyle="--", label="empty scene")
-axes.set_xlabel("training time (minutes, 1 CPU thread)")
-axes.set_ylabel("held-out l2, one pass (64 scenes)")
-axes.set_yscale("log")
-axes.set_title("SPIRAL on MUJOCO SCENES, 10 steps, CPU")
-axes.grid(alpha=0.3)
-axes.legend()
-figure.savefig(out / "spiral_scenes_cpu_curve.png", dpi=120, bbox_inches="tight")
+training_curve(points, out / "spiral_scenes_cpu_curve.png", baselines={"empty scene": blank}, log_scale=True,
+               title="SPIRAL on MUJOCO SCENES, 10 steps, CPU", xlabel="training time (minutes, 1 CPU thread)",
+               ylabel="held-out l2, one pass (64 scenes)")
 reconstruction_grid(test[:8], {"one pass": one_pass.images[:8], "best of 10": best_of_10.images[:8]},
                     out / "spiral_scenes_cpu_samples.png")
 print(json.dumps({k: v for k, v in summary.items() if k != "points"}, indent=1))

@@ -1,4 +1,5 @@
-"""Pictures of inference: l2 against renderer calls, and reconstruction grids.
+"""Pictures of inference and training: l2 against renderer calls, reconstruction grids,
+stroke decompositions and training curves.
 
 Everything returns a matplotlib ``Figure`` (shown inline in a notebook; matplotlib falls back
 to its Agg backend without a display) and, given a path, saves it.
@@ -141,6 +142,47 @@ def high_resolution(renderer, actions: Mapping[str, torch.Tensor], scale: int = 
     axes[0, 0].set_ylabel(f"{low.shape[-1]}px")
     axes[1, 0].set_ylabel(f"{high.shape[-1]}px")
     figure.subplots_adjust(wspace=0.05, hspace=0.05)
+    return _save(figure, path)
+
+
+def training_curve(
+    points: list[tuple],
+    path: str | Path | None = None,
+    *,
+    baselines: Mapping[str, float] | None = None,
+    title: str = "",
+    xlabel: str = "training time (minutes)",
+    ylabel: str = "held-out l2, one pass",
+    log_scale: bool = False,
+):
+    """Held-out l2 of an agent against training time, one colour per training phase.
+
+    :param points: ``(seconds, update, l2)`` or ``(seconds, update, l2, phase)`` in the
+        order they were measured. Each phase's line starts at the last point before it, so
+        a run's phases (behaviour cloning, then A2C, say) join into one curve.
+    :param baselines: ``{label: l2}`` drawn as horizontal lines (a blank canvas, a search
+        engine at some budget).
+    """
+    if not points:
+        raise ValueError("no points to plot: give (seconds, update, l2[, phase]) tuples")
+    phases = [point[3] if len(point) > 3 else "training" for point in points]
+    figure, axes = plt.subplots(figsize=(6, 4))
+    for index, phase in enumerate(dict.fromkeys(phases)):
+        members = [i for i, name in enumerate(phases) if name == phase]
+        if members[0] > 0:
+            members.insert(0, members[0] - 1)
+        axes.plot([points[i][0] / 60 for i in members], [points[i][2] for i in members], marker="o",
+                  linewidth=2, color=f"C{index}", label=phase)
+    for index, (label, value) in enumerate((baselines or {}).items()):
+        axes.axhline(value, color="grey", linestyle=("--", ":", "-.")[index % 3], linewidth=1, label=label)
+    if log_scale:
+        axes.set_yscale("log")
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    if title:
+        axes.set_title(title, fontsize=10)
     return _save(figure, path)
 
 

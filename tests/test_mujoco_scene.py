@@ -14,7 +14,7 @@ import torch
 from pyro.poutine.util import site_is_subsample
 
 import spiral_ppl as sp
-from spiral_ppl.data.mujoco_scenes import raster_order
+from spiral_ppl.data.mujoco_scenes import raster_order, scene_expert
 from spiral_ppl.renderers.mujoco_scene import ADD, DEFAULT_SIZES, GL_PACKAGES, MODIFY, OBJECT_FIELDS, SHAPES, SKIP
 
 GRID = 16
@@ -361,6 +361,48 @@ def test_raster_order_refuses_programs_with_modify_commands():
         raster_order(programs)
     with pytest.raises(ValueError, match=r"missing \['location'\]"):
         raster_order({"command": torch.tensor([[ADD]])})
+
+
+
+def _expert_after(scene, targets, *placed):
+    """The expert's next action (a dict of ints) for ``targets`` after the edits ``placed``."""
+    state = scene.initial_state(1)
+    for edit in placed:
+        state = scene.step(state, {name: torch.tensor([value]) for name, value in edit.items()})
+    return {name: int(value[0]) for name, value in scene_expert(state, targets, GRID).items()}
+
+
+def test_the_scene_expert_finishes_the_program_from_wherever_the_scene_stands(scene):
+    first, second = obj(x=2, y=3, color=(3, 0, 0)), obj(shape=0, x=10, y=3, size=2, color=(0, 1, 2))
+    targets = program(first, second, obj(command=SKIP, shape=0, x=0, y=0, size=0, color=(0, 0, 0)))
+    assert _expert_after(scene, targets) == first
+    assert _expert_after(scene, targets, first) == second
+    # One cell off and the wrong colour still covers the first object: go on to the second.
+    near = obj(x=3, y=4, color=(0, 0, 3))
+    assert _expert_after(scene, targets, near) == second
+    # Two cells off covers nothing; the most recent object can still be moved.
+    astray = obj(x=2, y=5)
+    assert _expert_after(scene, targets, astray) == dict(first, command=MODIFY)
+    assert _expert_after(scene, targets, first, astray) == dict(second, command=MODIFY)
+    # An earlier mistake cannot be undone: add what is missing.
+    assert _expert_after(scene, targets, astray, second) == first
+    # A duplicate claims nothing either.
+    assert _expert_after(scene, targets, first, first) == dict(second, command=MODIFY)
+    done = dict(command=SKIP, shape=0, location=0, object_size=0, red=0, green=0, blue=0)
+    assert _expert_after(scene, targets, second, first) == done
+    assert _expert_after(scene, targets, first, astray, second) == done
+    with pytest.raises(ValueError, match="modify"):
+        scene_expert(scene.initial_state(1), program(first, dict(second, command=MODIFY)), GRID)
+
+
+def test_on_the_demonstrations_the_scene_expert_repeats_the_programs(tmp_path, scene):
+    from spiral_ppl.inference.spiral.learner import expert_labels
+
+    scenes = _dataset(tmp_path, size=20, order="raster")
+    prog = sp.programs.SceneProgram(scene, steps=20)
+    labels = expert_labels(prog, scenes.expert, scenes.actions, scenes.actions)
+    for name, value in scenes.actions.items():
+        assert torch.equal(labels[name], value), name
 
 
 def test_dataset_objects_do_not_overlap(tmp_path, scene):

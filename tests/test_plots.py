@@ -1,6 +1,7 @@
 """Plots: curves, reconstruction grids, stroke decompositions, high-resolution re-renders."""
 
 import matplotlib.pyplot as plt
+import pytest
 import torch
 from PIL import Image
 
@@ -42,4 +43,20 @@ def test_figures_are_written(tmp_path):
     for name in ("strokes", "high", "curves", "grid"):
         with Image.open(tmp_path / f"{name}.png") as picture:
             assert picture.width > 100 and picture.height > 100
+    plt.close("all")
+
+
+def test_training_curve_draws_each_phase_from_where_the_previous_one_ended(tmp_path):
+    points = [(0, 0, 0.09, "start"), (60, 10, 0.08, "imitation"), (120, 20, 0.07, "imitation"), (180, 30, 0.06, "A2C")]
+    figure = plots.training_curve(points, tmp_path / "curve.png", baselines={"blank canvas": 0.1})
+    lines = {line.get_label(): line for line in figure.axes[0].get_lines()}
+    assert list(lines["imitation"].get_xdata()) == [0, 1, 2] and list(lines["A2C"].get_xdata()) == [2, 3]
+    assert list(lines["A2C"].get_ydata()) == [0.07, 0.06] and list(lines["blank canvas"].get_ydata()) == [0.1, 0.1]
+    with Image.open(tmp_path / "curve.png") as picture:
+        assert picture.width > 100
+    # Points without a phase are one line.
+    single = plots.training_curve([(0, 0, 0.5), (30, 5, 0.4)])
+    assert [line.get_label() for line in single.axes[0].get_lines()] == ["training"]
+    with pytest.raises(ValueError, match="no points"):
+        plots.training_curve([])
     plt.close("all")

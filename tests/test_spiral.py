@@ -422,6 +422,44 @@ def test_imitation_of_ground_truth_programs_warm_starts_the_policy():
         agent.imitate((images, dict(programs, flag=programs["flag"] + 5)), 1)
 
 
+
+def test_dagger_labels_the_policys_own_states_with_the_experts_actions():
+    from spiral_ppl.renderers.mujoco_scene import ADD, SKIP
+
+    torch.manual_seed(0)
+    prog = sp.programs.SceneProgram(sp.renderers.MujocoScene(image_size=32, grid_size=4), steps=2)
+    # The demonstrations do nothing; the expert adds one cylinder in cell 5, then stops.
+    programs = {c.name: torch.zeros(16, 2, dtype=torch.long) for c in prog.action_space}
+    programs["command"][:] = SKIP
+    images = prog.render(programs)
+    counts_seen = []
+
+    def expert(state, programs):
+        objects, count = state
+        counts_seen.append(count.clone())
+        label = {name: torch.zeros_like(count) for name in programs}
+        label["command"] = torch.where(count == 0, ADD, SKIP)
+        label["shape"][:], label["location"][:], label["red"][:] = 2, 5, 3
+        return label
+
+    agent = sp.inference.Spiral(prog, reward="l2", config=SpiralConfig.small(batch_size=16, policy_lr=3e-3),
+                                device="cpu")
+    history = agent.imitate((images, programs), 40, expert=expert, progress=False)
+    assert len(counts_seen) == 40 * 2 and history[-1]["imitation_loss"] < 0.3 * history[0]["imitation_loss"]
+    # The expert was asked about the states the policy's own actions reached (the untrained
+    # policy adds objects; the demonstrations never do) ...
+    assert int(counts_seen[1].sum()) > 0
+    # ... and the policy learned the expert's first action, not the demonstrations' skip.
+    with torch.no_grad():
+        episode = rollout(agent.policy, prog, 16, images, choose=lambda t, component, logits: logits.argmax(-1))
+    first = {name: value[:, 0].tolist() for name, value in episode.actions.items()}
+    assert (first["command"], first["shape"], first["location"]) == ([ADD] * 16, [2] * 16, [5] * 16)
+    with pytest.raises(TypeError, match="expert must be callable"):
+        agent.imitate((images, programs), 1, expert="scene_expert")
+    with pytest.raises(ValueError, match="expert's action at step 0 .*missing: \\['shape'"):
+        agent.imitate((images, programs), 1, expert=lambda state, programs: {"command": state.count})
+
+
 def test_the_pretrained_scenes_agent_loads_with_its_program():
     agent = sp.inference.Spiral.pretrained("scenes-recon-cpu", device="cpu")
     assert isinstance(agent.prog, sp.programs.SceneProgram) and agent.prog.steps == 10

@@ -94,6 +94,62 @@ def raster_order(programs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {name: torch.gather(value, 1, permutation) for name, value in programs.items()}
 
 
+def scene_expert(
+    state: Any, programs: dict[str, torch.Tensor], grid_size: int, *, tolerance: int = 1
+) -> dict[str, torch.Tensor]:
+    """The next edit that brings each scene closer to its ground-truth program: a DAgger expert.
+
+    ``state`` is a :class:`~spiral_ppl.renderers.mujoco_scene.SceneState` that some other
+    actor (a policy) built; ``programs`` are the targets' programs of add commands, as
+    MUJOCO SCENES stores them. Each placed object, in the order they were added, claims the
+    nearest unclaimed object of the program within ``tolerance`` grid cells in x and in y
+    (an object one cell off still covers most of its target's pixels); then
+
+    - when every object of the program is claimed: *skip* (the scene is done);
+    - when the most recent object claims nothing (it stands where no object should) it is
+      the one object that can still be changed: *modify* it into the first unclaimed object
+      of the program;
+    - otherwise *add* the first unclaimed object, in the program's order (raster order with
+      ``MujocoScenes(order="raster")``, as in the behaviour-cloning demonstrations).
+
+    On the demonstrations' own states this says exactly what the program does next.
+    Matching by place rather than by every attribute is deliberate: a learner that gets a
+    colour wrong should move on to the next object, not spend its remaining steps redoing
+    one. Wrong objects placed before the most recent one stay; no command removes them.
+
+    :param grid_size: side of the location grid (locations are ``y * grid_size + x``).
+    :param tolerance: how many cells a placed object may be off its target's place.
+    :returns: ``{component: LongTensor[B]}``; a skip's other components are 0, as in the programs.
+    """
+    objects, count = state
+    command = programs["command"].to(objects.device)
+    if bool((command == MODIFY).any()):
+        raise ValueError("scene_expert follows programs of add commands; these programs modify objects")
+    batch = objects.shape[0]
+    if command.shape[0] != batch:
+        raise ValueError(f"the state holds {batch} scenes but the programs {command.shape[0]}")
+    wanted = torch.stack([programs[name].to(objects.device) for name in OBJECT_FIELDS], dim=-1)
+    location = OBJECT_FIELDS.index("location")
+    action = {name: torch.zeros(batch, dtype=torch.long, device=objects.device) for name in ("command", *OBJECT_FIELDS)}
+    action["command"][:] = SKIP
+    for row in range(batch):
+        unclaimed = wanted[row][command[row] == ADD].tolist()
+        last_claims = False
+        for placed in objects[row, : int(count[row])].tolist():
+            y, x = divmod(placed[location], grid_size)
+            offsets = [max(abs(y - goal[location] // grid_size), abs(x - goal[location] % grid_size))
+                       for goal in unclaimed]
+            last_claims = bool(offsets) and min(offsets) <= tolerance
+            if last_claims:
+                unclaimed.pop(offsets.index(min(offsets)))
+        if not unclaimed:
+            continue
+        action["command"][row] = ADD if int(count[row]) == 0 or last_claims else MODIFY
+        for name, value in zip(OBJECT_FIELDS, unclaimed[0]):
+            action[name][row] = value
+    return action
+
+
 class MujocoScenes(torch.utils.data.Dataset):
     """The MUJOCO SCENES dataset: ``(image, actions)`` pairs, made once and cached.
 
@@ -183,6 +239,11 @@ class MujocoScenes(torch.utils.data.Dataset):
             raise IndexError(f"index must be an int in [-{self.size}, {self.size}), got {index!r}")
         image = torch.from_numpy(np.array(self._images[index])).to(torch.float32).div_(255.0)
         return image, {name: value[index].long() for name, value in self._programs_int16.items()}
+
+    def expert(self, state: Any, programs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The DAgger expert of these scenes for :meth:`spiral_ppl.inference.Spiral.imitate`:
+        :func:`scene_expert` on this dataset's grid."""
+        return scene_expert(state, programs, self.grid_size)
 
     @property
     def actions(self) -> dict[str, torch.Tensor]:

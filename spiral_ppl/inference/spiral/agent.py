@@ -41,7 +41,7 @@ from spiral_ppl.inference.result import BestSoFar, Curve, Result
 from spiral_ppl.inference.spiral.critic import Critic
 from spiral_ppl.inference.spiral.distributed import RayBackend
 from spiral_ppl.inference.spiral.guide import SpiralGuide
-from spiral_ppl.inference.spiral.learner import Learner, SpiralConfig
+from spiral_ppl.inference.spiral.learner import Expert, Learner, SpiralConfig
 from spiral_ppl.inference.spiral.logs import TrainingLog
 from spiral_ppl.inference.spiral.policy import Policy
 from spiral_ppl.inference.spiral.proposal import SpiralProposal
@@ -298,18 +298,30 @@ class Spiral(Engine):
         self.learner.set_hyperparameters(**changes)
         self.config = self.learner.config
 
-    def imitate(self, data: Any, steps: int, *, progress: bool | None = None) -> list[dict[str, float]]:
+    def imitate(self, data: Any, steps: int, *, expert: Expert | None = None,
+                progress: bool | None = None) -> list[dict[str, float]]:
         """Warm-start the policy on ground-truth programs by behaviour cloning, before :meth:`fit`.
 
         Where programs come with their images (the procedural MUJOCO SCENES do), the policy
         can first learn to imitate them, as inference compilation does (Le, Baydin and Wood,
         AISTATS 2017), and then be refined by reinforcement learning, which needs no programs.
 
+        Behaviour cloning only shows the policy the demonstrations' canvases. Pass an
+        ``expert`` to train on the policy's own episodes instead, each state labelled with
+        the expert's next action from there (DAgger; see :meth:`Learner.imitate`), so that
+        the policy is taught how to go on from its own mistakes and when to stop. It pays
+        off once the policy is accurate enough that the expert's corrections are reachable:
+        on the CPU-sized scenes agent it was not (benchmarks/RESULTS.md, issue 8).
+
         :param data: a ``Dataset`` of ``(image, {name: LongTensor[T]})`` items, such as
             :class:`spiral_ppl.data.MujocoScenes`, or a pair ``(images, {name: LongTensor[N, T]})``.
         :param steps: supervised updates of ``config.batch_size`` programs each.
+        :param expert: ``expert(state, programs) -> {name: LongTensor[B]}``, such as
+            :meth:`spiral_ppl.data.MujocoScenes.expert`; ``None``: behaviour cloning.
         :returns: the loss of every update.
         """
+        if expert is not None and not callable(expert):
+            raise TypeError(f"expert must be callable as expert(state, programs), got {type(expert).__name__}")
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise ValueError(f"steps must be a positive int (updates to run), got {steps!r}")
         if isinstance(data, tuple) and len(data) == 2:
@@ -339,7 +351,7 @@ class Spiral(Engine):
             validate_actions(self.prog.action_space, batch_programs, ndim=2)
             targets = self.prog.check_images(batch_images.to(self.device), name="data images")
             demonstrations = {name: value.to(self.device) for name, value in batch_programs.items()}
-            metrics = self.learner.imitate(targets, demonstrations)
+            metrics = self.learner.imitate(targets, demonstrations, expert)
             self.train_seconds += time.perf_counter() - started
             history.append({"update": self.learner.updates, "seconds": self.train_seconds, **metrics})
         return history

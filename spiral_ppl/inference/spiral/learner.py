@@ -61,9 +61,34 @@ from spiral_ppl.inference.spiral.rewards import (
     new_stroke_starts,
     step_rewards,
 )
-from spiral_ppl.inference.spiral.rollout import Episode, rollout
+from spiral_ppl.inference.spiral.rollout import Episode, replay, rollout
 from spiral_ppl.inference.spiral.vtrace import vtrace
 from spiral_ppl.programs.base import Program, mean_squared_error
+from spiral_ppl.renderers.base import validate_actions
+
+#: ``expert(state, programs) -> {name: LongTensor[B]}``: the next action towards each program.
+Expert = Callable[[Any, "dict[str, torch.Tensor]"], "dict[str, torch.Tensor]"]
+
+
+def expert_labels(prog: Program, expert: Expert, actions: dict[str, torch.Tensor],
+                  programs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The expert's next action at every state of episodes that took ``actions`` ({name: [B, T]}).
+
+    Program states are cheap to advance without rendering, so the states are rebuilt here.
+    """
+    first = next(iter(actions.values()))
+    batch, steps = first.shape
+    state = prog.initial_state(batch, device=first.device)
+    labels = []
+    for t in range(steps):
+        label = expert(state, programs)
+        try:
+            validate_actions(prog.action_space, label, ndim=1)
+        except (TypeError, ValueError) as error:
+            raise type(error)(f"the expert's action at step {t} is not an action of this program: {error}") from None
+        labels.append(label)
+        state = prog.advance(state, {name: value[:, t] for name, value in actions.items()})
+    return {name: torch.stack([label[name].to(first.device) for label in labels], dim=1) for name in actions}
 
 
 class TrainingDiverged(FloatingPointError):
@@ -328,25 +353,44 @@ class Learner:
                 group["lr"] = self.config.critic_lr
         self.replay.capacity = self.config.replay_batches
 
-    def imitate(self, targets: torch.Tensor, programs: dict[str, torch.Tensor]) -> dict[str, float]:
-        """One supervised update towards ground-truth programs (behaviour cloning).
+    def imitate(self, targets: torch.Tensor, programs: dict[str, torch.Tensor],
+                expert: Expert | None = None) -> dict[str, float]:
+        r"""One supervised update towards ground-truth programs (behaviour cloning, or DAgger).
 
-        The policy is run with every component forced to the program's value, seeing the
-        canvases those programs draw, and trained to maximise their log-probability (the
-        loss is minus the log-probability of the whole program, averaged over the batch).
-        The value head is not trained.
+        Without an ``expert`` the policy is run with every component forced to the program's
+        value, seeing the canvases those programs draw, and trained to maximise their
+        log-probability: the loss is :math:`-\sum_t \log \pi(a^*_t \mid s^*_t)`, averaged over
+        the batch. The policy then only ever sees the demonstrations' canvases; once its own
+        first mistake takes it off them at test time, nothing it learned says how to recover.
+
+        With an ``expert`` (DAgger, Ross, Gordon and Bagnell, AISTATS 2011) the policy draws
+        its own episodes, and at every state :math:`s_t` it reached the expert says what the
+        program's author would do next, :math:`a^E_t = \text{expert}(s_t)`; the loss is
+        :math:`-\sum_t \log \pi(a^E_t \mid s_t)`. The episodes cost ``T`` renders each.
+        The value head is not trained either way.
 
         :param targets: ``(B, C, H, W)`` images of the programs (what a conditional policy sees as target).
         :param programs: their actions ``{name: LongTensor[B, T]}``.
+        :param expert: ``expert(state, programs) -> {name: LongTensor[B]}``, the best next action
+            from a program state (:meth:`Program.initial_state`, :meth:`Program.advance`)
+            towards each target's program, such as :meth:`spiral_ppl.data.MujocoScenes.expert`.
         """
         step = self.updates + 1
+        conditioning = targets if self.policy.conditional else None
+        if expert is None:
+            def forced(t: int, component, logits: torch.Tensor) -> torch.Tensor:
+                return programs[component.name][:, t].to(logits.device)
 
-        def forced(t: int, component, logits: torch.Tensor) -> torch.Tensor:
-            return programs[component.name][:, t].to(logits.device)
-
-        with self.autocast():
-            episode = rollout(self.policy, self.prog, targets.shape[0], targets if self.policy.conditional else None,
-                              blind=self.blind, draw_final=False, choose=forced)
+            with self.autocast():
+                episode = rollout(self.policy, self.prog, targets.shape[0], conditioning,
+                                  blind=self.blind, draw_final=False, choose=forced)
+        else:
+            with torch.no_grad(), self.autocast():
+                own = rollout(self.policy, self.prog, targets.shape[0], conditioning, blind=self.blind)
+            labels = expert_labels(self.prog, expert, own.actions, programs)
+            with self.autocast():
+                episode = replay(self.policy, own.actions, own.canvases, conditioning, own.noise,
+                                 blind=self.blind, labels=labels)
         loss = -episode.log_probs.float().sum(1).mean()
         _check_finite("imitation loss", loss, step)
         self.policy_optimiser.zero_grad(set_to_none=True)

@@ -117,6 +117,7 @@ def replay(
     noise: torch.Tensor | None = None,
     *,
     blind: bool = False,
+    labels: dict[str, torch.Tensor] | None = None,
 ) -> Episode:
     """Score recorded episodes under the current weights of ``policy``, without rendering.
 
@@ -128,6 +129,9 @@ def replay(
     :param actions: ``{name: LongTensor[B, T]}`` the actions taken.
     :param canvases: ``x_1 .. x_T`` as :func:`rollout` returned them (``None`` where not drawn).
     :param noise: the noise an unconditional policy was given.
+    :param labels: ``{name: LongTensor[B, T]}`` to score instead of the actions taken, in the
+        states those actions reached (DAgger: an expert's corrections of the policy's own
+        episodes). The returned episode's ``actions`` are then the labels.
     """
     batch, steps = next(iter(actions.values())).shape
     if len(canvases) != steps:
@@ -142,7 +146,8 @@ def replay(
     outputs = []
     for t in range(steps):
         taken = {name: value[:, t].to(device) for name, value in actions.items()}
-        out = policy.step(seen, targets, previous, noise, hidden, choose=lambda c, logits: taken[c.name])
+        scored = taken if labels is None else {name: value[:, t].to(device) for name, value in labels.items()}
+        out = policy.step(seen, targets, previous, noise, hidden, choose=lambda c, logits: scored[c.name])
         if not blind and canvases[t] is not None:
             seen = canvases[t]
         previous, hidden = taken, out.hidden
