@@ -18,8 +18,9 @@ in ``OUT/scenes-recon-cpu.pt``, and ``OUT/points.json`` holds the curve. Interru
 run loses nothing but the minutes since the last evaluation. ``START=agent.pt`` continues
 a saved agent instead of a new one (its phases add to the curve); ``LR`` sets Adam's
 learning rate (1e-3); ``DAGGER_MIX=1`` alternates DAgger with behaviour cloning;
+``DAGGER_MODIFY=0`` keeps the expert from moving misplaced objects;
 ``TEMPORAL_REWARDS=1`` rewards every step's l2 change
-(SPIRAL++).
+(SPIRAL++); ``LOCATION_READOUT=1`` gives a new agent ``SpiralConfig(location_readout=True)``.
 
 Run: ``[INPUT_CONTRAST=4] [START=agent.pt] .venv/bin/python benchmarks/spiral_scenes_cpu.py OUT
 [imitation_minutes] [dagger_minutes] [rl_minutes] [order]``
@@ -56,6 +57,7 @@ config = sp.inference.SpiralConfig(
     policy_lr=float(os.environ.get("LR", "1e-3")), entropy_cost=0.003, reward_scale=100.0,
     input_contrast=float(os.environ.get("INPUT_CONTRAST", "1")),
     temporal_rewards=os.environ.get("TEMPORAL_REWARDS", "0") == "1",
+    location_readout=os.environ.get("LOCATION_READOUT", "0") == "1",
 )
 if os.environ.get("START"):
     agent = sp.inference.Spiral.load(os.environ["START"], device="cpu")
@@ -81,8 +83,12 @@ def evaluate(phase):
 evaluate("start" if os.environ.get("START") else "untrained")
 
 
+def expert(state, programs):
+    return train.expert(state, programs, modify=os.environ.get("DAGGER_MODIFY", "1") == "1")
+
+
 def dagger_updates():
-    agent.imitate(train, 25, expert=train.expert, progress=False)
+    agent.imitate(train, 25, expert=expert, progress=False)
     if os.environ.get("DAGGER_MIX") == "1":  # behaviour cloning keeps showing the policy clean canvases
         agent.imitate(train, 25, progress=False)
 

@@ -391,6 +391,9 @@ def test_the_scene_expert_finishes_the_program_from_wherever_the_scene_stands(sc
     done = dict(command=SKIP, shape=0, location=0, object_size=0, red=0, green=0, blue=0)
     assert _expert_after(scene, targets, second, first) == done
     assert _expert_after(scene, targets, first, astray, second) == done
+    # Without modify it only adds what is missing and stops when all is there.
+    state = scene.step(scene.initial_state(1), {name: torch.tensor([value]) for name, value in astray.items()})
+    assert {name: int(value) for name, value in scene_expert(state, targets, GRID, modify=False).items()} == first
     with pytest.raises(ValueError, match="modify"):
         scene_expert(scene.initial_state(1), program(first, dict(second, command=MODIFY)), GRID)
 

@@ -357,6 +357,42 @@ def test_input_contrast_stretches_the_pixels_the_policy_sees():
         SpiralConfig(input_contrast=0.0)
 
 
+
+def test_location_readout_reads_the_target_where_the_location_points():
+    prog = stroke_program(grid_size=4)  # 16x16 canvases: each location cell covers 4x4 pixels
+    torch.manual_seed(0)
+    reading = Policy(prog.action_space, 1, 16, conditional=True, config=SpiralConfig.small(location_readout=True))
+    assert set(reading.readout) == {"end_point", "control_point"}  # the location components
+    looked_up = []
+    reading.readout["end_point"].register_forward_hook(lambda module, inputs, output: looked_up.append(inputs[0]))
+    with torch.no_grad():
+        reading.readout_where["end_point"].copy_(1e4 * torch.eye(16))  # look exactly at the same cell
+
+    def read_at_first_cell(target):
+        """What the readout of end_point = cell (0, 0) passes on to the later components."""
+        reading.step(torch.zeros_like(target), target, None, None, reading.initial_hidden(1, torch.device("cpu")),
+                     choose=lambda component, logits: torch.zeros(1, dtype=torch.long))
+        return looked_up.pop()
+
+    target = torch.rand(1, 1, 16, 16)
+    near, far = target.clone(), target.clone()
+    near[..., 0:2, 0:2] = 1 - near[..., 0:2, 0:2]  # inside cell (0, 0)
+    far[..., 8:, 8:] = 1 - far[..., 8:, 8:]  # two cells away and more
+    with torch.no_grad():
+        torch.testing.assert_close(read_at_first_cell(far), read_at_first_cell(target))
+        assert not torch.allclose(read_at_first_cell(near), read_at_first_cell(target))
+        # With its output layers at zero, the readout leaves the paper's decoder as it was.
+        for name in reading.readout:
+            reading.readout[name].weight.zero_()
+            reading.readout[name].bias.zero_()
+        plain = Policy(prog.action_space, 1, 16, conditional=True, config=SpiralConfig.small())
+        plain.load_state_dict({k: v for k, v in reading.state_dict().items() if not k.startswith("readout")})
+        hidden = plain.initial_hidden(4, torch.device("cpu"))
+        canvas, targets = torch.rand(2, 4, 1, 16, 16)
+        greedy = lambda component, logits: logits.argmax(-1)  # noqa: E731
+        torch.testing.assert_close(reading.step(canvas, targets, None, None, hidden, choose=greedy).log_prob,
+                                   plain.step(canvas, targets, None, None, hidden, choose=greedy).log_prob)
+
 def test_unknown_pretrained_agents_are_named():
     with pytest.raises(ValueError, match=r"available: \[.*'mnist-recon-cpu'"):
         sp.inference.Spiral.pretrained("mnist-recon-h100")

@@ -95,7 +95,7 @@ def raster_order(programs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def scene_expert(
-    state: Any, programs: dict[str, torch.Tensor], grid_size: int, *, tolerance: int = 1
+    state: Any, programs: dict[str, torch.Tensor], grid_size: int, *, tolerance: int = 1, modify: bool = True
 ) -> dict[str, torch.Tensor]:
     """The next edit that brings each scene closer to its ground-truth program: a DAgger expert.
 
@@ -108,7 +108,7 @@ def scene_expert(
     - when every object of the program is claimed: *skip* (the scene is done);
     - when the most recent object claims nothing (it stands where no object should) it is
       the one object that can still be changed: *modify* it into the first unclaimed object
-      of the program;
+      of the program (unless ``modify`` is off);
     - otherwise *add* the first unclaimed object, in the program's order (raster order with
       ``MujocoScenes(order="raster")``, as in the behaviour-cloning demonstrations).
 
@@ -119,6 +119,9 @@ def scene_expert(
 
     :param grid_size: side of the location grid (locations are ``y * grid_size + x``).
     :param tolerance: how many cells a placed object may be off its target's place.
+    :param modify: let the expert move a misplaced object. Off, it only adds and skips: a
+        learner that cannot yet place the missing object would otherwise be taught to spend
+        every remaining step moving one.
     :returns: ``{component: LongTensor[B]}``; a skip's other components are 0, as in the programs.
     """
     objects, count = state
@@ -144,7 +147,7 @@ def scene_expert(
                 unclaimed.pop(offsets.index(min(offsets)))
         if not unclaimed:
             continue
-        action["command"][row] = ADD if int(count[row]) == 0 or last_claims else MODIFY
+        action["command"][row] = MODIFY if modify and int(count[row]) > 0 and not last_claims else ADD
         for name, value in zip(OBJECT_FIELDS, unclaimed[0]):
             action[name][row] = value
     return action
@@ -240,10 +243,10 @@ class MujocoScenes(torch.utils.data.Dataset):
         image = torch.from_numpy(np.array(self._images[index])).to(torch.float32).div_(255.0)
         return image, {name: value[index].long() for name, value in self._programs_int16.items()}
 
-    def expert(self, state: Any, programs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def expert(self, state: Any, programs: dict[str, torch.Tensor], **options: Any) -> dict[str, torch.Tensor]:
         """The DAgger expert of these scenes for :meth:`spiral_ppl.inference.Spiral.imitate`:
-        :func:`scene_expert` on this dataset's grid."""
-        return scene_expert(state, programs, self.grid_size)
+        :func:`scene_expert` on this dataset's grid (``options``: its ``tolerance`` and ``modify``)."""
+        return scene_expert(state, programs, self.grid_size, **options)
 
     @property
     def actions(self) -> dict[str, torch.Tensor]:

@@ -118,6 +118,10 @@ class SpiralConfig:
     #: freshly initialised network; with a contrast of 4 behaviour cloning learns where they
     #: are, with 1 it did not in 2,900 updates (benchmarks/RESULTS.md, issue 8).
     input_contrast: float = 1.0
+    #: after a location component is sampled, the decoder also reads the first conv layer's
+    #: features of the target and canvas at that place (off: the paper's decoder, which must
+    #: recover what is there from the LSTM state alone).
+    location_readout: bool = False
     # -- A2C
     policy_lr: float = 1e-4
     policy_betas: tuple[float, float] = (0.9, 0.999)

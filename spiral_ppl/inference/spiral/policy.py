@@ -18,6 +18,19 @@ residual blocks and transposed convolutions upsample it to ``grid_size x grid_si
 logits). A linear value head reads :math:`z_{t,0}`. The heads are built from the action
 space alone, so any :class:`~spiral_ppl.programs.Program` gets a policy without new code.
 
+With ``SpiralConfig.location_readout`` a sampled location :math:`\ell` also adds what the
+first convolution saw where that location appears in the image,
+
+.. math::
+
+    z_{t,k+1} \mathrel{+}= R_k \sum_p \operatorname{softmax}(A_k[\ell])_p\, \mathrm{relu}(f_t)_p,
+
+with :math:`f_t` the stem's features average-pooled to the location grid and :math:`A_k` a
+learned table of where each location is seen, started at "the same cell" (right for a
+brush, whose grid lies on the canvas; a camera's perspective is learned). The components that
+follow (an object's size and colour after its place) can then read the target there instead
+of recovering it from :math:`z` (an addition to the paper's architecture).
+
 Reference: Ganin et al., "Synthesizing Programs for Images using Reinforced Adversarial
 Learning", ICML 2018, appendix (architecture); He et al. 2016 (residual blocks).
 
@@ -151,6 +164,10 @@ class Policy(nn.Module):
         )
         self.sample_embedding = nn.ModuleList(nn.Embedding(c.size, 16) for c in self.action_space)
         self.sample_update = nn.ModuleList(nn.Linear(16, hidden) for _ in self.action_space)
+        located = [c for c in self.action_space if c.kind == "location"] if config.location_readout else []
+        self.readout = nn.ModuleDict({c.name: nn.Linear(width, hidden) for c in located})
+        # Softmax logits of 5 on the diagonal put 37% of the weight of a 16x16 grid on the same cell.
+        self.readout_where = nn.ParameterDict({c.name: nn.Parameter(5.0 * torch.eye(c.size)) for c in located})
 
     def initial_hidden(self, batch: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         zeros = torch.zeros(batch, self.lstm.hidden_size, device=device)
@@ -180,6 +197,7 @@ class Policy(nn.Module):
             images = [0.5 + self.input_contrast * (image - 0.5) for image in images]
         images.append(coordinate_channels(batch, canvas.shape[-1], canvas.device, canvas.dtype))
         features = self.stem(torch.cat(images, dim=1))
+        seen_at = F.relu(features)  # what the readout of a sampled location looks up
 
         # The previous action enters as a per-channel bias of the first feature map.
         if previous is None:
@@ -207,4 +225,9 @@ class Policy(nn.Module):
             log_prob = log_prob + logits.gather(-1, chosen[:, None]).squeeze(-1)
             entropy = entropy - (logits.exp() * logits).sum(-1)
             z = z + update(embedding(chosen))  # later components see this one
+            if component.name in self.readout:
+                pooled = F.adaptive_avg_pool2d(seen_at, component.grid_size).flatten(2)  # (B, width, cells)
+                where = self.readout_where[component.name][chosen].softmax(-1).to(pooled.dtype)  # (B, cells)
+                looked_up = torch.einsum("bwc,bc->bw", pooled, where)
+                z = z + self.readout[component.name](looked_up)
         return StepOutput(action, log_prob, entropy, value.float(), (h, cell))
