@@ -165,6 +165,9 @@ def training_curve(
     """
     if not points:
         raise ValueError("no points to plot: give (seconds, update, l2[, phase]) tuples")
+    short = [point for point in points if len(point) < 3]
+    if short:
+        raise ValueError(f"each point must be (seconds, update, l2[, phase]); got {short[0]!r}")
     phases = [point[3] if len(point) > 3 else "training" for point in points]
     figure, axes = plt.subplots(figsize=(6, 4))
     for index, phase in enumerate(dict.fromkeys(phases)):

@@ -59,4 +59,6 @@ def test_training_curve_draws_each_phase_from_where_the_previous_one_ended(tmp_p
     assert [line.get_label() for line in single.axes[0].get_lines()] == ["training"]
     with pytest.raises(ValueError, match="no points"):
         plots.training_curve([])
+    with pytest.raises(ValueError, match=r"\(seconds, update, l2\[, phase\]\); got \(60, 0.5\)"):
+        plots.training_curve([(60, 0.5)])
     plt.close("all")

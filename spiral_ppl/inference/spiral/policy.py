@@ -197,7 +197,11 @@ class Policy(nn.Module):
             images = [0.5 + self.input_contrast * (image - 0.5) for image in images]
         images.append(coordinate_channels(batch, canvas.shape[-1], canvas.device, canvas.dtype))
         features = self.stem(torch.cat(images, dim=1))
-        seen_at = F.relu(features)  # what the readout of a sampled location looks up
+        # What the readout of a sampled location looks up, pooled once per grid size.
+        pooled_by_grid = {
+            grid: F.adaptive_avg_pool2d(F.relu(features), grid).flatten(2)  # (B, width, cells)
+            for grid in {c.grid_size for c in self.action_space if c.name in self.readout}
+        }
 
         # The previous action enters as a per-channel bias of the first feature map.
         if previous is None:
@@ -226,7 +230,7 @@ class Policy(nn.Module):
             entropy = entropy - (logits.exp() * logits).sum(-1)
             z = z + update(embedding(chosen))  # later components see this one
             if component.name in self.readout:
-                pooled = F.adaptive_avg_pool2d(seen_at, component.grid_size).flatten(2)  # (B, width, cells)
+                pooled = pooled_by_grid[component.grid_size]
                 where = self.readout_where[component.name][chosen].softmax(-1).to(pooled.dtype)  # (B, cells)
                 looked_up = torch.einsum("bwc,bc->bw", pooled, where)
                 z = z + self.readout[component.name](looked_up)
