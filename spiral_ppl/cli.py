@@ -49,18 +49,33 @@ def _build_engines(names: list[str], agent) -> dict[str, Engine]:
     return {name: ENGINES[name](agent) for name in names}
 
 
-def _load_agent(name_or_path: str | None):
-    """A pretrained agent by name, or a checkpoint file; ``None`` passes through."""
+def _load_agent(name_or_path: str | None, options: argparse.Namespace | None = None):
+    """A pretrained agent by name, or a checkpoint file, with the decoding ``options`` override;
+    ``None`` passes through."""
     if name_or_path is None:
         return None
     if name_or_path in sp.inference.Spiral.pretrained_names():
-        return sp.inference.Spiral.pretrained(name_or_path)
-    if Path(name_or_path).is_file():
-        return sp.inference.Spiral.load(name_or_path)
-    raise ValueError(
-        f"--agent {name_or_path!r} is neither a pretrained agent {sp.inference.Spiral.pretrained_names()} "
-        "nor a checkpoint file"
-    )
+        agent = sp.inference.Spiral.pretrained(name_or_path)
+    elif Path(name_or_path).is_file():
+        agent = sp.inference.Spiral.load(name_or_path)
+    else:
+        raise ValueError(
+            f"--agent {name_or_path!r} is neither a pretrained agent {sp.inference.Spiral.pretrained_names()} "
+            "nor a checkpoint file"
+        )
+    if options is not None and options.temperature is not None:
+        agent.temperature = options.temperature
+    if options is not None and options.greedy_first is not None:
+        agent.greedy_first = options.greedy_first
+    return agent
+
+
+def _add_decoding_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--temperature", type=float, default=None,
+                        help="the agent's sampling temperature, for its passes and as an SMC proposal "
+                             "(default: the one saved with the agent)")
+    parser.add_argument("--greedy-first", action=argparse.BooleanOptionalAction, default=None,
+                        help="make the agent's first pass greedy (default: as saved with the agent)")
 
 
 def _shipped() -> list[str]:
@@ -93,7 +108,7 @@ def command_render(options: argparse.Namespace) -> int:
 
 
 def command_infer(options: argparse.Namespace) -> int:
-    agent = _load_agent(options.agent)
+    agent = _load_agent(options.agent, options)
     # An agent brings its program; otherwise the brush options describe one.
     prog = agent.prog if agent is not None else _brush_program(options)
     target = io.load_image(options.image, prog.channels, prog.image_size, invert=options.invert)
@@ -137,7 +152,7 @@ def _default_engines(agent) -> list[str]:
 
 
 def command_compare(options: argparse.Namespace) -> int:
-    agent = _load_agent(options.agent)
+    agent = _load_agent(options.agent, options)
     engines = options.engines or _default_engines(agent)
     report = _comparison(options.config, options.set, engines, options.budgets, options.targets, options.seeds,
                          Path(options.out), agent)
@@ -204,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument("--invert", action="store_true", help="the image has dark ink on a light background")
     infer.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     infer.add_argument("--out", default="inferred", help="output folder (default: inferred)")
+    _add_decoding_options(infer)
     _add_brush_options(infer)
     infer.set_defaults(run=command_infer)
 
@@ -220,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--targets", type=int, default=8, help="held-out targets (default: 8)")
     compare.add_argument("--seeds", type=int, nargs="+", default=[0])
     compare.add_argument("--out", default="runs/compare", help="output folder (default: runs/compare)")
+    _add_decoding_options(compare)
     compare.set_defaults(run=command_compare)
 
     train = commands.add_parser("train", help="train a SPIRAL agent for one of the paper's experiments")

@@ -143,6 +143,22 @@ def test_infer_with_the_pretrained_agent_writes_its_program(tmp_path, capsys):
     assert renderer.grid_size == 16 and actions["flag"].shape == (1, agent.prog.steps)
 
 
+def test_infer_overrides_the_agents_decoding(tmp_path, capsys):
+    agent = sp.inference.Spiral.pretrained("mnist-recon-cpu", device="cpu")
+    target = agent.prog.render({c.name: torch.randint(0, c.size, (1, agent.prog.steps)) for c in agent.prog.action_space})
+    io.save_image(tmp_path / "target.png", target[0])
+    base = ["infer", str(tmp_path / "target.png"), "--engine", "spiral", "--agent", "mnist-recon-cpu",
+            "--renders", str(agent.prog.steps)]
+    programs = []
+    for seed in (0, 1):  # a greedy pass is the same whatever the seed
+        assert cli.main(base + ["--greedy-first", "--seed", str(seed), "--out", str(tmp_path / f"greedy{seed}")]) == 0
+        programs.append(io.load_program(tmp_path / f"greedy{seed}" / "program.json")[1])
+    assert all(torch.equal(programs[0][name], programs[1][name]) for name in programs[0])
+    capsys.readouterr()
+    assert cli.main(base + ["--temperature", "0", "--out", str(tmp_path / "cold")]) == 2
+    assert "temperature must be a positive finite number" in capsys.readouterr().err
+
+
 def test_spiral_engines_need_an_agent(capsys):
     assert cli.main(["compare", "mnist-recon", "--engines", "spiral"]) == 2
     assert "need a SPIRAL agent" in capsys.readouterr().err

@@ -398,15 +398,17 @@ def test_unknown_pretrained_agents_are_named():
         sp.inference.Spiral.pretrained("mnist-recon-h100")
 
 
-@pytest.mark.parametrize("max_batch", [1024, 5], ids=["whole", "in-chunks"])
-def test_the_policy_is_an_smc_step_proposal_with_exact_weights(max_batch):
+@pytest.mark.parametrize("max_batch, temperature", [(1024, 1.0), (5, 1.0), (1024, 0.5)],
+                         ids=["whole", "in-chunks", "tempered"])
+def test_the_policy_is_an_smc_step_proposal_with_exact_weights(max_batch, temperature):
     torch.manual_seed(0)
     prog = stroke_program(grid_size=4, steps=3)
     agent = sp.inference.Spiral(prog, reward="l2", config=SpiralConfig.small(), device="cpu", max_batch=max_batch)
+    proposal = sp.inference.spiral.SpiralProposal(agent, temperature=temperature)
     targets = one_stroke_targets(prog, 2, seed=10)
     # Without resampling the weights are whole-program importance weights p(a) p(x | a) / q(a | x),
-    # with q the policy's probability of the programs in a rollout (canvases and LSTM included).
-    result = sp.inference.SMC(agent.proposal, ess_threshold=0.0).infer(prog, targets, sp.Budget(renders=24), seed=0)
+    # with q the (tempered) policy's probability of the programs in a rollout (canvases and LSTM included).
+    result = sp.inference.SMC(proposal, ess_threshold=0.0).infer(prog, targets, sp.Budget(renders=24), seed=0)
     assert result.renders.tolist() == [24, 24]
     # Re-run the same seed with a recording proposal to get the particles' programs.
     recorded = []
@@ -417,22 +419,74 @@ def test_the_policy_is_an_smc_step_proposal_with_exact_weights(max_batch):
             recorded.append((action, log_q))
             return action, log_q
 
-    again = sp.inference.SMC(Recording(agent), ess_threshold=0.0).infer(prog, targets, sp.Budget(renders=24), seed=0)
+    again = sp.inference.SMC(Recording(agent, temperature), ess_threshold=0.0).infer(prog, targets, sp.Budget(renders=24), seed=0)
     torch.testing.assert_close(again.log_weights, result.log_weights)
     actions = {c.name: torch.stack([a[c.name] for a, _ in recorded], -1) for c in prog.action_space}  # (8, 2, 3)
     flat = {name: value.reshape(16, 3) for name, value in actions.items()}
     with torch.no_grad():
         episode = rollout(agent.policy, prog, 16, targets.repeat(8, 1, 1, 1),
-                          choose=lambda t, component, logits: flat[component.name][:, t])
+                          choose=lambda t, component, logits: flat[component.name][:, t], temperature=temperature)
     log_q = episode.log_probs.sum(1).view(8, 2)
     log_p = prog.log_prior(actions) + prog.likelihood(prog.render(actions)).log_prob(targets)
     torch.testing.assert_close(result.log_weights, log_p - log_q, rtol=1e-4, atol=1e-3)
 
     # Resampling and rejuvenation moves (which change prefixes) keep the run within budget.
-    moved = sp.inference.SMC(agent.proposal, ess_threshold=1.0, rejuvenation_moves=1).infer(
+    moved = sp.inference.SMC(proposal, ess_threshold=1.0, rejuvenation_moves=1).infer(
         prog, targets, sp.Budget(renders=60), seed=0)
     assert int(moved.renders.max()) <= 60 and bool(torch.isfinite(moved.log_evidence).all())
     torch.testing.assert_close(moved.images, prog.render(moved.actions))
+
+
+def test_greedy_first_pass_and_temperature_change_only_inference(tmp_path):
+    torch.manual_seed(0)
+    prog = stroke_program(grid_size=4, steps=3)
+    agent = sp.inference.Spiral(prog, reward="l2", config=SpiralConfig.small(), device="cpu")
+    targets = one_stroke_targets(prog, 4, seed=3)
+    one_pass = sp.Budget(renders=3)
+
+    # The paper's decoding samples: two seeds give different reconstructions.
+    sampled = [agent.infer(prog, targets, one_pass, seed=seed).actions for seed in (0, 1)]
+    assert any(not torch.equal(sampled[0][name], sampled[1][name]) for name in sampled[0])
+
+    # Greedy: every component is the most probable value given what came before.
+    agent.greedy_first = True
+    greedy = agent.infer(prog, targets, one_pass, seed=0)
+    with torch.no_grad():
+        episode = rollout(agent.policy, prog, 4, targets, choose=lambda t, component, logits: logits.argmax(-1))
+    assert all(torch.equal(greedy.actions[name], episode.actions[name]) for name in greedy.actions)
+    assert all(torch.equal(agent.infer(prog, targets, one_pass, seed=7).actions[name], greedy.actions[name])
+               for name in greedy.actions)
+    torch.testing.assert_close(agent.one_pass(targets), greedy.images)
+
+    # With more passes the greedy one comes first and the rest sample; the best is kept.
+    several = agent.infer(prog, targets, sp.Budget(renders=3 * 4), seed=0)
+    torch.testing.assert_close(several.curve.l2[0], greedy.l2)
+    assert bool((several.l2 <= greedy.l2 + 1e-6).all())
+
+    # A temperature near 0 samples the greedy reconstruction; the policy itself is unchanged.
+    agent.greedy_first, agent.temperature = False, 1e-4
+    cold = agent.infer(prog, targets, one_pass, seed=5)
+    assert all(torch.equal(cold.actions[name], greedy.actions[name]) for name in greedy.actions)
+
+    # Both are saved with the agent; checkpoints from before they existed sample at 1.
+    agent.greedy_first, agent.temperature = True, 0.5
+    assert agent.proposal.temperature == 0.5
+    agent.save(tmp_path / "agent.pt")
+    loaded = sp.inference.Spiral.load(tmp_path / "agent.pt", prog, device="cpu")
+    assert (loaded.temperature, loaded.greedy_first) == (0.5, True)
+    state = torch.load(tmp_path / "agent.pt", weights_only=True)
+    del state["temperature"], state["greedy_first"]
+    torch.save(state, tmp_path / "old.pt")
+    old = sp.inference.Spiral.load(tmp_path / "old.pt", prog, device="cpu")
+    assert (old.temperature, old.greedy_first) == (1.0, False)
+
+    for bad in (0, -1.0, math.nan, math.inf, "0.5", True):
+        with pytest.raises(ValueError, match="temperature must be a positive finite number"):
+            agent.temperature = bad
+        with pytest.raises(ValueError, match="temperature must be a positive finite number"):
+            sp.inference.spiral.SpiralProposal(agent, temperature=bad)
+    with pytest.raises(TypeError, match="greedy_first must be True or False"):
+        sp.inference.Spiral(prog, reward="l2", config=SpiralConfig.small(), device="cpu", greedy_first="yes")
 
 
 def test_imitation_of_ground_truth_programs_warm_starts_the_policy():

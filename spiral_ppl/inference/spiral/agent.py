@@ -43,9 +43,9 @@ from spiral_ppl.inference.spiral.distributed import RayBackend
 from spiral_ppl.inference.spiral.guide import SpiralGuide
 from spiral_ppl.inference.spiral.learner import Expert, Learner, SpiralConfig
 from spiral_ppl.inference.spiral.logs import TrainingLog
-from spiral_ppl.inference.spiral.policy import Policy
+from spiral_ppl.inference.spiral.policy import Policy, check_temperature
 from spiral_ppl.inference.spiral.proposal import SpiralProposal
-from spiral_ppl.inference.spiral.rollout import rollout
+from spiral_ppl.inference.spiral.rollout import Episode, most_probable, rollout
 from spiral_ppl.inference.spiral.sources import ImageSource, hold_out
 from spiral_ppl.io import atomic_path
 from spiral_ppl.programs.base import Program, mean_squared_error
@@ -79,7 +79,7 @@ def describe_program(prog: Program) -> dict[str, Any]:
 
 
 class Spiral(Engine):
-    """A SPIRAL agent for a program.
+    r"""A SPIRAL agent for a program.
 
     :param prog: the program the agent writes (any :class:`~spiral_ppl.programs.Program`).
     :param conditional: the policy sees the target (reconstruction); otherwise it draws from
@@ -90,6 +90,20 @@ class Spiral(Engine):
     :param device: where the networks and rollouts live (default: CUDA when present).
     :param config: hyper-parameters (:class:`SpiralConfig`; the paper's by default).
     :param max_batch: most episodes rolled out at once by :meth:`infer`.
+    :param temperature: how :meth:`infer` and :attr:`proposal` sample each component: from
+        :math:`\mathrm{softmax}(\ell / \tau)` of its logits :math:`\ell`. ``1`` is the policy
+        as trained (the paper); below 1 it concentrates on the likelier values, which usually
+        lowers the l2 of a pass at the cost of diversity between passes. (:attr:`guide` is
+        the policy at temperature 1.)
+    :param greedy_first: the first pass of every inference takes each component's most
+        probable value (the limit :math:`\tau \to 0`); later passes sample. One pass is then
+        the policy's greedy reconstruction, and best-of-``N`` also includes it.
+
+    Training always samples at temperature 1 (A2C and the imitation losses are on-policy);
+    ``temperature`` and ``greedy_first`` only change inference (:meth:`infer`,
+    :meth:`one_pass`, :meth:`evaluate`, :attr:`proposal`) and are saved with the agent, so a
+    pretrained agent comes with the decoding its model card measured
+    (``benchmarks/spiral_decoding.py`` chooses it on validation targets).
     """
 
     name = "spiral"
@@ -104,6 +118,8 @@ class Spiral(Engine):
         device: torch.device | str | None = None,
         config: SpiralConfig | None = None,
         max_batch: int = 1024,
+        temperature: float = 1.0,
+        greedy_first: bool = False,
     ) -> None:
         if not isinstance(prog, Program):
             raise TypeError(f"prog must be a spiral_ppl.programs.Program, got {type(prog).__name__}")
@@ -119,6 +135,7 @@ class Spiral(Engine):
             raise ValueError(f"max_batch must be a positive int, got {max_batch!r}")
         self.prog, self.conditional, self.reward, self.blind = prog, bool(conditional), reward, bool(blind)
         self.config, self.max_batch = config, max_batch
+        self.temperature, self.greedy_first = temperature, greedy_first
         self.device = torch.device(device) if device is not None else torch.device(
             "cuda" if torch.cuda.is_available() else "cpu")
         self.policy = Policy(prog.action_space, prog.channels, prog.image_size,
@@ -133,6 +150,33 @@ class Spiral(Engine):
             self.name = "spiral-blind"
 
     @property
+    def temperature(self) -> float:
+        """Sampling temperature of :meth:`infer`'s passes (see the class docstring)."""
+        return self._temperature
+
+    @temperature.setter
+    def temperature(self, value: float) -> None:
+        self._temperature = check_temperature(value)
+
+    @property
+    def greedy_first(self) -> bool:
+        """Whether the first pass of every inference is greedy (see the class docstring)."""
+        return self._greedy_first
+
+    @greedy_first.setter
+    def greedy_first(self, value: bool) -> None:
+        if not isinstance(value, bool):
+            raise TypeError(f"greedy_first must be True or False, got {value!r}")
+        self._greedy_first = value
+
+    def _decode(self, prog: Program, targets: torch.Tensor, greedy: bool) -> Episode:
+        """One pass of ``prog`` on each of ``targets``: greedy, or sampled at :attr:`temperature`."""
+        decoding = {"choose": most_probable} if greedy else {"temperature": self.temperature}
+        with self.learner.autocast():
+            return rollout(self.policy, prog, targets.shape[0], targets if self.conditional else None,
+                           blind=self.blind, **decoding)
+
+    @property
     def renders_per_pass(self) -> int:
         """Renders of one episode: every step's canvas, or only the last for a blind agent."""
         return 1 if self.blind else self.prog.steps
@@ -144,8 +188,8 @@ class Spiral(Engine):
 
     @property
     def proposal(self) -> SpiralProposal:
-        """The policy as an SMC step proposal: ``sp.inference.SMC(agent.proposal)``."""
-        return SpiralProposal(self)
+        """The policy at :attr:`temperature` as an SMC step proposal: ``sp.inference.SMC(agent.proposal)``."""
+        return SpiralProposal(self, temperature=self.temperature)
 
     # -- inference ---------------------------------------------------------------------------
 
@@ -173,13 +217,14 @@ class Spiral(Engine):
         targets = images.to(self.device)
         count = targets.shape[0]
         per_rollout = max(1, self.max_batch // count)
+        # Rollouts of (repeats, greedy): the greedy first pass alone, then the sampled passes
+        # in batches of at most max_batch episodes.
+        chunks = [(1, True)] if self.greedy_first else []
+        sampled = passes - len(chunks)
+        chunks += [(min(per_rollout, sampled - start), False) for start in range(0, sampled, per_rollout)]
         sample_l2, best = [], BestSoFar(count, self.device)
-        for start in range(0, passes, per_rollout):
-            repeats = min(per_rollout, passes - start)
-            tiled = targets.repeat(repeats, 1, 1, 1)
-            with self.learner.autocast():
-                episode = rollout(self.policy, prog, repeats * count, tiled if self.conditional else None,
-                                  blind=self.blind)
+        for repeats, greedy in chunks:
+            episode = self._decode(prog, targets.repeat(repeats, 1, 1, 1), greedy)
             final = episode.final.float().view(repeats, count, *targets.shape[1:])
             l2 = mean_squared_error(final, targets)  # (repeats, count)
             sample_l2.append(l2)
@@ -358,12 +403,11 @@ class Spiral(Engine):
 
     def one_pass(self, targets: torch.Tensor) -> torch.Tensor:
         """Final canvases of one pass on ``targets`` (an unconditional agent draws as many
-        samples), leaving the training's random streams as they were."""
+        samples), decoded as :meth:`infer`'s first pass, leaving the training's random streams
+        as they were."""
         targets = targets.to(self.device)
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []), torch.no_grad():
-            with self.learner.autocast():
-                episode = rollout(self.policy, self.prog, targets.shape[0], targets if self.conditional else None,
-                                  blind=self.blind)
+            episode = self._decode(self.prog, targets, greedy=self.greedy_first)
         return episode.final.float()
 
     def evaluate(self, targets: torch.Tensor, source: ImageSource | None = None, log_dir: str | Path | None = None,
@@ -411,6 +455,8 @@ class Spiral(Engine):
             "critic": self.critic.state_dict() if self.critic is not None else None,
             "learner": self.learner.state_dict() if training_state else None,
             "train_seconds": self.train_seconds,
+            "temperature": self.temperature,
+            "greedy_first": self.greedy_first,
             "source_state": self._source_state if training_state else None,
             "rng": random_state() if training_state else None,
         }
@@ -484,7 +530,9 @@ class Spiral(Engine):
                     f"{[tuple(c) for c in recorded['action_space']]}; the program given differs in {differ}"
                 )
         agent = cls(prog, conditional=state["conditional"], reward=state["reward"], blind=state["blind"],
-                    device=device, config=SpiralConfig.from_dict(state["config"]))
+                    device=device, config=SpiralConfig.from_dict(state["config"]),
+                    # checkpoints written before decoding options existed sampled at temperature 1
+                    temperature=state.get("temperature", 1.0), greedy_first=state.get("greedy_first", False))
         try:
             agent.policy.load_state_dict(state["policy"])
             if agent.critic is not None:

@@ -50,6 +50,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Mapping, NamedTuple
 
 import torch
@@ -65,6 +66,13 @@ Chooser = Callable[[Component, torch.Tensor], torch.Tensor]
 def sample_categorical(component: Component, logits: torch.Tensor) -> torch.Tensor:
     """Draw one value per row from ``softmax(logits)`` (the default chooser)."""
     return torch.multinomial(logits.float().softmax(-1), 1).squeeze(-1)
+
+
+def check_temperature(value: float) -> float:
+    """``value`` as a float if it is a valid sampling temperature, else a clear ValueError."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < value < math.inf):
+        raise ValueError(f"temperature must be a positive finite number (1: the policy as trained), got {value!r}")
+    return float(value)
 
 
 class StepOutput(NamedTuple):
@@ -181,8 +189,9 @@ class Policy(nn.Module):
         noise: torch.Tensor | None,
         hidden: tuple[torch.Tensor, torch.Tensor],
         choose: Chooser = sample_categorical,
+        temperature: float = 1.0,
     ) -> StepOutput:
-        """One step: observe, update the LSTM, decode an action component by component.
+        r"""One step: observe, update the LSTM, decode an action component by component.
 
         :param canvas: ``(B, C, H, W)`` what the agent sees.
         :param target: ``(B, C, H, W)`` the target (conditional policies), else ``None``.
@@ -190,6 +199,9 @@ class Policy(nn.Module):
         :param noise: ``(B, noise_size)`` for unconditional policies, else ``None``.
         :param choose: picks each component's value from its logits (sampling by default;
             the Pyro guide passes ``pyro.sample``).
+        :param temperature: each component's distribution is :math:`\mathrm{softmax}(\ell /
+            \tau)` of its logits :math:`\ell`; ``choose``, the log-probability and the entropy
+            all see the tempered distribution (1: the policy as trained).
         """
         batch = canvas.shape[0]
         images = [canvas] + ([target] if self.conditional else [])
@@ -221,7 +233,10 @@ class Policy(nn.Module):
         for component, head, embedding, update in zip(
             self.action_space, self.heads, self.sample_embedding, self.sample_update
         ):
-            logits = head(z).float().log_softmax(-1)
+            logits = head(z).float()
+            if temperature != 1.0:
+                logits = logits / temperature
+            logits = logits.log_softmax(-1)
             if not bool(torch.isfinite(logits).all()):
                 raise FloatingPointError(f"the policy produced non-finite logits for component {component.name!r}")
             chosen = choose(component, logits).reshape(batch).long()

@@ -33,7 +33,7 @@ from typing import Mapping
 
 import torch
 
-from spiral_ppl.inference.spiral.policy import StepOutput
+from spiral_ppl.inference.spiral.policy import StepOutput, check_temperature
 from spiral_ppl.inference.spiral.rollout import replay
 
 #: Odd multipliers of the history hash (fixed, so that hashes agree across calls).
@@ -49,11 +49,11 @@ def history_keys(history: Mapping[str, torch.Tensor], names: list[str]) -> torch
     return ((flat + 1) * weights).sum(-1)  # int64 arithmetic wraps around: a hash
 
 
-def _step_in_chunks(policy, chunk, canvas, targets, previous, noise, hidden):
+def _step_in_chunks(policy, chunk, canvas, targets, previous, noise, hidden, temperature):
     """``policy.step`` over a large batch of particles, ``chunk`` rows at a time (bounded memory)."""
     count = canvas.shape[0]
     if count <= chunk:
-        return policy.step(canvas, targets, previous, noise, hidden)
+        return policy.step(canvas, targets, previous, noise, hidden, temperature=temperature)
 
     def rows(value, start):
         return None if value is None else value[start : start + chunk]
@@ -65,6 +65,7 @@ def _step_in_chunks(policy, chunk, canvas, targets, previous, noise, hidden):
             None if previous is None else {name: value[start : start + chunk] for name, value in previous.items()},
             rows(noise, start),
             tuple(h[start : start + chunk] for h in hidden),
+            temperature=temperature,
         )
         for start in range(0, count, chunk)
     ]
@@ -78,13 +79,17 @@ def _step_in_chunks(policy, chunk, canvas, targets, previous, noise, hidden):
 
 
 class SpiralProposal:
-    """Step proposals from a SPIRAL agent's policy (see the module docstring).
+    r"""Step proposals from a SPIRAL agent's policy (see the module docstring).
 
     :param agent: a :class:`~spiral_ppl.inference.Spiral` agent for the program.
+    :param temperature: propose from the tempered policy :math:`q_\tau(a) \propto
+        \pi(a)^{1/\tau}`, component by component (1: the policy as trained). Below 1 the
+        particles concentrate on the policy's likelier programs, which can help when there are
+        few of them. ``log_q`` is that of :math:`q_\tau`, so the weights stay exact.
     """
 
-    def __init__(self, agent) -> None:
-        self.agent = agent
+    def __init__(self, agent, temperature: float = 1.0) -> None:
+        self.agent, self.temperature = agent, check_temperature(temperature)
         self._keys: torch.Tensor | None = None  # (N, B) history hashes after the last step
         self._hidden: tuple[torch.Tensor, torch.Tensor] | None = None  # each (N, B, H)
         self._noise: torch.Tensor | None = None  # (N, B, noise_size)
@@ -109,7 +114,7 @@ class SpiralProposal:
                 hidden, noise = self._restore(history, names, particles, targets, flat_targets)
                 previous = {name: history[name][..., -1].reshape(count).to(device) for name in names}
             out = _step_in_chunks(policy, agent.max_batch, seen, flat_targets if agent.conditional else None,
-                                  previous, noise, hidden)
+                                  previous, noise, hidden, self.temperature)
         action = {name: value.view(particles, targets).to(home) for name, value in out.action.items()}
         extended = {name: torch.cat([history[name], action[name][..., None]], -1) for name in names}
         self._keys = history_keys(extended, names)

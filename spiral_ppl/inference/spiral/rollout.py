@@ -38,6 +38,11 @@ def _sample(step: int, component: Component, logits: torch.Tensor) -> torch.Tens
     return sample_categorical(component, logits)
 
 
+def most_probable(step: int, component: Component, logits: torch.Tensor) -> torch.Tensor:
+    """A :data:`StepChooser` that takes each component's most probable value (greedy decoding)."""
+    return logits.argmax(-1)
+
+
 class Episode(NamedTuple):
     """A batch of ``B`` episodes of ``T`` steps."""
 
@@ -75,6 +80,7 @@ def rollout(
     observe_all: bool = False,
     draw_final: bool = True,
     choose: StepChooser = _sample,
+    temperature: float = 1.0,
     device: torch.device | str | None = None,
 ) -> Episode:
     """Run ``batch`` episodes of ``policy`` on ``prog``.
@@ -85,6 +91,7 @@ def rollout(
     :param observe_all: draw every intermediate canvas even when blind (temporal rewards).
     :param draw_final: draw the last canvas (the Pyro guide leaves that to the model).
     :param choose: how each component is picked (sampling by default).
+    :param temperature: of the policy's distributions (see :meth:`Policy.step`).
     """
     device = torch.device(device) if device is not None else next(policy.parameters()).device
     shape = (batch, prog.channels, prog.image_size, prog.image_size)
@@ -95,7 +102,8 @@ def rollout(
     seen, previous = nothing_drawn, None
     outputs, canvases = [], []
     for t in range(prog.steps):
-        out = policy.step(seen, targets, previous, noise, hidden, choose=lambda c, logits: choose(t, c, logits))
+        out = policy.step(seen, targets, previous, noise, hidden, choose=lambda c, logits: choose(t, c, logits),
+                          temperature=temperature)
         state = prog.advance(state, out.action)
         last = t == prog.steps - 1
         canvas = None
