@@ -67,6 +67,8 @@ def measure() -> list[dict]:
 
 
 def measured() -> list[dict]:
+    if not (out / f"{name}.csv").is_file():
+        raise SystemExit(f"--reuse needs {out / f'{name}.csv'} from an earlier run; run without --reuse first")
     with open(out / f"{name}.csv", newline="") as file:
         return [{"greedy_first": row["greedy_first"] == "True", "temperature": float(row["temperature"]),
                  **{column: float(row[column]) for column in ("one_pass", "best_of_10", "guided_smc_10")}}

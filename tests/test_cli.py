@@ -145,7 +145,8 @@ def test_infer_with_the_pretrained_agent_writes_its_program(tmp_path, capsys):
 
 def test_infer_overrides_the_agents_decoding(tmp_path, capsys):
     agent = sp.inference.Spiral.pretrained("mnist-recon-cpu", device="cpu")
-    target = agent.prog.render({c.name: torch.randint(0, c.size, (1, agent.prog.steps)) for c in agent.prog.action_space})
+    prog = agent.prog
+    target = prog.render({c.name: torch.randint(0, c.size, (1, prog.steps)) for c in prog.action_space})
     io.save_image(tmp_path / "target.png", target[0])
     base = ["infer", str(tmp_path / "target.png"), "--engine", "spiral", "--agent", "mnist-recon-cpu",
             "--renders", str(agent.prog.steps)]

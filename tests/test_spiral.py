@@ -357,7 +357,6 @@ def test_input_contrast_stretches_the_pixels_the_policy_sees():
         SpiralConfig(input_contrast=0.0)
 
 
-
 def test_location_readout_reads_the_target_where_the_location_points():
     prog = stroke_program(grid_size=4)  # 16x16 canvases: each location cell covers 4x4 pixels
     torch.manual_seed(0)
@@ -393,6 +392,7 @@ def test_location_readout_reads_the_target_where_the_location_points():
         torch.testing.assert_close(reading.step(canvas, targets, None, None, hidden, choose=greedy).log_prob,
                                    plain.step(canvas, targets, None, None, hidden, choose=greedy).log_prob)
 
+
 def test_unknown_pretrained_agents_are_named():
     with pytest.raises(ValueError, match=r"available: \[.*'mnist-recon-cpu'"):
         sp.inference.Spiral.pretrained("mnist-recon-h100")
@@ -419,7 +419,8 @@ def test_the_policy_is_an_smc_step_proposal_with_exact_weights(max_batch, temper
             recorded.append((action, log_q))
             return action, log_q
 
-    again = sp.inference.SMC(Recording(agent, temperature), ess_threshold=0.0).infer(prog, targets, sp.Budget(renders=24), seed=0)
+    again = sp.inference.SMC(Recording(agent, temperature), ess_threshold=0.0).infer(
+        prog, targets, sp.Budget(renders=24), seed=0)
     torch.testing.assert_close(again.log_weights, result.log_weights)
     actions = {c.name: torch.stack([a[c.name] for a, _ in recorded], -1) for c in prog.action_space}  # (8, 2, 3)
     flat = {name: value.reshape(16, 3) for name, value in actions.items()}
@@ -427,6 +428,11 @@ def test_the_policy_is_an_smc_step_proposal_with_exact_weights(max_batch, temper
         episode = rollout(agent.policy, prog, 16, targets.repeat(8, 1, 1, 1),
                           choose=lambda t, component, logits: flat[component.name][:, t], temperature=temperature)
     log_q = episode.log_probs.sum(1).view(8, 2)
+    if temperature != 1.0:  # the tempered q is not the policy's own
+        with torch.no_grad():
+            untempered = rollout(agent.policy, prog, 16, targets.repeat(8, 1, 1, 1),
+                                 choose=lambda t, component, logits: flat[component.name][:, t])
+        assert not torch.allclose(log_q, untempered.log_probs.sum(1).view(8, 2), atol=1e-2)
     log_p = prog.log_prior(actions) + prog.likelihood(prog.render(actions)).log_prob(targets)
     torch.testing.assert_close(result.log_weights, log_p - log_q, rtol=1e-4, atol=1e-3)
 
@@ -485,6 +491,8 @@ def test_greedy_first_pass_and_temperature_change_only_inference(tmp_path):
             agent.temperature = bad
         with pytest.raises(ValueError, match="temperature must be a positive finite number"):
             sp.inference.spiral.SpiralProposal(agent, temperature=bad)
+        with pytest.raises(ValueError, match="temperature must be a positive finite number"):
+            rollout(agent.policy, prog, 4, targets, temperature=bad)
     with pytest.raises(TypeError, match="greedy_first must be True or False"):
         sp.inference.Spiral(prog, reward="l2", config=SpiralConfig.small(), device="cpu", greedy_first="yes")
 

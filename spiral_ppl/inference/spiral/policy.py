@@ -203,6 +203,7 @@ class Policy(nn.Module):
             \tau)` of its logits :math:`\ell`; ``choose``, the log-probability and the entropy
             all see the tempered distribution (1: the policy as trained).
         """
+        temperature = check_temperature(temperature)  # 0 or NaN would otherwise surface as non-finite logits
         batch = canvas.shape[0]
         images = [canvas] + ([target] if self.conditional else [])
         if self.input_contrast != 1:
