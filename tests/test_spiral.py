@@ -212,11 +212,14 @@ def test_blind_agents_see_only_blank_canvases_and_pay_one_render():
     assert seen == [0.0] * 3 and result.renders.tolist() == [2] * 4 and agent.name == "spiral-blind"
 
 
-def test_the_guide_is_the_policy_and_works_with_importance():
+@pytest.mark.parametrize("temperature", [1.0, 0.5])
+def test_the_guide_is_the_policy_and_works_with_importance(temperature):
     torch.manual_seed(0)
     prog = stroke_program(grid_size=4, steps=2)
-    agent = sp.inference.Spiral(prog, reward="l2", config=SpiralConfig.small(), device="cpu")
+    agent = sp.inference.Spiral(prog, reward="l2", config=SpiralConfig.small(), device="cpu",
+                                temperature=temperature)
     targets = one_stroke_targets(prog, 3, seed=9)
+    assert agent.guide.temperature == temperature
 
     with pyro.plate("particles", 5, dim=-2):
         guide_trace = poutine.trace(agent.guide).get_trace(targets)
@@ -227,10 +230,13 @@ def test_the_guide_is_the_policy_and_works_with_importance():
     # Replaying the guide's choices through the policy gives the same log q.
     actions = prog.actions_from_trace(guide_trace)
     flat = {name: value.reshape(15, 2) for name, value in actions.items()}
-    episode = rollout(agent.policy, prog, 15, targets.repeat(5, 1, 1, 1),
-                      choose=lambda t, component, logits: flat[component.name][:, t])
+    replayed = {t: rollout(agent.policy, prog, 15, targets.repeat(5, 1, 1, 1), temperature=t,
+                           choose=lambda step, component, logits: flat[component.name][:, step]).log_probs.sum(1)
+                for t in {1.0, temperature}}
     log_q = sum(node["log_prob"] for node in sites.values())
-    torch.testing.assert_close(log_q.reshape(15), episode.log_probs.sum(1), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(log_q.reshape(15), replayed[temperature], rtol=1e-4, atol=1e-4)
+    if temperature != 1.0:  # the guide samples the tempered policy, not the trained one
+        assert (log_q.reshape(15) - replayed[1.0]).abs().max() > 0.1
 
     result = sp.inference.Importance(agent.guide).infer(prog, targets, sp.Budget(renders=21), seed=0)
     assert agent.guide.renders_per_sample == 1
@@ -491,6 +497,8 @@ def test_greedy_first_pass_and_temperature_change_only_inference(tmp_path):
             agent.temperature = bad
         with pytest.raises(ValueError, match="temperature must be a positive finite number"):
             sp.inference.spiral.SpiralProposal(agent, temperature=bad)
+        with pytest.raises(ValueError, match="temperature must be a positive finite number"):
+            sp.inference.spiral.SpiralGuide(agent, temperature=bad)
         with pytest.raises(ValueError, match="temperature must be a positive finite number"):
             rollout(agent.policy, prog, 4, targets, temperature=bad)
     with pytest.raises(TypeError, match="greedy_first must be True or False"):

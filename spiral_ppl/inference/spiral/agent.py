@@ -90,18 +90,17 @@ class Spiral(Engine):
     :param device: where the networks and rollouts live (default: CUDA when present).
     :param config: hyper-parameters (:class:`SpiralConfig`; the paper's by default).
     :param max_batch: most episodes rolled out at once by :meth:`infer`.
-    :param temperature: how :meth:`infer` and :attr:`proposal` sample each component: from
-        :math:`\mathrm{softmax}(\ell / \tau)` of its logits :math:`\ell`. ``1`` is the policy
-        as trained (the paper); below 1 it concentrates on the likelier values, which usually
-        lowers the l2 of a pass at the cost of diversity between passes. (:attr:`guide` is
-        the policy at temperature 1.)
+    :param temperature: how :meth:`infer`, :attr:`proposal` and :attr:`guide` sample each
+        component: from :math:`\mathrm{softmax}(\ell / \tau)` of its logits :math:`\ell`.
+        ``1`` is the policy as trained (the paper); below 1 it concentrates on the likelier
+        values, which usually lowers the l2 of a pass at the cost of diversity between passes.
     :param greedy_first: the first pass of every inference takes each component's most
         probable value (the limit :math:`\tau \to 0`); later passes sample. One pass is then
         the policy's greedy reconstruction, and best-of-``N`` also includes it.
 
     Training always samples at temperature 1 (A2C and the imitation losses are on-policy);
     ``temperature`` and ``greedy_first`` only change inference (:meth:`infer`,
-    :meth:`one_pass`, :meth:`evaluate`, :attr:`proposal`) and are saved with the agent, so a
+    :meth:`one_pass`, :meth:`evaluate`, :attr:`proposal`, :attr:`guide`) and are saved with the agent, so a
     pretrained agent comes with the decoding its model card measured
     (``benchmarks/spiral_decoding.py`` chooses it on validation targets).
     """
@@ -183,7 +182,7 @@ class Spiral(Engine):
 
     @property
     def guide(self) -> SpiralGuide:
-        """The policy as a Pyro guide ``guide(image)`` over the sites ``step_{t}/{component}``."""
+        """The policy at :attr:`temperature` as a Pyro guide ``guide(image)`` over the sites ``step_{t}/{component}``."""
         return SpiralGuide(self)
 
     @property

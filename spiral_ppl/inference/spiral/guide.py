@@ -14,6 +14,12 @@ reads to keep its budget of renders; the canvases are drawn (and counted) with t
 program, so give Importance that same program. For SMC use :attr:`Spiral.proposal` (the
 step proposal, which reads the canvases SMC renders) rather than this guide.
 
+Like the proposal, the guide samples from the tempered policy :math:`q_\tau(a) \propto
+\pi(a)^{1/\tau}`, component by component, at ``temperature`` (the agent's
+:attr:`~spiral_ppl.inference.Spiral.temperature` unless given). Each site's distribution is
+the tempered Categorical itself, so the importance weights :math:`p(x, a) / q_\tau(a)` that
+Pyro computes stay exact at any temperature.
+
 Example::
 
     >>> import torch, spiral_ppl as sp
@@ -34,15 +40,27 @@ import pyro.distributions as dist
 import torch
 from pyro.poutine.runtime import get_plates
 
+from spiral_ppl.inference.spiral.policy import check_temperature
 from spiral_ppl.inference.spiral.rollout import rollout
 from spiral_ppl.programs.base import site_name
 
 
 class SpiralGuide:
-    """A callable Pyro guide ``guide(image)`` backed by a SPIRAL agent's policy."""
+    """A callable Pyro guide ``guide(image)`` backed by a SPIRAL agent's policy.
 
-    def __init__(self, agent) -> None:
+    :param agent: a :class:`~spiral_ppl.inference.Spiral`.
+    :param temperature: of the policy's distributions; ``None``: the agent's :attr:`temperature`
+        at each call.
+    """
+
+    def __init__(self, agent, temperature: float | None = None) -> None:
         self.agent = agent
+        self._temperature = None if temperature is None else check_temperature(temperature)
+
+    @property
+    def temperature(self) -> float:
+        """The temperature the guide samples at."""
+        return self.agent.temperature if self._temperature is None else self._temperature
 
     @property
     def renders_per_sample(self) -> int:
@@ -66,4 +84,4 @@ class SpiralGuide:
 
             with agent.learner.autocast():
                 rollout(agent.policy, agent.prog, count, targets if agent.conditional else None,
-                        blind=agent.blind, draw_final=False, choose=choose)
+                        blind=agent.blind, draw_final=False, choose=choose, temperature=self.temperature)
