@@ -399,6 +399,59 @@ def test_location_readout_reads_the_target_where_the_location_points():
                                    plain.step(canvas, targets, None, None, hidden, choose=greedy).log_prob)
 
 
+def test_spatial_location_heads_point_at_the_ink_the_papers_decoder_cannot_yet():
+    # One straight stroke from the brush's start to a random cell of an 8x8 grid: the image
+    # says where the end point is. Same seed, data and updates for both decoders.
+    prog = stroke_program(grid_size=8)
+    generator = torch.Generator().manual_seed(5)
+    programs = {c.name: torch.randint(0, c.size, (768, 1), generator=generator) for c in prog.action_space}
+    programs["flag"][:], programs["pressure"][:], programs["brush_size"][:] = 1, 1, 0
+    programs["control_point"] = programs["end_point"].clone()
+    images = prog.render(programs)
+    train = (images[:512], {name: value[:512] for name, value in programs.items()})
+    accuracy = {}
+    for spatial in (False, True):
+        torch.manual_seed(0)
+        config = SpiralConfig.small(policy_lr=3e-3, spatial_locations=spatial)
+        agent = sp.inference.Spiral(prog, reward="l2", config=config, device="cpu")
+        assert set(agent.policy.spatial_heads) == ({"end_point", "control_point"} if spatial else set())
+        agent.imitate(train, 150, progress=False)
+        with torch.no_grad():
+            episode = rollout(agent.policy, prog, 256, images[512:], choose=lambda t, c, logits: logits.argmax(-1))
+        accuracy[spatial] = (episode.actions["end_point"][:, 0] == programs["end_point"][512:, 0]).float().mean()
+    # Measured: 1.00 with the spatial heads, 0.02 (chance: 1 / 64) through the fully connected layer.
+    assert accuracy[True] > 0.9 and accuracy[False] < 0.3, accuracy
+
+
+def test_spatial_location_heads_start_as_the_papers_decoder_and_read_locally():
+    prog = stroke_program(grid_size=8)  # 16x16 canvases: each location cell covers 2x2 pixels
+    torch.manual_seed(0)
+    spatial = Policy(prog.action_space, 1, 16, conditional=True, config=SpiralConfig.small(spatial_locations=True))
+    plain = Policy(prog.action_space, 1, 16, conditional=True, config=SpiralConfig.small())
+    plain.load_state_dict({k: v for k, v in spatial.state_dict().items() if not k.startswith("spatial_heads")})
+    hidden = plain.initial_hidden(4, torch.device("cpu"))
+    canvas, targets = torch.rand(2, 4, 1, 16, 16)
+    greedy = lambda component, logits: logits.argmax(-1)  # noqa: E731
+    with torch.no_grad():
+        torch.testing.assert_close(spatial.step(canvas, targets, None, None, hidden, choose=greedy).log_prob,
+                                   plain.step(canvas, targets, None, None, hidden, choose=greedy).log_prob)
+        # Once its output layer has learned something, a cell's logit reads the image near that cell only.
+        head = spatial.spatial_heads["end_point"]
+        head.out.weight.normal_()
+        inputs = []
+        head.register_forward_pre_hook(lambda module, args: inputs.append(args))
+        near, far = targets[:1].clone(), targets[:1].clone()
+        near[..., 0:2, 0:2] = 1 - near[..., 0:2, 0:2]  # cell (0, 0)
+        far[..., 10:, 10:] = 1 - far[..., 10:, 10:]  # cells (5, 5) to (7, 7): beyond two 3x3 convolutions of (0, 0)
+        for target in (targets[:1], near, far):
+            spatial.step(canvas[:1], target, None, None, spatial.initial_hidden(1, torch.device("cpu")), choose=greedy)
+        (pooled, query), (pooled_near, _), (pooled_far, _) = inputs
+        original, moved_near, moved_far = (head(features, query)[0, 0] for features in (pooled, pooled_near, pooled_far))
+        assert moved_near != original
+        assert not torch.equal(pooled_far, pooled)  # the far change is seen, in far cells
+        torch.testing.assert_close(moved_far, original)
+
+
 def test_unknown_pretrained_agents_are_named():
     with pytest.raises(ValueError, match=r"available: \[.*'mnist-recon-cpu'"):
         sp.inference.Spiral.pretrained("mnist-recon-h100")

@@ -122,6 +122,10 @@ class SpiralConfig:
     #: features of the target and canvas at that place (off: the paper's decoder, which must
     #: recover what is there from the LSTM state alone).
     location_readout: bool = False
+    #: location components also get logits computed at every cell from the first conv
+    #: layer's features there, a fully convolutional head (off: the paper's decoder, which
+    #: must carry where things are through the fully connected layer and the LSTM).
+    spatial_locations: bool = False
     # -- A2C
     policy_lr: float = 1e-4
     policy_betas: tuple[float, float] = (0.9, 0.999)

@@ -31,6 +31,20 @@ brush, whose grid lies on the canvas; a camera's perspective is learned). The co
 follow (an object's size and colour after its place) can then read the target there instead
 of recovering it from :math:`z` (an addition to the paper's architecture).
 
+With ``SpiralConfig.spatial_locations`` a location component's logits also get a term read
+off the image at every cell :math:`p` of its grid,
+
+.. math::
+
+    \ell_p \mathrel{+}= w^\top \mathrm{relu}\big(C_2\,\mathrm{relu}(C_1\,\mathrm{relu}(f_t + Q z_{t,k}))\big)_p,
+
+with :math:`C_1, C_2` 3x3 convolutions over the grid of pooled features and :math:`Q z` the
+decoder's state broadcast to every cell (what it is looking for). Where to put a stroke is
+then a local question about the pixels there (is there ink in the target that the canvas
+lacks, does a line end here) rather than one the fully connected layer and the LSTM must
+carry the answer to; fully convolutional spatial policies are the same idea (Vinyals et al.
+2017, StarCraft II). The output layer starts at zero, so a new policy starts as the paper's.
+
 Reference: Ganin et al., "Synthesizing Programs for Images using Reinforced Adversarial
 Learning", ICML 2018, appendix (architecture); He et al. 2016 (residual blocks).
 
@@ -127,6 +141,25 @@ class LocationHead(nn.Module):
         return self.decode(grid).flatten(1)
 
 
+class SpatialLocationHead(nn.Module):
+    """Per-cell location logits from the pooled image features and the decoder's state."""
+
+    def __init__(self, width: int, hidden: int) -> None:
+        super().__init__()
+        self.query = nn.Linear(hidden, width)
+        self.convolve = nn.Sequential(
+            nn.Conv2d(width, width, 3, padding=1), nn.ReLU(), nn.Conv2d(width, width, 3, padding=1), nn.ReLU()
+        )
+        self.out = nn.Conv2d(width, 1, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, pooled: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """``pooled``: ``(B, width, G, G)``; ``z``: ``(B, hidden)``. Returns ``(B, G * G)`` logits."""
+        looking_for = self.query(z)[:, :, None, None].to(pooled.dtype)
+        return self.out(self.convolve(F.relu(pooled + looking_for))).flatten(1)
+
+
 class Policy(nn.Module):
     """The recurrent policy and value network of a SPIRAL agent.
 
@@ -176,6 +209,8 @@ class Policy(nn.Module):
         self.readout = nn.ModuleDict({c.name: nn.Linear(width, hidden) for c in located})
         # Softmax logits of 5 on the diagonal put 37% of the weight of a 16x16 grid on the same cell.
         self.readout_where = nn.ParameterDict({c.name: nn.Parameter(5.0 * torch.eye(c.size)) for c in located})
+        spatial = [c for c in self.action_space if c.kind == "location"] if config.spatial_locations else []
+        self.spatial_heads = nn.ModuleDict({c.name: SpatialLocationHead(width, hidden) for c in spatial})
 
     def initial_hidden(self, batch: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         zeros = torch.zeros(batch, self.lstm.hidden_size, device=device)
@@ -210,10 +245,11 @@ class Policy(nn.Module):
             images = [0.5 + self.input_contrast * (image - 0.5) for image in images]
         images.append(coordinate_channels(batch, canvas.shape[-1], canvas.device, canvas.dtype))
         features = self.stem(torch.cat(images, dim=1))
-        # What the readout of a sampled location looks up, pooled once per grid size.
+        # What the readout and the spatial heads look at, pooled once per grid size.
         pooled_by_grid = {
-            grid: F.adaptive_avg_pool2d(F.relu(features), grid).flatten(2)  # (B, width, cells)
-            for grid in {c.grid_size for c in self.action_space if c.name in self.readout}
+            grid: F.adaptive_avg_pool2d(F.relu(features), grid)  # (B, width, grid, grid)
+            for grid in {c.grid_size for c in self.action_space
+                         if c.name in self.readout or c.name in self.spatial_heads}
         }
 
         # The previous action enters as a per-channel bias of the first feature map.
@@ -235,6 +271,8 @@ class Policy(nn.Module):
             self.action_space, self.heads, self.sample_embedding, self.sample_update
         ):
             logits = head(z).float()
+            if component.name in self.spatial_heads:
+                logits = logits + self.spatial_heads[component.name](pooled_by_grid[component.grid_size], z).float()
             if temperature != 1.0:
                 logits = logits / temperature
             logits = logits.log_softmax(-1)
@@ -246,7 +284,7 @@ class Policy(nn.Module):
             entropy = entropy - (logits.exp() * logits).sum(-1)
             z = z + update(embedding(chosen))  # later components see this one
             if component.name in self.readout:
-                pooled = pooled_by_grid[component.grid_size]
+                pooled = pooled_by_grid[component.grid_size].flatten(2)  # (B, width, cells)
                 where = self.readout_where[component.name][chosen].softmax(-1).to(pooled.dtype)  # (B, cells)
                 looked_up = torch.einsum("bwc,bc->bw", pooled, where)
                 z = z + self.readout[component.name](looked_up)
