@@ -1,5 +1,7 @@
 """Experiment configurations: shipped files, overrides, programs and datasets they describe."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -21,6 +23,21 @@ def test_every_paper_experiment_is_shipped_and_builds_its_program():
     assert experiments.load_config("mnist-recon-blind")["agent"]["blind"] is True
     assert experiments.load_config("mnist-gen")["agent"]["conditional"] is False
     assert isinstance(experiments.build_program(experiments.load_config("scenes-recon")), sp.programs.SceneProgram)
+
+
+@pytest.mark.parametrize("name", ["mnist-recon-cpu", "scenes-recon-cpu"])
+def test_the_cpu_recipes_describe_the_shipped_agents(name):
+    # The configuration is the recipe of the pretrained agent of the same name: same program,
+    # same network and training settings (the learning rate and entropy cost are those it
+    # started with; its model card says how they were lowered).
+    config = experiments.load_config(name)
+    agent = sp.inference.Spiral.pretrained(name, device="cpu")
+    assert repr(experiments.build_program(config)) == repr(agent.prog)
+    recipe = sp.inference.SpiralConfig.from_dict(config["config"])
+    changed_while_training = {"policy_lr", "entropy_cost"}
+    for field in dataclasses.fields(recipe):
+        if field.name not in changed_while_training:
+            assert getattr(recipe, field.name) == getattr(agent.config, field.name), field.name
 
 
 def test_overrides_are_parsed_as_toml():

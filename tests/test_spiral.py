@@ -339,7 +339,8 @@ def test_the_pretrained_cpu_mnist_agent_beats_a_blank_canvas(data_root):
     result = agent.infer(agent.prog, digits, sp.Budget(renders=agent.prog.steps), seed=0)
     blank = float(digits.pow(2).mean())
     assert result.renders.tolist() == [6] * 64
-    assert float(result.l2.mean()) < 0.85 * blank, (float(result.l2.mean()), blank)
+    # Measured 0.37x (one greedy pass); the agent with the paper's decoder it replaced: about 0.72x.
+    assert float(result.l2.mean()) < 0.5 * blank, (float(result.l2.mean()), blank)
 
 
 def test_input_contrast_stretches_the_pixels_the_policy_sees():

@@ -44,6 +44,9 @@ then a local question about the pixels there (is there ink in the target that th
 lacks, does a line end here) rather than one the fully connected layer and the LSTM must
 carry the answer to; fully convolutional spatial policies are the same idea (Vinyals et al.
 2017, StarCraft II). The output layer starts at zero, so a new policy starts as the paper's.
+The head assumes that location cell :math:`p` is seen near pixel cell :math:`p`: exact for a
+brush, whose grid lies on the canvas; for a camera's view of a scene only as far as the two
+convolutions can shift what they read (two cells).
 
 Reference: Ganin et al., "Synthesizing Programs for Images using Reinforced Adversarial
 Learning", ICML 2018, appendix (architecture); He et al. 2016 (residual blocks).
