@@ -447,7 +447,7 @@ def test_spatial_location_heads_start_as_the_papers_decoder_and_read_locally():
         for target in (targets[:1], near, far):
             spatial.step(canvas[:1], target, None, None, spatial.initial_hidden(1, torch.device("cpu")), choose=greedy)
         (pooled, query), (pooled_near, _), (pooled_far, _) = inputs
-        original, moved_near, moved_far = (head(features, query)[0, 0] for features in (pooled, pooled_near, pooled_far))
+        original, moved_near, moved_far = (head(seen, query)[0, 0] for seen in (pooled, pooled_near, pooled_far))
         assert moved_near != original
         assert not torch.equal(pooled_far, pooled)  # the far change is seen, in far cells
         torch.testing.assert_close(moved_far, original)

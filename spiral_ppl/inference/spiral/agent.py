@@ -182,7 +182,8 @@ class Spiral(Engine):
 
     @property
     def guide(self) -> SpiralGuide:
-        """The policy at :attr:`temperature` as a Pyro guide ``guide(image)`` over the sites ``step_{t}/{component}``."""
+        """The policy at :attr:`temperature` as a Pyro guide ``guide(image)`` over the sites ``step_{t}/{component}``
+        (see :class:`SpiralGuide`)."""
         return SpiralGuide(self)
 
     @property
