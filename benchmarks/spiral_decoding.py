@@ -30,6 +30,9 @@ import spiral_ppl as sp
 
 name, out = sys.argv[1], Path(sys.argv[2])
 arguments = [argument for argument in sys.argv[3:] if not argument.startswith("--")]
+unknown = sorted(set(sys.argv[3:]) - set(arguments) - {"--write", "--reuse"})
+if unknown:  # a mistyped --write would otherwise leave the checkpoint as it was, silently
+    raise SystemExit(f"unknown options {unknown}; the options are --write and --reuse")
 temperatures = [float(t) for t in arguments[0].split(",")] if arguments else [1.0, 0.5, 0.35, 0.25, 0.15]
 out.mkdir(parents=True, exist_ok=True)
 torch.set_num_threads(1)

@@ -57,6 +57,9 @@ config = sp.inference.SpiralConfig(
     spatial_locations=not paper_decoder, location_readout=not paper_decoder,
 )
 if "START" in os.environ:
+    shaping = sorted({"PAPER_DECODER", "POLICY_CHANNELS"} & set(os.environ))
+    if shaping:  # a saved agent keeps its own network
+        raise SystemExit(f"{shaping} shape a new agent and cannot change the one START continues; unset them")
     agent = sp.inference.Spiral.load(os.environ["START"], device="cpu")
 else:
     agent = sp.inference.Spiral(prog, reward="l2", config=config, device="cpu")

@@ -287,6 +287,11 @@ class TestBadInput:
             sp.inference.Spiral("brush")
         with pytest.raises(ValueError, match="batch_size must be a positive int"):
             SpiralConfig(batch_size=0)
+        for switch in ("spatial_locations", "location_readout", "temporal_rewards", "mixed_precision"):
+            with pytest.raises(ValueError, match=f"{switch} must be true or false, got 'false'"):
+                SpiralConfig(**{switch: "false"})
+            with pytest.raises(ValueError, match=f"{switch} must be true or false, got 1"):
+                SpiralConfig(**{switch: 1})
 
     def test_images_budget_and_data(self):
         agent = sp.inference.Spiral(self.prog, reward="l2", config=SpiralConfig.small(batch_size=4), device="cpu")

@@ -153,6 +153,10 @@ class SpiralConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"SpiralConfig.{name} must be a positive int, got {value!r}")
+        for field in dataclasses.fields(self):
+            # A switch given as 1 or "false" (a config file, a --set override) would silently count as true.
+            if field.type in (bool, "bool") and not isinstance(getattr(self, field.name), bool):
+                raise ValueError(f"SpiralConfig.{field.name} must be true or false, got {getattr(self, field.name)!r}")
         for name in ("res_blocks", "noise_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
