@@ -39,7 +39,7 @@ passes = [1, 10, 100] if len(sys.argv) <= 4 else [int(p) for p in sys.argv[4].sp
 budgets = [prog.steps * p for p in passes]
 engines = {
     "spiral": agent,
-    "spiral-smc": sp.inference.SMC(agent.proposal),
+    "spiral-smc": agent.smc(),
     "smc": sp.inference.SMC(),
     "mcmc": sp.inference.MCMC(chains=4),
 }

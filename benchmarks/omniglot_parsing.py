@@ -32,7 +32,7 @@ assert all(int(images.character_ids[i]) == drawings[i].character_id for i in ran
 
 engines = {
     "spiral (one pass)": (agent, prog.steps),
-    "spiral-guided SMC": (sp.inference.SMC(agent.proposal), renders),
+    "spiral-guided SMC": (agent.smc(), renders),
     "SMC (prior)": (sp.inference.SMC(), renders),
 }
 summary = {}

@@ -31,7 +31,7 @@ ENGINES: dict[str, Callable[[Any], Engine]] = {
     "mcmc": lambda agent: sp.inference.MCMC(chains=4),
     "smc": lambda agent: sp.inference.SMC(),
     "spiral": lambda agent: agent,
-    "spiral-smc": lambda agent: _named(sp.inference.SMC(agent.proposal), "spiral-smc"),
+    "spiral-smc": lambda agent: _named(agent.smc(), "spiral-smc"),
     "spiral-is": lambda agent: _named(sp.inference.Importance(agent.guide), "spiral-is"),
 }
 SEARCH_ENGINES = ["importance", "mcmc", "smc"]

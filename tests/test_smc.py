@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import spiral_ppl as sp
-from spiral_ppl.inference.smc import particle_schedule, systematic_resample
+from spiral_ppl.inference.smc import particle_schedule, systematic_resample, tempering_schedule
 from tests.paint_helpers import check_recovers_planted
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -36,16 +36,18 @@ def skewed_guide(image):
 
 
 @pytest.mark.parametrize(
-    "proposal,ess_threshold",
-    [(None, 0.5), (skewed_guide, 1.0), (None, 0.0)],
-    ids=["prior-adaptive", "guide-always-resample", "prior-never-resample"],
+    "proposal,ess_threshold,intermediate,tempering",
+    [(None, 0.5, "model", None), (skewed_guide, 1.0, "model", None), (None, 0.0, "model", None),
+     (skewed_guide, 1.0, "proposal", 0.1), (None, 1.0, "model", (0.0, 1.0))],
+    ids=["prior-adaptive", "guide-always-resample", "prior-never-resample", "guide-proposal-targets-tempered",
+         "prior-likelihood-only-at-the-end"],
 )
-def test_log_evidence_is_unbiased(tiny, proposal, ess_threshold):
+def test_log_evidence_is_unbiased(tiny, proposal, ess_threshold, intermediate, tempering):
     prog, image, log_z = tiny
     replicates = 200  # independent runs, one per copy of the target
     images = image.expand(replicates, -1, -1, -1)
     # 801 renders over 2 steps: 401 particles, then 400 after a forced resampling.
-    engine = sp.inference.SMC(proposal, ess_threshold=ess_threshold)
+    engine = sp.inference.SMC(proposal, ess_threshold=ess_threshold, intermediate=intermediate, tempering=tempering)
     result = engine.infer(prog, images, sp.Budget(renders=801), seed=0)
     assert result.renders.tolist() == [801] * replicates
     assert result.diagnostics["particles"] == [401, 400]
@@ -72,6 +74,51 @@ def test_weights_telescope_to_the_full_importance_weight(tiny):
             log_weight = prog.log_prior(result.actions) + log_likelihood - log_q
         assert torch.allclose(result.log_weights[0], log_weight, atol=1e-3)
         assert torch.allclose(result.log_evidence, log_weight, atol=1e-3)
+
+
+def test_intermediate_targets_change_which_prefixes_survive_not_the_final_weights(tiny):
+    prog, image, _ = tiny
+    images = image.expand(4, -1, -1, -1)
+    engines = {"default": sp.inference.SMC(skewed_guide, ess_threshold=0.0),
+               "proposal-tempered": sp.inference.SMC(skewed_guide, ess_threshold=0.0, intermediate="proposal",
+                                                     tempering=0.01)}
+    results = {name: engine.infer(prog, images, sp.Budget(renders=100), seed=3) for name, engine in engines.items()}
+    # Without resampling the same seed draws the same particles: the intermediate targets
+    # only move weight between steps, so the final weights are the same importance weights.
+    for name in results["default"].actions:
+        assert torch.equal(results["default"].actions[name], results["proposal-tempered"].actions[name])
+    assert torch.allclose(results["default"].log_weights, results["proposal-tempered"].log_weights, atol=1e-3)
+    assert results["proposal-tempered"].diagnostics["tempering"] == [0.01, 1.0]
+    # After the first step they differ: the deferred prior/proposal ratio and the tempered
+    # likelihood leave the proposal-targeted weights much flatter.
+    ess = {name: result.diagnostics["ess"][0] for name, result in results.items()}
+    assert bool((ess["proposal-tempered"] > 2 * ess["default"]).all())
+
+
+def test_tempering_schedules():
+    assert tempering_schedule(None, 3) == [1.0, 1.0, 1.0]
+    assert tempering_schedule(0.01, 3) == pytest.approx([0.01, 0.1, 1.0])
+    assert tempering_schedule(0.5, 1) == [1.0]
+    assert tempering_schedule((0.0, 0.5, 1.0), 3) == [0.0, 0.5, 1.0]
+    with pytest.raises(ValueError, match="one each"):
+        tempering_schedule((0.5, 1.0), 3)
+    for bad in (0.0, 1.5, -0.1, True, "0.1", (), (0.5, 0.9), (0.5, float("nan"), 1.0)):
+        with pytest.raises(ValueError, match="tempering must be"):
+            sp.inference.SMC(tempering=bad)
+    with pytest.raises(ValueError, match="intermediate must be one of"):
+        sp.inference.SMC(intermediate="policy")
+    with pytest.raises(ValueError, match="rejuvenation moves need intermediate='model'"):
+        sp.inference.SMC(intermediate="proposal", rejuvenation_moves=1)
+
+
+def test_rejuvenation_targets_the_tempered_intermediate_targets(tiny):
+    prog, image, log_z = tiny
+    replicates = 200
+    images = image.expand(replicates, -1, -1, -1)
+    engine = sp.inference.SMC(ess_threshold=1.0, tempering=0.2, rejuvenation_moves=1)
+    result = engine.infer(prog, images, sp.Budget(renders=800), seed=0)
+    ratio = (result.log_evidence - log_z).exp()
+    assert abs(float(ratio.mean()) - 1) < 0.1
 
 
 def test_recovers_a_planted_program_and_spends_exactly_its_budget(planted16):

@@ -564,6 +564,30 @@ def test_greedy_first_pass_and_temperature_change_only_inference(tmp_path):
         sp.inference.Spiral(prog, reward="l2", config=SpiralConfig.small(), device="cpu", greedy_first="yes")
 
 
+def test_guided_smc_options_travel_with_the_agent(tmp_path):
+    torch.manual_seed(0)
+    prog = stroke_program(grid_size=4, steps=3)
+    agent = sp.inference.Spiral(prog, reward="l2", config=SpiralConfig.small(), device="cpu")
+    assert (agent.smc().intermediate, agent.smc().tempering) == ("model", None)  # SMC's own defaults
+    agent.temperature, agent.smc_intermediate, agent.smc_tempering = 0.5, "proposal", (0.0, 0.5, 1.0)
+    agent.save(tmp_path / "agent.pt", training_state=False)
+    loaded = sp.inference.Spiral.load(tmp_path / "agent.pt", prog, device="cpu")
+    engine = loaded.smc()
+    assert (engine.intermediate, engine.tempering, engine.proposal.temperature) == ("proposal", (0.0, 0.5, 1.0), 0.5)
+    assert loaded.smc(intermediate="model", tempering=None).intermediate == "model"  # options win
+    targets = one_stroke_targets(prog, 2, seed=1)
+    result = engine.infer(prog, targets, sp.Budget(renders=30), seed=0)
+    assert result.diagnostics["tempering"] == [0.0, 0.5, 1.0]
+    torch.testing.assert_close(result.images, prog.render(result.actions))
+
+    with pytest.raises(ValueError, match="smc_intermediate must be one of"):
+        agent.smc_intermediate = "policy"
+    with pytest.raises(ValueError, match="tempering must be"):
+        agent.smc_tempering = 0.0
+    with pytest.raises(ValueError, match="3 steps, one each"):
+        agent.smc_tempering = (0.5, 1.0)
+
+
 def test_imitation_of_ground_truth_programs_warm_starts_the_policy():
     torch.manual_seed(0)
     prog = stroke_program(grid_size=4)

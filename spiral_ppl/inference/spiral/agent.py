@@ -37,7 +37,9 @@ from tqdm.auto import tqdm
 from spiral_ppl.inference.budget import Budget
 from spiral_ppl.inference.engine import Engine, hide_progress
 from spiral_ppl.inference.randomness import random_state, set_random_state
+from spiral_ppl.inference.moves import check_choice
 from spiral_ppl.inference.result import BestSoFar, Curve, Result
+from spiral_ppl.inference.smc import INTERMEDIATE_TARGETS, SMC, check_tempering, tempering_schedule
 from spiral_ppl.inference.spiral.critic import Critic
 from spiral_ppl.inference.spiral.distributed import RayBackend
 from spiral_ppl.inference.spiral.guide import SpiralGuide
@@ -98,11 +100,17 @@ class Spiral(Engine):
         probable value (the limit :math:`\tau \to 0`); later passes sample. One pass is then
         the policy's greedy reconstruction, and best-of-``N`` also includes it.
 
+    :param smc_intermediate: the intermediate targets of :meth:`smc`, the SMC guided by this
+        policy: ``"model"`` or ``"proposal"`` (see :mod:`spiral_ppl.inference.smc`).
+    :param smc_tempering: the exponents of the partial canvases' likelihoods in :meth:`smc`
+        (``None``: 1 throughout; see :class:`~spiral_ppl.inference.SMC`).
+
     Training always samples at temperature 1 (A2C and the imitation losses are on-policy);
-    ``temperature`` and ``greedy_first`` only change inference (:meth:`infer`,
-    :meth:`one_pass`, :meth:`evaluate`, :attr:`proposal`, :attr:`guide`) and are saved with the agent, so a
-    pretrained agent comes with the decoding its model card measured
-    (``benchmarks/spiral_decoding.py`` chooses it on validation targets).
+    ``temperature``, ``greedy_first`` and the SMC options only change inference
+    (:meth:`infer`, :meth:`one_pass`, :meth:`evaluate`, :attr:`proposal`, :attr:`guide`,
+    :meth:`smc`) and are saved with the agent, so a pretrained agent comes with the decoding
+    its model card measured (``benchmarks/spiral_decoding.py`` chooses it on validation
+    targets).
     """
 
     name = "spiral"
@@ -119,6 +127,8 @@ class Spiral(Engine):
         max_batch: int = 1024,
         temperature: float = 1.0,
         greedy_first: bool = False,
+        smc_intermediate: str = "model",
+        smc_tempering: float | tuple[float, ...] | None = None,
     ) -> None:
         if not isinstance(prog, Program):
             raise TypeError(f"prog must be a spiral_ppl.programs.Program, got {type(prog).__name__}")
@@ -135,6 +145,7 @@ class Spiral(Engine):
         self.prog, self.conditional, self.reward, self.blind = prog, bool(conditional), reward, bool(blind)
         self.config, self.max_batch = config, max_batch
         self.temperature, self.greedy_first = temperature, greedy_first
+        self.smc_intermediate, self.smc_tempering = smc_intermediate, smc_tempering
         self.device = torch.device(device) if device is not None else torch.device(
             "cuda" if torch.cuda.is_available() else "cpu")
         self.policy = Policy(prog.action_space, prog.channels, prog.image_size,
@@ -168,6 +179,26 @@ class Spiral(Engine):
             raise TypeError(f"greedy_first must be True or False, got {value!r}")
         self._greedy_first = value
 
+    @property
+    def smc_intermediate(self) -> str:
+        """The intermediate targets of :meth:`smc` (see the class docstring)."""
+        return self._smc_intermediate
+
+    @smc_intermediate.setter
+    def smc_intermediate(self, value: str) -> None:
+        self._smc_intermediate = check_choice("smc_intermediate", value, INTERMEDIATE_TARGETS)
+
+    @property
+    def smc_tempering(self) -> float | tuple[float, ...] | None:
+        """The likelihood tempering of :meth:`smc` (see the class docstring)."""
+        return self._smc_tempering
+
+    @smc_tempering.setter
+    def smc_tempering(self, value: float | tuple[float, ...] | None) -> None:
+        self._smc_tempering = check_tempering(value)
+        if isinstance(self._smc_tempering, tuple):
+            tempering_schedule(self._smc_tempering, self.prog.steps)  # one exponent per step
+
     def _decode(self, prog: Program, targets: torch.Tensor, greedy: bool) -> Episode:
         """One pass of ``prog`` on each of ``targets``: greedy, or sampled at :attr:`temperature`."""
         decoding = {"choose": most_probable} if greedy else {"temperature": self.temperature}
@@ -188,8 +219,25 @@ class Spiral(Engine):
 
     @property
     def proposal(self) -> SpiralProposal:
-        """The policy at :attr:`temperature` as an SMC step proposal: ``sp.inference.SMC(agent.proposal)``."""
+        """The policy at :attr:`temperature` as an SMC step proposal: ``sp.inference.SMC(agent.proposal)``
+        (:meth:`smc` also sets the intermediate targets chosen for this agent)."""
         return SpiralProposal(self, temperature=self.temperature)
+
+    def smc(self, **options: Any) -> SMC:
+        """SPIRAL-guided SMC: :class:`~spiral_ppl.inference.SMC` with :attr:`proposal`, and the
+        intermediate targets and tempering saved with the agent (:attr:`smc_intermediate`,
+        :attr:`smc_tempering`) unless ``options`` say otherwise.
+
+        >>> import spiral_ppl as sp
+        >>> agent = sp.inference.Spiral(sp.programs.PaintProgram(sp.renderers.Brush(canvas_size=16, grid_size=4),
+        ...                                                      steps=2), reward="l2", device="cpu")
+        >>> agent.smc_intermediate, agent.smc_tempering = "proposal", 0.01
+        >>> engine = agent.smc(ess_threshold=1.0)
+        >>> engine.name, engine.intermediate, engine.tempering, engine.ess_threshold
+        ('smc-guide', 'proposal', 0.01, 1.0)
+        """
+        options = {"intermediate": self.smc_intermediate, "tempering": self.smc_tempering, **options}
+        return SMC(self.proposal, **options)
 
     # -- inference ---------------------------------------------------------------------------
 
@@ -457,6 +505,8 @@ class Spiral(Engine):
             "train_seconds": self.train_seconds,
             "temperature": self.temperature,
             "greedy_first": self.greedy_first,
+            "smc_intermediate": self.smc_intermediate,
+            "smc_tempering": self.smc_tempering,
             "source_state": self._source_state if training_state else None,
             "rng": random_state() if training_state else None,
         }
@@ -532,7 +582,9 @@ class Spiral(Engine):
         agent = cls(prog, conditional=state["conditional"], reward=state["reward"], blind=state["blind"],
                     device=device, config=SpiralConfig.from_dict(state["config"]),
                     # checkpoints written before decoding options existed sampled at temperature 1
-                    temperature=state.get("temperature", 1.0), greedy_first=state.get("greedy_first", False))
+                    temperature=state.get("temperature", 1.0), greedy_first=state.get("greedy_first", False),
+                    smc_intermediate=state.get("smc_intermediate", "model"),
+                    smc_tempering=state.get("smc_tempering"))
         try:
             agent.policy.load_state_dict(state["policy"])
             if agent.critic is not None:
