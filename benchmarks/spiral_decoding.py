@@ -5,14 +5,19 @@ pretrained ``AGENT`` (``mnist-recon-cpu`` or ``scenes-recon-cpu``) on validation
 that the head-to-head never uses, for each sampling temperature (comma-separated, default
 1,0.5,0.35,0.25,0.15) with and without a greedy first pass: one pass, the best of 10
 passes, and SMC with the agent's proposal (``agent.proposal``, which samples at the same
-temperature) given as many renders as 10 passes. Writes ``OUT/AGENT.md`` and ``OUT/AGENT.csv``.
+temperature; SMC's default intermediate targets) given as many renders as 10 passes. Writes ``OUT/AGENT.md`` and ``OUT/AGENT.csv``.
 
 The decoding kept does well on all three: it has the lowest mean over the three columns
-of its l2 divided by the column's best (so 1 would be best at everything). With ``--write``
-it is saved into the package's checkpoint of ``AGENT`` (``Spiral.temperature`` and
-``Spiral.greedy_first`` travel with the weights), so ``Spiral.pretrained`` and the
-head-to-head use it. ``--reuse`` reads the measurements from ``OUT/AGENT.csv`` instead of
-taking them again.
+of its l2 divided by the column's best (so 1 would be best at everything).
+
+Then, at the kept decoding, the guided SMC's intermediate targets (``Spiral.smc_intermediate``
+and ``Spiral.smc_tempering``, see :mod:`spiral_ppl.inference.smc`) are chosen the same way
+from ``SMC_OPTIONS``, on two budgets: 10 passes' renders on every validation target and 100
+passes' on the first 64. Written to ``OUT/AGENT_smc.md`` and ``OUT/AGENT_smc.csv``.
+
+With ``--write`` both choices are saved into the package's checkpoint of ``AGENT`` (they
+travel with the weights), so ``Spiral.pretrained``, ``agent.smc()`` and the head-to-head use
+them. ``--reuse`` reads the measurements from the CSVs instead of taking them again.
 
 Validation targets: MNIST test digits 5,000..5,255 (the head-to-head inverts digits 0..99);
 256 MUJOCO SCENES of seed 1 (the head-to-head's are of seed 12345).
@@ -51,8 +56,8 @@ def measure() -> list[dict]:
     guided_smc = {}
     for temperature in temperatures:
         agent.temperature = temperature
-        guided_smc[temperature] = float(sp.inference.SMC(agent.proposal).infer(agent.prog, targets, ten_passes,
-                                                                               seed=0).l2.mean())
+        guided_smc[temperature] = float(agent.smc(intermediate="model", tempering=None).infer(
+            agent.prog, targets, ten_passes, seed=0).l2.mean())
     rows = []
     for greedy_first in (True, False):
         for temperature in temperatures:
@@ -62,26 +67,60 @@ def measure() -> list[dict]:
                          "one_pass": float(result.curve.l2[0].mean()), "best_of_10": float(result.l2.mean()),
                          "guided_smc_10": guided_smc[temperature]})
             print(rows[-1], flush=True)
-    with open(out / f"{name}.csv", "w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(out / f"{name}.csv", rows)
     return rows
 
 
-def measured() -> list[dict]:
-    if not (out / f"{name}.csv").is_file():
-        raise SystemExit(f"--reuse needs {out / f'{name}.csv'} from an earlier run; run without --reuse first")
-    with open(out / f"{name}.csv", newline="") as file:
-        return [{"greedy_first": row["greedy_first"] == "True", "temperature": float(row["temperature"]),
-                 **{column: float(row[column]) for column in ("one_pass", "best_of_10", "guided_smc_10")}}
-                for row in csv.DictReader(file)]
+#: Intermediate targets of the guided SMC to choose from: (smc_intermediate, smc_tempering).
+SMC_OPTIONS = [("model", None), ("model", 0.01), ("proposal", 0.01), ("proposal", 0.001)]
 
 
-rows = measured() if "--reuse" in sys.argv else measure()
-columns = ("one_pass", "best_of_10", "guided_smc_10")
-column_best = {column: min(row[column] for row in rows) for column in columns}
-best = min(rows, key=lambda row: sum(row[column] / column_best[column] for column in columns))
+def measure_smc() -> list[dict]:
+    budgets = {"smc_10": (10, targets), "smc_100_first_64": (100, targets[:64])}
+    rows = []
+    for intermediate, tempering in SMC_OPTIONS:
+        row = {"intermediate": intermediate, "tempering": tempering}
+        for column, (passes, images) in budgets.items():
+            engine = agent.smc(intermediate=intermediate, tempering=tempering)
+            row[column] = float(engine.infer(agent.prog, images, sp.Budget(renders=passes * agent.renders_per_pass),
+                                             seed=0).l2.mean())
+        rows.append(row)
+        print(rows[-1], flush=True)
+    write_csv(out / f"{name}_smc.csv", rows)
+    return rows
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def read_csv(path: Path) -> list[dict]:
+    """Rows written by :func:`write_csv`, numbers as floats and switches as bools."""
+    if not path.is_file():
+        raise SystemExit(f"--reuse needs {path} from an earlier run; run without --reuse first")
+
+    def value(text: str):
+        if text in ("True", "False", ""):
+            return {"True": True, "False": False, "": None}[text]
+        try:
+            return float(text)
+        except ValueError:
+            return text
+    with open(path, newline="") as file:
+        return [{key: value(text) for key, text in row.items()} for row in csv.DictReader(file)]
+
+
+def kept(rows: list[dict], columns: tuple[str, ...]) -> dict:
+    """The row with the lowest mean over ``columns`` of its l2 divided by the column's best."""
+    column_best = {column: min(row[column] for row in rows) for column in columns}
+    return min(rows, key=lambda row: sum(row[column] / column_best[column] for column in columns))
+
+
+rows = read_csv(out / f"{name}.csv") if "--reuse" in sys.argv else measure()
+best = kept(rows, ("one_pass", "best_of_10", "guided_smc_10"))
 lines = [f"{name} on {len(targets)} validation targets (mean l2)", "",
          "| greedy first pass | temperature | one pass | best of 10 | guided SMC, 10 passes' renders |",
          "|---|---|---|---|---|"]
@@ -91,8 +130,21 @@ lines += [f"| {'yes' if row['greedy_first'] else 'no'} | {row['temperature']:g} 
 (out / f"{name}.md").write_text("\n".join(lines) + "\n")
 print("\n".join(lines))
 
+agent.greedy_first, agent.temperature = best["greedy_first"], best["temperature"]
+smc_rows = read_csv(out / f"{name}_smc.csv") if "--reuse" in sys.argv else measure_smc()
+best_smc = kept(smc_rows, ("smc_10", "smc_100_first_64"))
+lines = [f"{name}: guided SMC's intermediate targets at the kept decoding (mean l2; "
+         f"{len(targets)} validation targets at 10 passes' renders, the first 64 at 100 passes')", "",
+         "| intermediate | tempering (first exponent) | 10 passes' renders | 100 passes' renders |", "|---|---|---|---|"]
+lines += [f"| {row['intermediate']} | {row['tempering'] if row['tempering'] is not None else 'none'} | "
+          f"{row['smc_10']:.5f} | {row['smc_100_first_64']:.5f} |" + (" **kept**" if row is best_smc else "")
+          for row in smc_rows]
+(out / f"{name}_smc.md").write_text("\n".join(lines) + "\n")
+print("\n".join(lines))
+
 if "--write" in sys.argv:
-    agent.greedy_first, agent.temperature = best["greedy_first"], best["temperature"]
+    agent.smc_intermediate, agent.smc_tempering = best_smc["intermediate"], best_smc["tempering"]
     with resources.as_file(resources.files("spiral_ppl") / "pretrained" / f"{name}.pt") as path:
         agent.save(path, training_state=False)
-        print(f"wrote greedy_first={agent.greedy_first}, temperature={agent.temperature:g} into {path}")
+        print(f"wrote greedy_first={agent.greedy_first}, temperature={agent.temperature:g}, "
+              f"smc_intermediate={agent.smc_intermediate}, smc_tempering={agent.smc_tempering} into {path}")
