@@ -654,6 +654,8 @@ def test_the_pretrained_scenes_agent_reconstructs_held_out_scenes_in_one_greedy_
     assert isinstance(agent.prog, sp.programs.SceneProgram) and agent.prog.steps == 10
     assert "empty platform" in sp.inference.Spiral.model_card("scenes-recon-cpu")
     assert agent.greedy_first and agent.temperature == 1.0  # the decoding its card reports
+    engine = agent.smc()  # ... and the guided SMC's targets
+    assert (engine.intermediate, engine.tempering) == ("proposal", 0.01)
     scenes = sp.data.MujocoScenes(root=tmp_path, size=16, seed=1, progress=False)
     targets = torch.stack([scenes[i][0] for i in range(len(scenes))])
     result = agent.infer(agent.prog, targets, sp.Budget(renders=agent.prog.steps), seed=0)
