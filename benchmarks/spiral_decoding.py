@@ -5,7 +5,8 @@ pretrained ``AGENT`` (``mnist-recon-cpu`` or ``scenes-recon-cpu``) on validation
 that the head-to-head never uses, for each sampling temperature (comma-separated, default
 1,0.5,0.35,0.25,0.15) with and without a greedy first pass: one pass, the best of 10
 passes, and SMC with the agent's proposal (``agent.proposal``, which samples at the same
-temperature; SMC's default intermediate targets) given as many renders as 10 passes. Writes ``OUT/AGENT.md`` and ``OUT/AGENT.csv``.
+temperature; SMC's default intermediate targets) given as many renders as 10 passes.
+Writes ``OUT/AGENT.md`` and ``OUT/AGENT.csv``.
 
 The decoding kept does well on all three: it has the lowest mean over the three columns
 of its l2 divided by the column's best (so 1 would be best at everything).
@@ -135,7 +136,8 @@ smc_rows = read_csv(out / f"{name}_smc.csv") if "--reuse" in sys.argv else measu
 best_smc = kept(smc_rows, ("smc_10", "smc_100_first_64"))
 lines = [f"{name}: guided SMC's intermediate targets at the kept decoding (mean l2; "
          f"{len(targets)} validation targets at 10 passes' renders, the first 64 at 100 passes')", "",
-         "| intermediate | tempering (first exponent) | 10 passes' renders | 100 passes' renders |", "|---|---|---|---|"]
+         "| intermediate | tempering (first exponent) | 10 passes' renders | 100 passes' renders |",
+         "|---|---|---|---|"]
 lines += [f"| {row['intermediate']} | {row['tempering'] if row['tempering'] is not None else 'none'} | "
           f"{row['smc_10']:.5f} | {row['smc_100_first_64']:.5f} |" + (" **kept**" if row is best_smc else "")
           for row in smc_rows]

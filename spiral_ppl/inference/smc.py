@@ -187,10 +187,10 @@ class SMC(Engine):
 
     ``Result.log_weights`` are the final particles' ``(N, B)``, ``Result.log_evidence``
     :math:`\\log \\hat Z` per target. ``Result.diagnostics`` holds ``ess`` ``(T, B)`` after
-    each step's weighting, ``tempering``, the exponents :math:`\\beta_t`, ``resampled`` ``(T, B)`` whether the particles were resampled
+    each step's weighting, ``resampled`` ``(T, B)`` whether the particles were resampled
     after that step, ``ancestry``, a list over steps of ``(N_t, B)`` parent indices into the
-    previous step's particles, ``particles``, the schedule ``N_t``, and, with
-    rejuvenation, ``acceptance_rate`` ``(B,)``.
+    previous step's particles, ``particles``, the schedule ``N_t``, ``tempering``, the
+    exponents :math:`\\beta_t`, and, with rejuvenation, ``acceptance_rate`` ``(B,)``.
     """
 
     name = "smc"
