@@ -22,6 +22,13 @@ al. 1995), or inference compilation (Le, Baydin and Wood 2017) with a hand-writt
 over digit-like programs. It was measured to be slower than A2C from scratch
 (benchmarks/RESULTS.md, issue 8) and is off by default.
 
+``SELF_IMITATION_MINUTES`` > 0 ends the run with expert iteration (Anthony, Tian and Barber
+2017) in which the expert is the agent's own search: each round draws ``SELF_DIGITS`` training
+digits, reconstructs each by the best of ``SELF_PASSES`` passes (the greedy one and sampled
+ones), and runs ``SELF_UPDATES`` behaviour-cloning updates towards those best programs. One
+pass is thereby taught what the best of many passes finds; this is the cross-entropy method
+with an amortized policy, and it needs no reward model beyond the l2 the passes are ranked by.
+
 Run: ``SPIRAL_PPL_DATA=../shared/data .venv/bin/python benchmarks/spiral_mnist_cpu.py OUT [minutes]``
 """
 
@@ -41,6 +48,10 @@ from spiral_ppl.plots import reconstruction_grid, training_curve
 out = Path(sys.argv[1])
 minutes = float(sys.argv[2]) if len(sys.argv) > 2 else 60.0
 sleep_minutes = float(os.environ.get("SLEEP_MINUTES", "0"))
+self_imitation_minutes = float(os.environ.get("SELF_IMITATION_MINUTES", "0"))
+self_passes = int(os.environ.get("SELF_PASSES", "10"))
+self_digits = int(os.environ.get("SELF_DIGITS", "128"))
+self_updates = int(os.environ.get("SELF_UPDATES", "16"))
 eval_minutes = float(os.environ.get("EVAL_MINUTES", "3"))
 out.mkdir(parents=True, exist_ok=True)
 torch.manual_seed(0)
@@ -156,7 +167,18 @@ def upper_end_first(programs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
     return result
 
 
-points, best = [], float("inf")
+def best_of_own_passes() -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Training digits and the best program of ``self_passes`` passes on each: the labels of
+    one round of self-imitation."""
+    seed = agent.learner.updates  # a new draw every round, also when a run is continued
+    generator = torch.Generator().manual_seed(seed)
+    digits = train.images(torch.randint(len(train), (self_digits,), generator=generator).tolist())
+    agent.temperature, agent.greedy_first = 1.0, True  # the greedy pass is a candidate too
+    search = agent.infer(prog, digits, sp.Budget(renders=self_passes * prog.steps), seed=seed)
+    return digits, search.actions
+
+
+points, best, self_rounds = [], float("inf"), 0
 
 
 def evaluate(phase: str) -> None:
@@ -179,7 +201,7 @@ def evaluate(phase: str) -> None:
 
 
 evaluate("start")
-for phase, phase_minutes in (("sleep", sleep_minutes), ("A2C", minutes)):
+for phase, phase_minutes in (("sleep", sleep_minutes), ("A2C", minutes), ("self-imitation", self_imitation_minutes)):
     started = time.perf_counter()
     while time.perf_counter() - started < 60 * phase_minutes:
         chunk_started = time.perf_counter()
@@ -187,6 +209,9 @@ for phase, phase_minutes in (("sleep", sleep_minutes), ("A2C", minutes)):
             if phase == "sleep":
                 programs = pen_programs(25 * agent.config.batch_size)
                 agent.imitate((prog.render(programs), programs), 25, progress=False)
+            elif phase == "self-imitation":
+                agent.imitate(best_of_own_passes(), self_updates, progress=False)
+                self_rounds += 1
             else:
                 agent.fit(train, 10, progress=False)
         evaluate(phase)
@@ -199,6 +224,8 @@ best_point = min(points, key=lambda point: point[2])
 summary = {
     "config": dataclasses.asdict(agent.config),
     "sleep_minutes": sleep_minutes,
+    "self_imitation": {"minutes": self_imitation_minutes, "passes": self_passes, "digits": self_digits,
+                       "updates": self_updates, "rounds": self_rounds},
     "updates_of_best": best_point[1],
     "train_seconds_of_best": best_point[0],
     "greedy_first": agent.greedy_first,

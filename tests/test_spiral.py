@@ -340,12 +340,14 @@ def test_the_pretrained_cpu_mnist_agent_beats_a_blank_canvas(data_root):
     assert "mnist-recon-cpu" in sp.inference.Spiral.pretrained_names()
     assert "final" in sp.inference.Spiral.model_card("mnist-recon-cpu").lower()
     agent = sp.inference.Spiral.pretrained("mnist-recon-cpu", device="cpu")
+    assert agent.greedy_first and (agent.smc().intermediate, agent.smc().tempering) == ("proposal", 0.001)  # its card
     digits = sp.data.MNIST(data_root / "mnist", split="test").images(range(1000, 1064))
     result = agent.infer(agent.prog, digits, sp.Budget(renders=agent.prog.steps), seed=0)
     blank = float(digits.pow(2).mean())
     assert result.renders.tolist() == [6] * 64
-    # Measured 0.37x (one greedy pass); the agent with the paper's decoder it replaced: about 0.72x.
-    assert float(result.l2.mean()) < 0.5 * blank, (float(result.l2.mean()), blank)
+    # Measured 0.31x (one greedy pass); 0.37x before self-imitation, and about 0.72x for the
+    # agent with the paper's decoder.
+    assert float(result.l2.mean()) < 0.4 * blank, (float(result.l2.mean()), blank)
 
 
 def test_input_contrast_stretches_the_pixels_the_policy_sees():
