@@ -120,29 +120,31 @@ def kept(rows: list[dict], columns: tuple[str, ...]) -> dict:
     return min(rows, key=lambda row: sum(row[column] / column_best[column] for column in columns))
 
 
+def write_table(path: Path, title: str, header: list[str], cells: list[list[str]], kept_row: int) -> None:
+    """A Markdown table of the options, the kept one marked, written to ``path`` and printed."""
+    lines = [title, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" + (" **kept**" if index == kept_row else "")
+              for index, row in enumerate(cells)]
+    path.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 rows = read_csv(out / f"{name}.csv") if "--reuse" in sys.argv else measure()
 best = kept(rows, ("one_pass", "best_of_10", "guided_smc_10"))
-lines = [f"{name} on {len(targets)} validation targets (mean l2)", "",
-         "| greedy first pass | temperature | one pass | best of 10 | guided SMC, 10 passes' renders |",
-         "|---|---|---|---|---|"]
-lines += [f"| {'yes' if row['greedy_first'] else 'no'} | {row['temperature']:g} | {row['one_pass']:.5f} | "
-          f"{row['best_of_10']:.5f} | {row['guided_smc_10']:.5f} |" + (" **kept**" if row is best else "")
-          for row in rows]
-(out / f"{name}.md").write_text("\n".join(lines) + "\n")
-print("\n".join(lines))
+write_table(out / f"{name}.md", f"{name} on {len(targets)} validation targets (mean l2)",
+            ["greedy first pass", "temperature", "one pass", "best of 10", "guided SMC, 10 passes' renders"],
+            [["yes" if row["greedy_first"] else "no", f"{row['temperature']:g}", f"{row['one_pass']:.5f}",
+              f"{row['best_of_10']:.5f}", f"{row['guided_smc_10']:.5f}"] for row in rows], rows.index(best))
 
 agent.greedy_first, agent.temperature = best["greedy_first"], best["temperature"]
 smc_rows = read_csv(out / f"{name}_smc.csv") if "--reuse" in sys.argv else measure_smc()
 best_smc = kept(smc_rows, ("smc_10", "smc_100_first_64"))
-lines = [f"{name}: guided SMC's intermediate targets at the kept decoding (mean l2; "
-         f"{len(targets)} validation targets at 10 passes' renders, the first 64 at 100 passes')", "",
-         "| intermediate | tempering (first exponent) | 10 passes' renders | 100 passes' renders |",
-         "|---|---|---|---|"]
-lines += [f"| {row['intermediate']} | {row['tempering'] if row['tempering'] is not None else 'none'} | "
-          f"{row['smc_10']:.5f} | {row['smc_100_first_64']:.5f} |" + (" **kept**" if row is best_smc else "")
-          for row in smc_rows]
-(out / f"{name}_smc.md").write_text("\n".join(lines) + "\n")
-print("\n".join(lines))
+write_table(out / f"{name}_smc.md",
+            f"{name}: guided SMC's intermediate targets at the kept decoding (mean l2; {len(targets)} validation "
+            "targets at 10 passes' renders, the first 64 at 100 passes')",
+            ["intermediate", "tempering (first exponent)", "10 passes' renders", "100 passes' renders"],
+            [[row["intermediate"], "none" if row["tempering"] is None else f"{row['tempering']:g}",
+              f"{row['smc_10']:.5f}", f"{row['smc_100_first_64']:.5f}"] for row in smc_rows], smc_rows.index(best_smc))
 
 if "--write" in sys.argv:
     agent.smc_intermediate, agent.smc_tempering = best_smc["intermediate"], best_smc["tempering"]

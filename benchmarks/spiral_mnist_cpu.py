@@ -28,6 +28,8 @@ digits, reconstructs each by the best of ``SELF_PASSES`` passes (the greedy one 
 ones), and runs ``SELF_UPDATES`` behaviour-cloning updates towards those best programs. One
 pass is thereby taught what the best of many passes finds; this is the cross-entropy method
 with an amortized policy, and it needs no reward model beyond the l2 the passes are ranked by.
+The curve's training time counts the updates only, not these search passes (about as long
+again with the defaults). The shipped agent's chain of runs is in its model card.
 
 Run: ``SPIRAL_PPL_DATA=../shared/data .venv/bin/python benchmarks/spiral_mnist_cpu.py OUT [minutes]``
 """
