@@ -36,8 +36,8 @@ from tqdm.auto import tqdm
 
 from spiral_ppl.inference.budget import Budget
 from spiral_ppl.inference.engine import Engine, hide_progress
-from spiral_ppl.inference.randomness import random_state, set_random_state
 from spiral_ppl.inference.moves import check_choice
+from spiral_ppl.inference.randomness import random_state, set_random_state
 from spiral_ppl.inference.result import BestSoFar, Curve, Result
 from spiral_ppl.inference.smc import INTERMEDIATE_TARGETS, SMC, check_tempering, tempering_schedule
 from spiral_ppl.inference.spiral.critic import Critic
