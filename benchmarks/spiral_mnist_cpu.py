@@ -51,9 +51,11 @@ out = Path(sys.argv[1])
 minutes = float(sys.argv[2]) if len(sys.argv) > 2 else 60.0
 sleep_minutes = float(os.environ.get("SLEEP_MINUTES", "0"))
 self_imitation_minutes = float(os.environ.get("SELF_IMITATION_MINUTES", "0"))
-self_passes = int(os.environ.get("SELF_PASSES", "10"))
-self_digits = int(os.environ.get("SELF_DIGITS", "128"))
-self_updates = int(os.environ.get("SELF_UPDATES", "16"))
+self_passes, self_digits, self_updates = (int(os.environ.get(name, default)) for name, default in
+                                          (("SELF_PASSES", "10"), ("SELF_DIGITS", "128"), ("SELF_UPDATES", "16")))
+if min(self_passes, self_digits, self_updates) < 1:  # 0 passes or digits would fail deep in a round
+    raise SystemExit(f"SELF_PASSES, SELF_DIGITS and SELF_UPDATES must be positive, got {self_passes}, "
+                     f"{self_digits} and {self_updates}")
 eval_minutes = float(os.environ.get("EVAL_MINUTES", "3"))
 out.mkdir(parents=True, exist_ok=True)
 torch.manual_seed(0)

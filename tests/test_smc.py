@@ -100,6 +100,9 @@ def test_tempering_schedules():
     assert tempering_schedule(0.01, 3) == pytest.approx([0.01, 0.1, 1.0])
     assert tempering_schedule(0.5, 1) == [1.0]
     assert tempering_schedule((0.0, 0.5, 1.0), 3) == [0.0, 0.5, 1.0]
+    assert tempering_schedule([0, 1], 2) == [0.0, 1.0] and tempering_schedule(1, 2) == [1.0, 1.0]
+    with pytest.raises(ValueError, match="tempering must be"):
+        tempering_schedule((0.5, 0.9), 2)  # the last exponent must be 1: the posterior
     with pytest.raises(ValueError, match="one each"):
         tempering_schedule((0.5, 1.0), 3)
     for bad in (0.0, 1.5, -0.1, True, "0.1", (), (0.5, 0.9), (0.5, float("nan"), 1.0)):

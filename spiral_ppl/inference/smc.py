@@ -133,7 +133,7 @@ def check_tempering(tempering: float | Sequence[float] | None) -> float | tuple[
     )
 
 
-def tempering_schedule(tempering: float | tuple[float, ...] | None, steps: int) -> list[float]:
+def tempering_schedule(tempering: float | Sequence[float] | None, steps: int) -> list[float]:
     """The exponents :math:`\\beta_1 \\dots \\beta_T` of the partial canvases' likelihoods.
 
     A number :math:`\\beta_1` gives the geometric schedule :math:`\\beta_t =
@@ -143,6 +143,7 @@ def tempering_schedule(tempering: float | tuple[float, ...] | None, steps: int) 
     >>> tempering_schedule(0.01, 3)
     [0.01, 0.1, 1.0]
     """
+    tempering = check_tempering(tempering)
     if tempering is None:
         return [1.0] * steps
     if isinstance(tempering, float):
