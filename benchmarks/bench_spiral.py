@@ -42,3 +42,39 @@ def test_spiral_agent_steps_per_second(benchmark, device, batch, reward):
 
     benchmark.pedantic(update, rounds=5, iterations=1, warmup_rounds=0)
     benchmark.extra_info["agent_steps_per_second"] = batch * prog.steps / benchmark.stats.stats.mean
+
+
+
+@pytest.mark.parametrize("channels", [16, 32], ids=["shipped-16", "widened-32"])
+@pytest.mark.parametrize("flush_denormal", [False, True], ids=["denormals-kept", "denormals-flushed"])
+@pytest.mark.parametrize("kind", ["imitation", "a2c"])
+def test_learner_update_of_the_mnist_policy(benchmark, kind, flush_denormal, channels):
+    """One update (batch 32) of the shipped MNIST policy, as shipped and widened from 16 to 32
+    channels (``Spiral.widened``), computing with denormal floats and with them flushed to
+    zero: a behaviour-cloning update, or an A2C update with the l2 reward (its rollout included).
+
+    Gradients through weights near zero are tiny, and so are a widened policy's new channels'
+    at first; the CPU's denormal arithmetic is slow. The cases side by side are why
+    ``Spiral.fit`` and ``Spiral.imitate`` flush denormals (``learner.denormals_flushed``); the
+    learner's own updates, timed here, leave the setting to their caller.
+    """
+    torch.manual_seed(0)
+    torch.set_flush_denormal(flush_denormal)
+    try:
+        agent = sp.inference.Spiral.pretrained("mnist-recon-cpu", device="cpu")
+        if channels > agent.config.policy_channels:
+            agent = agent.widened(channels)
+        prog = agent.prog
+        programs = {c.name: torch.randint(0, c.size, (32, prog.steps)) for c in prog.action_space}
+        images = prog.render(programs)
+        if kind == "imitation":
+            def update():
+                agent.learner.imitate(images, programs)
+        else:
+            def update():
+                agent.learner.update(images, lambda count: images[:count])
+        for _ in range(2):  # the first steps move the zero weights off zero
+            update()
+        benchmark.pedantic(update, rounds=5, iterations=1, warmup_rounds=0)
+    finally:
+        torch.set_flush_denormal(False)  # the process default

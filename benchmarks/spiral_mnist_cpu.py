@@ -12,7 +12,8 @@ Every ``EVAL_MINUTES`` (default 3) the agent draws one pass, sampled at temperat
 greedy, on 256 test digits from index 5,000 (never the head-to-head's first 100). The best
 is kept as ``OUT/mnist-recon-cpu.pt`` (greedy first pass if greedy was the lower), the last
 with its training state as ``OUT/last.pt`` (``START=OUT/last.pt`` continues it, at
-``POLICY_LR`` and ``ENTROPY_COST`` when given), the curve
+``POLICY_LR`` and ``ENTROPY_COST`` when given, and with ``POLICY_CHANNELS`` more than it
+has, :meth:`Spiral.widened`), the curve
 in ``OUT/points.json`` and ``OUT/spiral_mnist_cpu_curve.png``.
 
 ``SLEEP_MINUTES`` > 0 first teaches the policy to invert the brush on synthetic pen strokes
@@ -72,12 +73,25 @@ config = sp.inference.SpiralConfig(
     spatial_locations=not paper_decoder, location_readout=not paper_decoder,
 )
 if "START" in os.environ:
-    shaping = sorted({"PAPER_DECODER", "POLICY_CHANNELS"} & set(os.environ))
-    if shaping:  # a saved agent keeps its own network
-        raise SystemExit(f"{shaping} shape a new agent and cannot change the one START continues; unset them")
+    if "PAPER_DECODER" in os.environ:  # a saved agent keeps its own decoder
+        raise SystemExit("PAPER_DECODER shapes a new agent and cannot change the one START continues; unset it")
     agent = sp.inference.Spiral.load(os.environ["START"], device="cpu")
+    if "POLICY_CHANNELS" in os.environ:  # go on with a wider policy that starts out acting the same
+        agent = agent.widened(int(os.environ["POLICY_CHANNELS"]))
+    if os.environ.get("LSTM_INPUT_NORM") == "1" and not agent.config.lstm_input_norm:
+        # Layer norm into a trained network: everything else is kept, the LSTM's input changes.
+        normed = sp.inference.Spiral(prog, reward="l2", device="cpu", greedy_first=agent.greedy_first,
+                                     config=dataclasses.replace(agent.config, lstm_input_norm=True))
+        missing, unexpected = normed.policy.load_state_dict(agent.policy.state_dict(), strict=False)
+        assert not unexpected and all(key.startswith("fc_norm.") for key in missing), (missing, unexpected)
+        normed.learner.updates, normed.train_seconds = agent.learner.updates, agent.train_seconds
+        agent = normed
+    if os.environ.get("RESET_LSTM") == "1":  # a saturated LSTM has no gradient to leave saturation by
+        agent.policy.lstm.reset_parameters()
+        agent.policy.value_head.reset_parameters()
 else:
     agent = sp.inference.Spiral(prog, reward="l2", config=config, device="cpu")
+teacher = sp.inference.Spiral.load(os.environ["TEACHER"], device="cpu") if "TEACHER" in os.environ else None
 for name in ("policy_lr", "entropy_cost"):  # e.g. to continue a run at a lower rate
     if name.upper() in os.environ:
         agent.set_hyperparameters(**{name: float(os.environ[name.upper()])})
@@ -177,8 +191,9 @@ def best_of_own_passes() -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     seed = agent.learner.updates  # a new draw every round, also when a run is continued
     generator = torch.Generator().manual_seed(seed)
     digits = train.images(torch.randint(len(train), (self_digits,), generator=generator).tolist())
-    agent.temperature, agent.greedy_first = 1.0, True  # the greedy pass is a candidate too
-    search = agent.infer(prog, digits, sp.Budget(renders=self_passes * prog.steps), seed=seed)
+    expert = agent if teacher is None else teacher
+    expert.temperature, expert.greedy_first = 1.0, True  # the greedy pass is a candidate too
+    search = expert.infer(prog, digits, sp.Budget(renders=self_passes * prog.steps), seed=seed)
     return digits, search.actions
 
 

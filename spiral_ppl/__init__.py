@@ -7,9 +7,11 @@ same images under the same budget of renderer calls.
 """
 
 from spiral_ppl import data, inference, programs, renderers
-from spiral_ppl.compare import Comparison, compare
+from spiral_ppl.compare import Comparison, compare, paired_difference
 from spiral_ppl.inference.budget import Budget
 
 __version__ = "0.1.0"
 
-__all__ = ["Budget", "Comparison", "compare", "data", "inference", "programs", "renderers", "__version__"]
+__all__ = [
+    "Budget", "Comparison", "compare", "data", "inference", "paired_difference", "programs", "renderers", "__version__",
+]

@@ -131,6 +131,34 @@ def compare(
     return comparison
 
 
+def paired_difference(first: Result, second: Result) -> dict[str, float]:
+    r"""How much lower ``first``'s l2 is than ``second``'s, target by target, with its standard error.
+
+    Engines in a comparison see the same targets, and some targets are hard for every engine,
+    so the two engines' errors are correlated. Their separate standard errors then overstate
+    the uncertainty of the gap between them; the paired one does not:
+
+    .. math:: \bar d = \frac1B \sum_b (\ell_b^{(1)} - \ell_b^{(2)}), \qquad
+        \mathrm{se}(\bar d) = \frac{\mathrm{sd}(d)}{\sqrt B}.
+
+    :returns: ``{"mean": d_bar, "se": se, "first_lower": fraction of targets where first's l2
+        is lower, "targets": B}``; a negative mean says ``first`` is the better.
+
+    Example: ``paired_difference(table.results[("spiral", 6, 0)], search.results[("mcmc", 10000, 0)])``.
+    """
+    if first.l2.shape != second.l2.shape or first.l2.ndim != 1:
+        raise ValueError(f"paired results must be on the same targets: l2 of shapes {tuple(first.l2.shape)} "
+                         f"and {tuple(second.l2.shape)}")
+    difference = first.l2.double().cpu() - second.l2.double().cpu()
+    count = difference.numel()
+    return {
+        "mean": float(difference.mean()),
+        "se": float(difference.std() / math.sqrt(count)) if count > 1 else 0.0,
+        "first_lower": float((difference < 0).double().mean()),
+        "targets": count,
+    }
+
+
 def _record(name: str, budget: int, runs: list[Result]) -> dict:
     l2 = torch.cat([result.l2.float().cpu() for result in runs])
     standard_error = float(l2.std() / math.sqrt(len(l2))) if len(l2) > 1 else 0.0

@@ -1,5 +1,7 @@
 """sp.compare: every engine on the same targets and budgets, with its arguments checked."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -37,3 +39,19 @@ def test_repeated_budgets_or_seeds_and_a_non_program_are_refused():
         sp.compare(prog, targets, engines=engines, budgets=[4], seeds=[0.5])
     with pytest.raises(TypeError, match="prog must be a spiral_ppl.programs.Program"):
         sp.compare(prog.renderer, targets, engines=engines, budgets=[4])
+
+
+def test_the_paired_difference_sees_a_consistent_gap_the_separate_errors_hide():
+    prog, targets = tiny()
+    table = sp.compare(prog, targets, engines={"importance": sp.inference.Importance()}, budgets=[4])
+    first, second = table.results[("importance", 4, 0)], table.results[("importance", 4, 0)]
+    # Targets of very different difficulty, and a second engine that is worse by 0.01 on each.
+    first = dataclasses.replace(first, l2=torch.tensor([0.10, 0.50, 0.90, 0.30]))
+    second = dataclasses.replace(second, l2=first.l2 + torch.tensor([0.011, 0.009, 0.010, 0.010]))
+    gap = sp.paired_difference(first, second)
+    assert gap["mean"] == pytest.approx(-0.010) and gap["first_lower"] == 1.0 and gap["targets"] == 4
+    assert gap["se"] == pytest.approx(float(torch.tensor([0.011, 0.009, 0.010, 0.010]).std() / 2), rel=1e-4)
+    separate = float(first.l2.std() / 2)  # 0.17: the gap would look like noise
+    assert gap["se"] < 0.01 * separate
+    with pytest.raises(ValueError, match="same targets"):
+        sp.paired_difference(first, dataclasses.replace(second, l2=second.l2[:3]))

@@ -9,6 +9,7 @@ from pyro import poutine
 
 import spiral_ppl as sp
 from spiral_ppl.inference.spiral import Critic, Policy, SpiralConfig, TrainingDiverged, rollout, wgan_gp_loss
+from spiral_ppl.inference.spiral.learner import denormals_flushed
 from spiral_ppl.inference.spiral.rewards import discounted_returns, new_stroke_starts, step_rewards
 from tests.test_programs import Rectangles
 
@@ -612,6 +613,85 @@ def test_imitation_of_ground_truth_programs_warm_starts_the_policy():
     with pytest.raises(ValueError, match="must lie in"):
         agent.imitate((images, dict(programs, flag=programs["flag"] + 5)), 1)
 
+
+
+def test_a_widened_agent_acts_exactly_as_before_and_then_trains_its_new_channels():
+    torch.manual_seed(0)
+    prog = stroke_program(grid_size=4, steps=2)
+    config = SpiralConfig.small(spatial_locations=True, location_readout=True)  # every layer the width reaches
+    narrow = sp.inference.Spiral(prog, reward="l2", config=config, device="cpu", greedy_first=True,
+                                 smc_intermediate="proposal", smc_tempering=0.01)
+    programs = {c.name: torch.randint(0, c.size, (64, 2)) for c in prog.action_space}
+    narrow.imitate((prog.render(programs), programs), 5, progress=False)  # weights beyond their initial ones
+    wide = narrow.widened(24)
+
+    assert wide.config.policy_channels == 24 and wide.policy.stem.out_channels == 24
+    assert sum(p.numel() for p in wide.policy.parameters()) > sum(p.numel() for p in narrow.policy.parameters())
+    assert (wide.learner.updates, wide.greedy_first, wide.smc_intermediate, wide.smc_tempering) == (5, True, "proposal", 0.01)
+    targets = one_stroke_targets(prog, 16, seed=1)
+    before, after = (agent.infer(prog, targets, sp.Budget(renders=8), seed=3) for agent in (narrow, wide))
+    for name in before.actions:
+        assert torch.equal(before.actions[name], after.actions[name])
+    hidden = narrow.policy.initial_hidden(16, torch.device("cpu"))
+    canvas = torch.rand_like(targets)
+    with torch.no_grad():
+        steps = [policy.step(canvas, targets, None, None, hidden, choose=lambda c, logits: logits.argmax(-1))
+                 for policy in (narrow.policy, wide.policy)]
+    torch.testing.assert_close(steps[1].log_prob, steps[0].log_prob, rtol=0, atol=1e-5)
+    torch.testing.assert_close(steps[1].value, steps[0].value, rtol=0, atol=1e-5)
+
+    new_features = wide.policy.fc.weight[:, 16 * 8 * 8:]  # what the flattened new channels feed the LSTM
+    assert torch.count_nonzero(new_features) == 0
+    wide.imitate((prog.render(programs), programs), 1, progress=False)
+    assert torch.count_nonzero(new_features) > 0  # they learn from the first update
+    assert float(torch.tensor([1e-38]) * 0.01) > 0  # training flushed denormals, then restored the default
+
+    with pytest.raises(ValueError, match="at least the current 16"):
+        narrow.widened(8)
+    with pytest.raises(ValueError, match="at least the current 16"):
+        narrow.widened(True)
+    other = Policy(prog.action_space, 1, 16, conditional=True, config=SpiralConfig.small(lstm_size=32,
+                   spatial_locations=True, location_readout=True))
+    with pytest.raises(ValueError, match="only policy_channels may differ"):
+        sp.inference.spiral.widen(narrow.policy, other)
+
+
+def test_layer_norm_into_the_lstm_makes_the_policy_blind_to_the_scale_of_its_features():
+    # A2C grew the shipped MNIST agent's fully connected outputs into the thousands, saturating
+    # its LSTM; with the norm, growing them changes nothing the LSTM sees.
+    prog = stroke_program(grid_size=4)
+    targets = one_stroke_targets(prog, 8, seed=2)
+    canvas = torch.zeros_like(targets)
+    for norm in (False, True):
+        torch.manual_seed(0)
+        policy = Policy(prog.action_space, 1, 16, conditional=True, config=SpiralConfig.small(lstm_input_norm=norm))
+        greedy = lambda component, logits: logits.argmax(-1)  # noqa: E731
+        with torch.no_grad():
+            before = policy.step(canvas, targets, None, None, policy.initial_hidden(8, torch.device("cpu")),
+                                 choose=greedy)
+            policy.fc.weight.mul_(1000)
+            policy.fc.bias.mul_(1000)
+            after = policy.step(canvas, targets, None, None, policy.initial_hidden(8, torch.device("cpu")),
+                                choose=greedy)
+        moved = float((after.hidden[0] - before.hidden[0]).abs().max())
+        if norm:
+            assert moved < 1e-3, moved  # up to the norm's epsilon
+            assert "fc_norm.weight" in policy.state_dict()
+        else:
+            assert moved > 0.1, moved
+            assert not any(key.startswith("fc_norm") for key in policy.state_dict())  # old checkpoints load
+
+
+@pytest.mark.parametrize("caller_flushes", [False, True])
+def test_training_flushes_denormals_and_restores_the_callers_setting(caller_flushes):
+    denormal = lambda: float(torch.tensor([1e-38]) * 0.01)  # noqa: E731 - 1e-40, a denormal float
+    torch.set_flush_denormal(caller_flushes)
+    try:
+        with denormals_flushed():
+            assert denormal() == 0.0
+        assert (denormal() == 0.0) is caller_flushes
+    finally:
+        torch.set_flush_denormal(False)
 
 
 def test_dagger_labels_the_policys_own_states_with_the_experts_actions():

@@ -14,7 +14,7 @@ from spiral_ppl.inference.spiral.critic import Critic, wgan_gp_loss
 from spiral_ppl.inference.spiral.distributed import RayBackend
 from spiral_ppl.inference.spiral.guide import SpiralGuide
 from spiral_ppl.inference.spiral.learner import Learner, SpiralConfig, TrainingDiverged
-from spiral_ppl.inference.spiral.policy import Policy
+from spiral_ppl.inference.spiral.policy import Policy, widen
 from spiral_ppl.inference.spiral.proposal import SpiralProposal
 from spiral_ppl.inference.spiral.replay import ReplayBuffer
 from spiral_ppl.inference.spiral.rollout import Episode, replay, rollout
@@ -22,5 +22,5 @@ from spiral_ppl.inference.spiral.vtrace import VTraceTargets, vtrace
 
 __all__ = [
     "Critic", "Episode", "Learner", "Policy", "RayBackend", "ReplayBuffer", "Spiral", "SpiralConfig", "SpiralGuide",
-    "SpiralProposal", "TrainingDiverged", "VTraceTargets", "replay", "rollout", "vtrace", "wgan_gp_loss",
+    "SpiralProposal", "TrainingDiverged", "VTraceTargets", "replay", "rollout", "vtrace", "wgan_gp_loss", "widen",
 ]

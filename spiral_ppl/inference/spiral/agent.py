@@ -43,9 +43,9 @@ from spiral_ppl.inference.smc import INTERMEDIATE_TARGETS, SMC, check_tempering,
 from spiral_ppl.inference.spiral.critic import Critic
 from spiral_ppl.inference.spiral.distributed import RayBackend
 from spiral_ppl.inference.spiral.guide import SpiralGuide
-from spiral_ppl.inference.spiral.learner import Expert, Learner, SpiralConfig
+from spiral_ppl.inference.spiral.learner import Expert, Learner, SpiralConfig, denormals_flushed
 from spiral_ppl.inference.spiral.logs import TrainingLog
-from spiral_ppl.inference.spiral.policy import Policy, check_temperature
+from spiral_ppl.inference.spiral.policy import Policy, check_temperature, widen
 from spiral_ppl.inference.spiral.proposal import SpiralProposal
 from spiral_ppl.inference.spiral.rollout import Episode, most_probable, rollout
 from spiral_ppl.inference.spiral.sources import ImageSource, hold_out
@@ -349,7 +349,8 @@ class Spiral(Engine):
         try:
             if distributed is not None:
                 distributed.start(self, source)
-            with tqdm(total=steps, desc=self.name, unit="update", disable=hide_progress(progress)) as bar:
+            with denormals_flushed(), tqdm(total=steps, desc=self.name, unit="update",
+                                           disable=hide_progress(progress)) as bar:
                 for _ in range(steps):
                     started = time.perf_counter()
                     if distributed is None:
@@ -390,6 +391,36 @@ class Spiral(Engine):
         scale, ...) between calls to :meth:`fit`, keeping the optimisers' state; saved with the agent."""
         self.learner.set_hyperparameters(**changes)
         self.config = self.learner.config
+
+    def widened(self, policy_channels: int) -> "Spiral":
+        """A copy of this agent whose policy has ``policy_channels`` image-feature channels and
+        acts exactly as this one does, to go on training with more capacity.
+
+        The new channels start with zero weight into the old units
+        (:func:`~spiral_ppl.inference.spiral.policy.widen`), so one pass, best-of-N and the
+        guided SMC give the same results until the copy is trained. The copy keeps the
+        critic, the decoding options, the update count and the training time; its optimisers
+        start afresh (their moments have the old shapes).
+
+        Example::
+
+            agent = Spiral.pretrained("mnist-recon-cpu").widened(32)
+            agent.imitate((digits, programs), 100)  # e.g. self-imitation, as the recipe does
+        """
+        if isinstance(policy_channels, bool) or not isinstance(policy_channels, int) \
+                or policy_channels < self.config.policy_channels:
+            raise ValueError(f"policy_channels must be an int of at least the current "
+                             f"{self.config.policy_channels}, got {policy_channels!r}")
+        config = SpiralConfig.from_dict({**self.config.to_dict(), "policy_channels": policy_channels})
+        wide = Spiral(self.prog, conditional=self.conditional, reward=self.reward, blind=self.blind,
+                      device=self.device, config=config, max_batch=self.max_batch, temperature=self.temperature,
+                      greedy_first=self.greedy_first, smc_intermediate=self.smc_intermediate,
+                      smc_tempering=self.smc_tempering)
+        widen(self.policy, wide.policy)
+        if self.critic is not None:
+            wide.critic.load_state_dict(self.critic.state_dict())
+        wide.learner.updates, wide.train_seconds = self.learner.updates, self.train_seconds
+        return wide
 
     def imitate(self, data: Any, steps: int, *, expert: Expert | None = None,
                 progress: bool | None = None) -> list[dict[str, float]]:
@@ -438,15 +469,17 @@ class Spiral(Engine):
         else:
             raise TypeError("data must be a Dataset of (image, actions) items or a pair (images, actions)")
         history = []
-        for _ in tqdm(range(steps), desc=f"{self.name} imitation", unit="update", disable=hide_progress(progress)):
-            started = time.perf_counter()
-            batch_images, batch_programs = batch(torch.randint(count, (self.config.batch_size,)))
-            validate_actions(self.prog.action_space, batch_programs, ndim=2)
-            targets = self.prog.check_images(batch_images.to(self.device), name="data images")
-            demonstrations = {name: value.to(self.device) for name, value in batch_programs.items()}
-            metrics = self.learner.imitate(targets, demonstrations, expert)
-            self.train_seconds += time.perf_counter() - started
-            history.append({"update": self.learner.updates, "seconds": self.train_seconds, **metrics})
+        with denormals_flushed():
+            for _ in tqdm(range(steps), desc=f"{self.name} imitation", unit="update",
+                          disable=hide_progress(progress)):
+                started = time.perf_counter()
+                batch_images, batch_programs = batch(torch.randint(count, (self.config.batch_size,)))
+                validate_actions(self.prog.action_space, batch_programs, ndim=2)
+                targets = self.prog.check_images(batch_images.to(self.device), name="data images")
+                demonstrations = {name: value.to(self.device) for name, value in batch_programs.items()}
+                metrics = self.learner.imitate(targets, demonstrations, expert)
+                self.train_seconds += time.perf_counter() - started
+                history.append({"update": self.learner.updates, "seconds": self.train_seconds, **metrics})
         return history
 
     def one_pass(self, targets: torch.Tensor) -> torch.Tensor:

@@ -126,6 +126,12 @@ class SpiralConfig:
     #: layer's features there, a fully convolutional head (off: the paper's decoder, which
     #: must carry where things are through the fully connected layer and the LSTM).
     spatial_locations: bool = False
+    #: layer-normalise the fully connected layer's output before the LSTM (off: the paper's
+    #: network), which makes the LSTM blind to that layer's scale. Without it, A2C grew the
+    #: shipped CPU MNIST agent's fully connected outputs to a mean magnitude of 238 (at most
+    #: 1,569) and saturated the LSTM: its state, and so its value, was the same for every
+    #: image (benchmarks/RESULTS.md, issue 8).
+    lstm_input_norm: bool = False
     # -- A2C
     policy_lr: float = 1e-4
     policy_betas: tuple[float, float] = (0.9, 0.999)
@@ -193,6 +199,27 @@ class SpiralConfig:
             raise ValueError(f"unknown SpiralConfig fields {unknown}; the checkpoint is from another version")
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
         return cls(**values)
+
+
+@contextlib.contextmanager
+def denormals_flushed():
+    """Compute with denormal floats flushed to zero on the CPU for the duration, then restore
+    the caller's setting.
+
+    Gradients through weights at or near zero (output layers initialised to zero, the new
+    channels of :meth:`Spiral.widened`) are tiny, and CPUs compute with denormal floats many
+    times slower than with normal ones: an imitation update of the shipped MNIST policy took
+    1.8x as long with them, and of that policy widened to 32 channels 3.8x
+    (``benchmarks/bench_spiral.py``). Flushing moves values by less than ``1.2e-38``.
+    torch has no getter for the setting, so it is probed: a product that would be denormal
+    comes out as zero when flushing is on.
+    """
+    was_on = float(torch.tensor([1e-38]) * 0.01) == 0.0
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(was_on)
 
 
 def _check_finite(name: str, value: torch.Tensor, step: int) -> None:
@@ -353,7 +380,7 @@ class Learner:
         learning rates of a member that copied another's weights.
         """
         shaped = {"policy_channels", "res_blocks", "lstm_size", "action_embedding", "location_channels",
-                  "noise_size", "critic_channels", "spectral_norm"}
+                  "noise_size", "critic_channels", "spectral_norm", "lstm_input_norm"}
         fixed = sorted(shaped & set(changes))
         if fixed:
             raise ValueError(f"{fixed} set the networks' shapes and cannot change during training; build a new agent")

@@ -197,6 +197,7 @@ class Policy(nn.Module):
         down += [ResBlock(width) for _ in range(config.res_blocks)] + [nn.ReLU(), nn.Flatten()]
         self.body = nn.Sequential(*down)
         self.fc = nn.Linear(width * size * size, hidden)
+        self.fc_norm = nn.LayerNorm(hidden) if config.lstm_input_norm else nn.Identity()
         self.lstm = nn.LSTMCell(hidden, hidden)
         self.value_head = nn.Linear(hidden, 1)
 
@@ -265,7 +266,7 @@ class Policy(nn.Module):
             bias = bias + self.noise_mlp(noise)
         features = features + bias[:, :, None, None]
 
-        h, cell = self.lstm(F.relu(self.fc(self.body(features))), hidden)
+        h, cell = self.lstm(F.relu(self.fc_norm(self.fc(self.body(features)))), hidden)
         value = self.value_head(h).squeeze(-1)
         z = h
 
@@ -292,3 +293,45 @@ class Policy(nn.Module):
                 looked_up = torch.einsum("bwc,bc->bw", pooled, where)
                 z = z + self.readout[component.name](looked_up)
         return StepOutput(action, log_prob, entropy, value.float(), (h, cell))
+
+
+def widen(narrow: Policy, wide: Policy) -> Policy:
+    r"""Load ``narrow``'s weights into ``wide``, a policy with more image-feature channels, so
+    that ``wide`` computes exactly the same action distributions and values; returns ``wide``.
+
+    A small policy that has stopped improving can so continue training with more capacity
+    instead of starting again (Net2Net, Chen, Goodfellow and Shlens, ICLR 2016). This is the
+    zero-initialised variant of their widening: every weight of ``narrow`` is copied into the
+    leading block of the matching weight of ``wide``; the new channels keep ``wide``'s random
+    initial weights into them, and every weight *out of* a new channel into an old unit is
+    set to zero. By induction over the layers the old units then see exactly what they saw
+    before, so the logits and the value are unchanged, while the new channels already compute
+    features. Those features reach the old units as soon as the first gradient step moves the
+    zeroed weights (their gradient, the old unit's error times the new channel's activation,
+    is not zero), and the weights into the new channels learn from then on.
+
+    Only ``policy_channels`` may differ between the two (the image features' width, which
+    the stem, the strided body, the ResBlocks, the action bias, the readout and the spatial
+    heads share); every other size must match. Flattened ``(channels, 8, 8)`` features keep
+    their channel-major order, so the old ones are the leading block of the new ones too.
+    """
+    narrow_width, wide_width = narrow.stem.out_channels, wide.stem.out_channels
+    if wide_width < narrow_width:
+        raise ValueError(f"widen goes from fewer to more channels, got {narrow_width} -> {wide_width}")
+    narrow_state, wide_state = narrow.state_dict(), wide.state_dict()
+    if narrow_state.keys() != wide_state.keys():
+        differ = sorted(narrow_state.keys() ^ wide_state.keys())
+        raise ValueError(f"the two policies differ in more than their width (layers only in one: {differ[:5]})")
+    widened = {}
+    for name, old in narrow_state.items():
+        new = wide_state[name].clone()
+        grown = [axis for axis in range(old.ndim) if new.shape[axis] != old.shape[axis]]
+        if old.ndim != new.ndim or any(new.shape[axis] < old.shape[axis] for axis in grown):
+            raise ValueError(f"{name}: {tuple(old.shape)} cannot grow into {tuple(new.shape)}; only "
+                             "policy_channels may differ between the two policies")
+        new[tuple(slice(0, size) for size in old.shape)] = old
+        if old.ndim >= 2 and 1 in grown:  # weights (out, in, ...): new inputs reach no old output
+            new[: old.shape[0], old.shape[1]:] = 0
+        widened[name] = new
+    wide.load_state_dict(widened)
+    return wide
