@@ -12,9 +12,16 @@ Every ``EVAL_MINUTES`` (default 3) the agent draws one pass, sampled at temperat
 greedy, on 256 test digits from index 5,000 (never the head-to-head's first 100). The best
 is kept as ``OUT/mnist-recon-cpu.pt`` (greedy first pass if greedy was the lower), the last
 with its training state as ``OUT/last.pt`` (``START=OUT/last.pt`` continues it, at
-``POLICY_LR`` and ``ENTROPY_COST`` when given, and with ``POLICY_CHANNELS`` more than it
-has, :meth:`Spiral.widened`), the curve
-in ``OUT/points.json`` and ``OUT/spiral_mnist_cpu_curve.png``.
+``POLICY_LR`` and ``ENTROPY_COST`` when given), the curve in ``OUT/points.json`` and
+``OUT/spiral_mnist_cpu_curve.png``.
+
+A continued agent can also be grown (benchmarks/RESULTS.md, issue 8, session "sixth"):
+``POLICY_CHANNELS`` above its own widens the policy (:meth:`Spiral.widened`, acting the same
+until trained); ``SPATIAL_HEAD_BLOCKS`` adds residual blocks to the spatial location heads
+(each starting as the identity); ``LSTM_INPUT_NORM=1`` inserts the layer norm before the
+LSTM (``SpiralConfig.lstm_input_norm``), and ``RESET_LSTM=1`` re-initialises the LSTM and the
+value head (a saturated LSTM has no gradient to leave saturation by); these two change what
+the policy does until it is retrained.
 
 ``SLEEP_MINUTES`` > 0 first teaches the policy to invert the brush on synthetic pen strokes
 (behaviour cloning of programs drawn from :func:`pen_programs`, rendered by the program's own
@@ -29,6 +36,8 @@ digits, reconstructs each by the best of ``SELF_PASSES`` passes (the greedy one 
 ones), and runs ``SELF_UPDATES`` behaviour-cloning updates towards those best programs. One
 pass is thereby taught what the best of many passes finds; this is the cross-entropy method
 with an amortized policy, and it needs no reward model beyond the l2 the passes are ranked by.
+``TEACHER=agent.pt`` takes the labels from that fixed agent's passes instead of the learner's
+own (distillation, for a grown agent that starts out worse than the agent it was grown from).
 The curve's training time counts the updates only, not these search passes (about as long
 again with the defaults). The shipped agent's chain of runs is in its model card.
 
@@ -78,14 +87,18 @@ if "START" in os.environ:
     agent = sp.inference.Spiral.load(os.environ["START"], device="cpu")
     if "POLICY_CHANNELS" in os.environ:  # go on with a wider policy that starts out acting the same
         agent = agent.widened(int(os.environ["POLICY_CHANNELS"]))
+    grown = {}  # layers added to a trained network; every other weight is kept
     if os.environ.get("LSTM_INPUT_NORM") == "1" and not agent.config.lstm_input_norm:
-        # Layer norm into a trained network: everything else is kept, the LSTM's input changes.
-        normed = sp.inference.Spiral(prog, reward="l2", device="cpu", greedy_first=agent.greedy_first,
-                                     config=dataclasses.replace(agent.config, lstm_input_norm=True))
-        missing, unexpected = normed.policy.load_state_dict(agent.policy.state_dict(), strict=False)
-        assert not unexpected and all(key.startswith("fc_norm.") for key in missing), (missing, unexpected)
-        normed.learner.updates, normed.train_seconds = agent.learner.updates, agent.train_seconds
-        agent = normed
+        grown["lstm_input_norm"] = True  # the LSTM's input changes
+    if int(os.environ.get("SPATIAL_HEAD_BLOCKS", "0")) > agent.config.spatial_head_blocks:
+        grown["spatial_head_blocks"] = int(os.environ["SPATIAL_HEAD_BLOCKS"])  # identity blocks: no change
+    if grown:
+        bigger = sp.inference.Spiral(prog, reward="l2", device="cpu", greedy_first=agent.greedy_first,
+                                     config=dataclasses.replace(agent.config, **grown))
+        missing, unexpected = bigger.policy.load_state_dict(agent.policy.state_dict(), strict=False)
+        assert not unexpected and all(key.startswith(("fc_norm.", "spatial_heads.")) for key in missing)
+        bigger.learner.updates, bigger.train_seconds = agent.learner.updates, agent.train_seconds
+        agent = bigger
     if os.environ.get("RESET_LSTM") == "1":  # a saturated LSTM has no gradient to leave saturation by
         agent.policy.lstm.reset_parameters()
         agent.policy.value_head.reset_parameters()

@@ -461,6 +461,28 @@ def test_spatial_location_heads_start_as_the_papers_decoder_and_read_locally():
         torch.testing.assert_close(moved_far, original)
 
 
+def test_extra_spatial_head_blocks_start_as_the_identity_and_then_learn():
+    prog = stroke_program(grid_size=8)
+    torch.manual_seed(0)
+    shallow = Policy(prog.action_space, 1, 16, conditional=True, config=SpiralConfig.small(spatial_locations=True))
+    deep = Policy(prog.action_space, 1, 16, conditional=True,
+                  config=SpiralConfig.small(spatial_locations=True, spatial_head_blocks=2))
+    for head in shallow.spatial_heads.values():
+        head.out.weight.data.normal_()  # a head that has learned something, so the blocks' output matters
+    missing, unexpected = deep.load_state_dict(shallow.state_dict(), strict=False)
+    assert not unexpected and missing and all(".convolve.4." in key or ".convolve.5." in key for key in missing)
+    hidden = shallow.initial_hidden(4, torch.device("cpu"))
+    canvas, targets = torch.rand(2, 4, 1, 16, 16)
+    greedy = lambda component, logits: logits.argmax(-1)  # noqa: E731
+    steps = [policy.step(canvas, targets, None, None, hidden, choose=greedy) for policy in (shallow, deep)]
+    torch.testing.assert_close(steps[1].log_prob, steps[0].log_prob)
+    steps[1].log_prob.sum().backward()
+    block = deep.spatial_heads["end_point"].convolve[4]
+    assert block.second.weight.grad.abs().sum() > 0  # the zero layer has a gradient: the block can learn
+    with pytest.raises(ValueError, match="spatial_head_blocks must be a non-negative int"):
+        SpiralConfig.small(spatial_head_blocks=-1)
+
+
 def test_unknown_pretrained_agents_are_named():
     with pytest.raises(ValueError, match=r"available: \[.*'mnist-recon-cpu'"):
         sp.inference.Spiral.pretrained("mnist-recon-h100")

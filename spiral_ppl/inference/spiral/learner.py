@@ -126,6 +126,8 @@ class SpiralConfig:
     #: layer's features there, a fully convolutional head (off: the paper's decoder, which
     #: must carry where things are through the fully connected layer and the LSTM).
     spatial_locations: bool = False
+    #: extra residual blocks in each spatial location head, each starting as the identity
+    spatial_head_blocks: int = 0
     #: layer-normalise the fully connected layer's output before the LSTM (off: the paper's
     #: network), which makes the LSTM blind to that layer's scale. Without it, A2C grew the
     #: shipped CPU MNIST agent's fully connected outputs to a mean magnitude of 238 (at most
@@ -163,7 +165,7 @@ class SpiralConfig:
             # A switch given as 1 or "false" (a config file, a --set override) would silently count as true.
             if field.type in (bool, "bool") and not isinstance(getattr(self, field.name), bool):
                 raise ValueError(f"SpiralConfig.{field.name} must be true or false, got {getattr(self, field.name)!r}")
-        for name in ("res_blocks", "noise_size"):
+        for name in ("res_blocks", "noise_size", "spatial_head_blocks"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"SpiralConfig.{name} must be a non-negative int, got {value!r}")
@@ -380,7 +382,7 @@ class Learner:
         learning rates of a member that copied another's weights.
         """
         shaped = {"policy_channels", "res_blocks", "lstm_size", "action_embedding", "location_channels",
-                  "noise_size", "critic_channels", "spectral_norm", "lstm_input_norm"}
+                  "noise_size", "critic_channels", "spectral_norm", "lstm_input_norm", "spatial_head_blocks"}
         fixed = sorted(shaped & set(changes))
         if fixed:
             raise ValueError(f"{fixed} set the networks' shapes and cannot change during training; build a new agent")

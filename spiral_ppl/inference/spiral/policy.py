@@ -147,12 +147,20 @@ class LocationHead(nn.Module):
 class SpatialLocationHead(nn.Module):
     """Per-cell location logits from the pooled image features and the decoder's state."""
 
-    def __init__(self, width: int, hidden: int) -> None:
+    def __init__(self, width: int, hidden: int, blocks: int = 0) -> None:
         super().__init__()
         self.query = nn.Linear(hidden, width)
-        self.convolve = nn.Sequential(
+        layers: list[nn.Module] = [
             nn.Conv2d(width, width, 3, padding=1), nn.ReLU(), nn.Conv2d(width, width, 3, padding=1), nn.ReLU()
-        )
+        ]
+        for _ in range(blocks):
+            block = ResBlock(width)
+            # Each extra block starts as the identity, so a head with more blocks computes what
+            # the head without them did (a trained agent can be deepened and trained on).
+            nn.init.zeros_(block.second.weight)
+            nn.init.zeros_(block.second.bias)
+            layers.append(block)
+        self.convolve = nn.Sequential(*layers)
         self.out = nn.Conv2d(width, 1, 1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
@@ -214,7 +222,8 @@ class Policy(nn.Module):
         # Softmax logits of 5 on the diagonal put 37% of the weight of a 16x16 grid on the same cell.
         self.readout_where = nn.ParameterDict({c.name: nn.Parameter(5.0 * torch.eye(c.size)) for c in located})
         spatial = [c for c in self.action_space if c.kind == "location"] if config.spatial_locations else []
-        self.spatial_heads = nn.ModuleDict({c.name: SpatialLocationHead(width, hidden) for c in spatial})
+        self.spatial_heads = nn.ModuleDict({c.name: SpatialLocationHead(width, hidden, config.spatial_head_blocks)
+                                            for c in spatial})
 
     def initial_hidden(self, batch: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         zeros = torch.zeros(batch, self.lstm.hidden_size, device=device)
