@@ -44,7 +44,6 @@ def test_spiral_agent_steps_per_second(benchmark, device, batch, reward):
     benchmark.extra_info["agent_steps_per_second"] = batch * prog.steps / benchmark.stats.stats.mean
 
 
-
 @pytest.mark.parametrize("channels", [16, 32], ids=["shipped-16", "widened-32"])
 @pytest.mark.parametrize("flush_denormal", [False, True], ids=["denormals-kept", "denormals-flushed"])
 @pytest.mark.parametrize("kind", ["imitation", "a2c"])

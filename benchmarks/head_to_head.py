@@ -1,7 +1,7 @@
 """The head-to-head measurement of issue 8: held-out targets, every engine, the same budgets.
 
-``python benchmarks/head_to_head.py mnist OUT [TARGETS] [PASSES] [SEARCH_RENDERS] [SEARCH_ENGINES]`` inverts
-MNIST test digits with the program of the shipped ``mnist-recon-cpu`` agent; ``scenes``
+``python benchmarks/head_to_head.py mnist OUT [TARGETS] [PASSES] [SEARCH_RENDERS] [SEARCH_ENGINES]``
+inverts MNIST test digits with the program of the shipped ``mnist-recon-cpu`` agent; ``scenes``
 inverts held-out MUJOCO SCENES (a seed the agent never trained on) with
 ``scenes-recon-cpu``'s program. Every engine gets budgets of ``PASSES`` (comma-separated,
 default 1,10,100) passes' worth of renders (``steps`` renders a pass). Writes the report,

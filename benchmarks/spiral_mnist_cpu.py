@@ -198,9 +198,9 @@ def upper_end_first(programs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
     return result
 
 
-def best_of_own_passes() -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Training digits and the best program of ``self_passes`` passes on each: the labels of
-    one round of self-imitation."""
+def best_of_passes() -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Training digits and the best program of ``self_passes`` passes (the agent's own, or
+    the teacher's) on each: the labels of one round of self-imitation."""
     seed = agent.learner.updates  # a new draw every round, also when a run is continued
     generator = torch.Generator().manual_seed(seed)
     digits = train.images(torch.randint(len(train), (self_digits,), generator=generator).tolist())
@@ -242,7 +242,7 @@ for phase, phase_minutes in (("sleep", sleep_minutes), ("A2C", minutes), ("self-
                 programs = pen_programs(25 * agent.config.batch_size)
                 agent.imitate((prog.render(programs), programs), 25, progress=False)
             elif phase == "self-imitation":
-                agent.imitate(best_of_own_passes(), self_updates, progress=False)
+                agent.imitate(best_of_passes(), self_updates, progress=False)
                 self_rounds += 1
             else:
                 agent.fit(train, 10, progress=False)
