@@ -53,6 +53,8 @@ print(f"wrote {report}")
 if len(sys.argv) > 5:
     search_budget = int(sys.argv[5])
     searches = sys.argv[6].split(",") if len(sys.argv) > 6 else ["smc", "mcmc"]
+    if not set(searches) <= set(engines):
+        raise SystemExit(f"SEARCH_ENGINES must name engines among {sorted(engines)}, got {searches}")
     search = sp.compare(prog, targets, engines={name: engines[name] for name in searches}, budgets=[search_budget])
     search.to_csv(out / f"search_{search_budget}.csv")
     lines = [search.to_markdown()]

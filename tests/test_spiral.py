@@ -676,6 +676,11 @@ def test_a_widened_agent_acts_exactly_as_before_and_then_trains_its_new_channels
                    spatial_locations=True, location_readout=True))
     with pytest.raises(ValueError, match="only policy_channels may differ"):
         sp.inference.spiral.widen(narrow.policy, other)
+    for grown in (dict(lstm_size=128), dict(location_channels=16)):  # sizes that grow along with the width
+        larger = Policy(prog.action_space, 1, 16, conditional=True, config=SpiralConfig.small(
+            policy_channels=32, spatial_locations=True, location_readout=True, **grown))
+        with pytest.raises(ValueError, match="only policy_channels may differ"):
+            sp.inference.spiral.widen(narrow.policy, larger)
 
 
 def test_layer_norm_into_the_lstm_makes_the_policy_blind_to_the_scale_of_its_features():

@@ -25,6 +25,7 @@ Gulrajani et al. 2017 (WGAN-GP).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from importlib import resources
@@ -411,7 +412,7 @@ class Spiral(Engine):
                 or policy_channels < self.config.policy_channels:
             raise ValueError(f"policy_channels must be an int of at least the current "
                              f"{self.config.policy_channels}, got {policy_channels!r}")
-        config = SpiralConfig.from_dict({**self.config.to_dict(), "policy_channels": policy_channels})
+        config = dataclasses.replace(self.config, policy_channels=policy_channels)
         wide = Spiral(self.prog, conditional=self.conditional, reward=self.reward, blind=self.blind,
                       device=self.device, config=config, max_batch=self.max_batch, temperature=self.temperature,
                       greedy_first=self.greedy_first, smc_intermediate=self.smc_intermediate,

@@ -68,7 +68,7 @@ Example::
 from __future__ import annotations
 
 import math
-from typing import Callable, Mapping, NamedTuple
+from typing import Any, Callable, Mapping, NamedTuple
 
 import torch
 from torch import nn
@@ -331,11 +331,18 @@ def widen(narrow: Policy, wide: Policy) -> Policy:
     if narrow_state.keys() != wide_state.keys():
         differ = sorted(narrow_state.keys() ^ wide_state.keys())
         raise ValueError(f"the two policies differ in more than their width (layers only in one: {differ[:5]})")
+    # Sizes that are not multiples of the width could grow by the same factor by coincidence
+    # (an LSTM of 16 next to 16 channels), and the copy below would then scramble them.
+    if _sizes_besides_width(narrow) != _sizes_besides_width(wide):
+        raise ValueError(f"only policy_channels may differ between the two policies; the LSTM, location heads "
+                         f"or embeddings differ too: {_sizes_besides_width(narrow)} and {_sizes_besides_width(wide)}")
     widened = {}
     for name, old in narrow_state.items():
         new = wide_state[name].clone()
         grown = [axis for axis in range(old.ndim) if new.shape[axis] != old.shape[axis]]
-        if old.ndim != new.ndim or any(new.shape[axis] < old.shape[axis] for axis in grown):
+        # Every grown axis is the width, or the width times the flattened 8x8 grid.
+        if old.ndim != new.ndim or any(old.shape[axis] * wide_width != new.shape[axis] * narrow_width
+                                       for axis in grown):
             raise ValueError(f"{name}: {tuple(old.shape)} cannot grow into {tuple(new.shape)}; only "
                              "policy_channels may differ between the two policies")
         new[tuple(slice(0, size) for size in old.shape)] = old
@@ -344,3 +351,13 @@ def widen(narrow: Policy, wide: Policy) -> Policy:
         widened[name] = new
     wide.load_state_dict(widened)
     return wide
+
+
+def _sizes_besides_width(policy: Policy) -> dict[str, Any]:
+    """The layer sizes that :func:`widen` must find equal in both policies."""
+    return {
+        "lstm": policy.lstm.hidden_size,
+        "noise": policy.noise_size,
+        "location_channels": [head.channels for head in policy.heads if isinstance(head, LocationHead)],
+        "embeddings": [embedding.embedding_dim for embedding in policy.previous_action],
+    }
