@@ -21,7 +21,9 @@ until trained); ``SPATIAL_HEAD_BLOCKS`` adds residual blocks to the spatial loca
 (each starting as the identity); ``LSTM_INPUT_NORM=1`` inserts the layer norm before the
 LSTM (``SpiralConfig.lstm_input_norm``), and ``RESET_LSTM=1`` re-initialises the LSTM and the
 value head (a saturated LSTM has no gradient to leave saturation by); these two change what
-the policy does until it is retrained.
+the policy does until it is retrained. ``STEPS`` (default 6) sets the program's strokes; a
+continued agent with another count is re-targeted to it (the policy steps an LSTM, so it runs
+for any number of strokes, though it overdraws at first).
 
 ``SLEEP_MINUTES`` > 0 first teaches the policy to invert the brush on synthetic pen strokes
 (behaviour cloning of programs drawn from :func:`pen_programs`, rendered by the program's own
@@ -36,7 +38,9 @@ digits, reconstructs each by the best of ``SELF_PASSES`` passes (the greedy one 
 ones), and runs ``SELF_UPDATES`` behaviour-cloning updates towards those best programs. One
 pass is thereby taught what the best of many passes finds; this is the cross-entropy method
 with an amortized policy, and it needs no reward model beyond the l2 the passes are ranked by.
-``TEACHER=agent.pt`` takes the labels from that fixed agent's passes instead of the learner's
+``ROLL_IN=1`` labels the states the greedy pass reaches instead: each candidate pass follows
+the greedy one for a random number of steps before sampling (measured not to help; RESULTS,
+issue 8, session "seventh"). ``TEACHER=agent.pt`` takes the labels from that fixed agent's passes instead of the learner's
 own (distillation, for a grown agent that starts out worse than the agent it was grown from).
 The curve's training time counts the updates only, not these search passes (about as long
 again with the defaults). The shipped agent's chain of runs is in its model card.
@@ -55,6 +59,9 @@ from pathlib import Path
 import torch
 
 import spiral_ppl as sp
+from spiral_ppl.inference.spiral.policy import sample_categorical
+from spiral_ppl.inference.spiral.rollout import rollout
+from spiral_ppl.programs.base import mean_squared_error
 from spiral_ppl.plots import reconstruction_grid, training_curve
 
 out = Path(sys.argv[1])
@@ -66,6 +73,9 @@ self_passes, self_digits, self_updates = (int(os.environ.get(name, default)) for
 if min(self_passes, self_digits, self_updates) < 1:  # 0 passes or digits would fail deep in a round
     raise SystemExit(f"SELF_PASSES, SELF_DIGITS and SELF_UPDATES must be positive, got {self_passes}, "
                      f"{self_digits} and {self_updates}")
+roll_in = os.environ.get("ROLL_IN") == "1"
+if roll_in and "TEACHER" in os.environ:
+    raise SystemExit("ROLL_IN=1 rolls in with the learner's own greedy pass; it takes no TEACHER")
 eval_minutes = float(os.environ.get("EVAL_MINUTES", "3"))
 out.mkdir(parents=True, exist_ok=True)
 torch.manual_seed(0)
@@ -74,7 +84,8 @@ torch.set_num_threads(int(os.environ.get("THREADS", "1")))  # a shared 2-core ma
 root = Path(os.environ.get("SPIRAL_PPL_DATA", "../shared/data")) / "mnist"
 train = sp.data.MNIST(root, split="train")
 held_out = sp.data.MNIST(root, split="test").images(range(5000, 5256))
-prog = sp.programs.PaintProgram(sp.renderers.Brush(canvas_size=64, grid_size=16), steps=6)
+prog = sp.programs.PaintProgram(sp.renderers.Brush(canvas_size=64, grid_size=16),
+                                steps=int(os.environ.get("STEPS", "6")))
 paper_decoder = os.environ.get("PAPER_DECODER", "0") == "1"
 config = sp.inference.SpiralConfig(
     batch_size=32, policy_channels=int(os.environ.get("POLICY_CHANNELS", "16")), res_blocks=2, lstm_size=128,
@@ -85,6 +96,13 @@ if "START" in os.environ:
     if "PAPER_DECODER" in os.environ:  # a saved agent keeps its own decoder
         raise SystemExit("PAPER_DECODER shapes a new agent and cannot change the one START continues; unset it")
     agent = sp.inference.Spiral.load(os.environ["START"], device="cpu")
+    if agent.prog.steps != prog.steps:  # the policy steps an LSTM, so it runs for any number of strokes
+        retargeted = sp.inference.Spiral(prog, reward="l2", device="cpu", greedy_first=agent.greedy_first,
+                                         config=agent.config)
+        retargeted.policy.load_state_dict(agent.policy.state_dict())
+        retargeted.learner.updates, retargeted.train_seconds = agent.learner.updates, agent.train_seconds
+        retargeted.smc_intermediate, retargeted.smc_tempering = agent.smc_intermediate, agent.smc_tempering
+        agent = retargeted
     if "POLICY_CHANNELS" in os.environ:  # go on with a wider policy that starts out acting the same
         agent = agent.widened(int(os.environ["POLICY_CHANNELS"]))
     grown = {}  # layers added to a trained network; every other weight is kept
@@ -198,12 +216,40 @@ def upper_end_first(programs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
     return result
 
 
+def greedy_until(switch: torch.Tensor):
+    """A chooser that decodes row ``i`` greedily before step ``switch[i]`` and samples from then on."""
+    def choose(t: int, component, logits: torch.Tensor) -> torch.Tensor:
+        return torch.where(t < switch, logits.argmax(-1), sample_categorical(component, logits))
+    return choose
+
+
+def rolled_in_best(digits: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """The best of ``self_passes`` passes that follow the greedy pass for a random number of
+    steps (0 to T-1, one per digit) and sample the rest; the greedy pass is a candidate too.
+
+    Behaviour cloning of whole sampled passes teaches the policy from the states sampled
+    passes reach; at test time the greedy pass reaches others. Rolling in greedily (DAgger's
+    roll-in with the learner, Ross, Gordon and Bagnell 2011) labels the states one pass
+    actually visits with what search finds from there."""
+    count, steps = digits.shape[0], prog.steps
+    switch = torch.randint(steps, (count,), generator=generator).repeat(self_passes)
+    switch[:count] = steps  # the first copy of every digit is the greedy pass
+    with torch.no_grad():
+        episode = rollout(agent.policy, prog, count * self_passes, digits.repeat(self_passes, 1, 1, 1),
+                          choose=greedy_until(switch))
+    l2 = mean_squared_error(episode.final.float(), digits.repeat(self_passes, 1, 1, 1)).view(self_passes, count)
+    best = l2.argmin(0) * count + torch.arange(count)
+    return {name: value[best] for name, value in episode.actions.items()}
+
+
 def best_of_passes() -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Training digits and the best program of ``self_passes`` passes (the agent's own, or
     the teacher's) on each: the labels of one round of self-imitation."""
     seed = agent.learner.updates  # a new draw every round, also when a run is continued
     generator = torch.Generator().manual_seed(seed)
     digits = train.images(torch.randint(len(train), (self_digits,), generator=generator).tolist())
+    if roll_in:
+        return digits, rolled_in_best(digits, generator)
     expert = agent if teacher is None else teacher
     expert.temperature, expert.greedy_first = 1.0, True  # the greedy pass is a candidate too
     search = expert.infer(prog, digits, sp.Budget(renders=self_passes * prog.steps), seed=seed)
@@ -269,7 +315,7 @@ summary = {
 (out / "summary.json").write_text(json.dumps(summary, indent=1))
 training_curve([point[:3] for point in points], out / "spiral_mnist_cpu_curve.png",
                baselines={"blank canvas": one_pass["blank_l2"]},
-               title="Conditional SPIRAL on MNIST, 64x64, 6 strokes, CPU",
+               title=f"Conditional SPIRAL on MNIST, 64x64, {prog.steps} strokes, CPU",
                xlabel="training time (minutes, 1 CPU thread)", ylabel="held-out l2, one pass (256 test digits)")
 reconstruction_grid(test[:10], {"one pass": agent.one_pass(test[:10]), "best of 10": best_of_10.images[:10]},
                     out / "spiral_mnist_cpu_samples.png")

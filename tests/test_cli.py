@@ -169,9 +169,9 @@ def test_spiral_engines_need_an_agent(capsys):
 
 def test_compare_with_the_pretrained_agent_on_real_digits(tmp_path, data_root, monkeypatch):
     monkeypatch.setenv("SPIRAL_PPL_DATA", str(data_root))
-    arguments = ["compare", "mnist-recon", "--agent", "mnist-recon-cpu", "--targets", "2", "--budgets", "6", "24",
+    arguments = ["compare", "mnist-recon", "--agent", "mnist-recon-cpu", "--targets", "2", "--budgets", "10", "30",
                  "--engines", "spiral", "spiral-smc", "spiral-is", "smc", "--out", str(tmp_path)]
     assert cli.main(arguments) == 0
     report = (tmp_path / "report.md").read_text()
     for engine in ("spiral", "spiral-smc", "spiral-is", "smc"):
-        assert f"| {engine} | 24 |" in report
+        assert f"| {engine} | 30 |" in report
