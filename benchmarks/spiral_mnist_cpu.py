@@ -22,8 +22,8 @@ until trained); ``SPATIAL_HEAD_BLOCKS`` adds residual blocks to the spatial loca
 LSTM (``SpiralConfig.lstm_input_norm``), and ``RESET_LSTM=1`` re-initialises the LSTM and the
 value head (a saturated LSTM has no gradient to leave saturation by); these two change what
 the policy does until it is retrained. ``STEPS`` (default 6) sets the program's strokes; a
-continued agent with another count is re-targeted to it (the policy steps an LSTM, so it runs
-for any number of strokes, though it overdraws at first).
+continued agent with another count is re-targeted to it (:meth:`Spiral.retargeted`: the
+policy runs for any number of strokes, though it overdraws at first).
 
 ``SLEEP_MINUTES`` > 0 first teaches the policy to invert the brush on synthetic pen strokes
 (behaviour cloning of programs drawn from :func:`pen_programs`, rendered by the program's own
@@ -96,13 +96,8 @@ if "START" in os.environ:
     if "PAPER_DECODER" in os.environ:  # a saved agent keeps its own decoder
         raise SystemExit("PAPER_DECODER shapes a new agent and cannot change the one START continues; unset it")
     agent = sp.inference.Spiral.load(os.environ["START"], device="cpu")
-    if agent.prog.steps != prog.steps:  # the policy steps an LSTM, so it runs for any number of strokes
-        retargeted = sp.inference.Spiral(prog, reward="l2", device="cpu", greedy_first=agent.greedy_first,
-                                         config=agent.config)
-        retargeted.policy.load_state_dict(agent.policy.state_dict())
-        retargeted.learner.updates, retargeted.train_seconds = agent.learner.updates, agent.train_seconds
-        retargeted.smc_intermediate, retargeted.smc_tempering = agent.smc_intermediate, agent.smc_tempering
-        agent = retargeted
+    if agent.prog.steps != prog.steps:
+        agent = agent.retargeted(prog)
     if "POLICY_CHANNELS" in os.environ:  # go on with a wider policy that starts out acting the same
         agent = agent.widened(int(os.environ["POLICY_CHANNELS"]))
     grown = {}  # layers added to a trained network; every other weight is kept

@@ -684,6 +684,37 @@ def test_a_widened_agent_acts_exactly_as_before_and_then_trains_its_new_channels
             sp.inference.spiral.widen(narrow.policy, larger)
 
 
+def test_a_retargeted_agent_takes_the_same_first_steps_and_then_goes_on():
+    torch.manual_seed(0)
+    short = stroke_program(grid_size=4, steps=2)
+    agent = sp.inference.Spiral(short, reward="l2", config=SpiralConfig.small(), device="cpu", greedy_first=True,
+                                smc_intermediate="proposal", smc_tempering=0.01)
+    programs = {c.name: torch.randint(0, c.size, (64, 2)) for c in short.action_space}
+    agent.imitate((short.render(programs), programs), 3, progress=False)
+    longer_prog = stroke_program(grid_size=4, steps=5)
+    longer = agent.retargeted(longer_prog)
+
+    assert longer.prog is longer_prog and longer.prog.steps == 5
+    assert (longer.learner.updates, longer.greedy_first, longer.smc_intermediate, longer.smc_tempering) == \
+        (3, True, "proposal", 0.01)
+    targets = one_stroke_targets(short, 16, seed=1)
+    first = agent.infer(short, targets, sp.Budget(renders=2), seed=0)  # greedy: no randomness
+    more = longer.infer(longer_prog, targets, sp.Budget(renders=5), seed=0)
+    assert more.renders.tolist() == [5] * 16
+    for name in first.actions:
+        assert torch.equal(more.actions[name][:, :2], first.actions[name])
+    with pytest.raises(ValueError, match="was built for"):  # the original keeps its own program
+        agent.infer(longer_prog, targets, sp.Budget(renders=5))
+
+    with pytest.raises(ValueError, match=r"number of steps only.*\['action_space'\]"):
+        agent.retargeted(stroke_program(grid_size=8, steps=5))
+    with pytest.raises(TypeError, match="must be a spiral_ppl.programs.Program"):
+        agent.retargeted("steps=5")
+    agent.smc_tempering = (0.1, 1.0)  # one exponent per step cannot serve five steps
+    with pytest.raises(ValueError, match="one exponent per step of its 2 steps"):
+        agent.retargeted(longer_prog)
+
+
 def test_layer_norm_into_the_lstm_makes_the_policy_blind_to_the_scale_of_its_features():
     # A2C grew the shipped MNIST agent's fully connected outputs into the thousands, saturating
     # its LSTM; with the norm, growing them changes nothing the LSTM sees.

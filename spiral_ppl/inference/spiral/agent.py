@@ -412,16 +412,50 @@ class Spiral(Engine):
                 or policy_channels < self.config.policy_channels:
             raise ValueError(f"policy_channels must be an int of at least the current "
                              f"{self.config.policy_channels}, got {policy_channels!r}")
-        config = dataclasses.replace(self.config, policy_channels=policy_channels)
-        wide = Spiral(self.prog, conditional=self.conditional, reward=self.reward, blind=self.blind,
-                      device=self.device, config=config, max_batch=self.max_batch, temperature=self.temperature,
-                      greedy_first=self.greedy_first, smc_intermediate=self.smc_intermediate,
-                      smc_tempering=self.smc_tempering)
+        wide = self._sibling(self.prog, dataclasses.replace(self.config, policy_channels=policy_channels))
         widen(self.policy, wide.policy)
-        if self.critic is not None:
-            wide.critic.load_state_dict(self.critic.state_dict())
-        wide.learner.updates, wide.train_seconds = self.learner.updates, self.train_seconds
         return wide
+
+    def retargeted(self, prog: Program) -> "Spiral":
+        """A copy of this agent for ``prog``, a program with the same actions and images but
+        another number of steps, such as more strokes.
+
+        The policy steps an LSTM, so its weights serve any number of steps unchanged: the
+        copy's first steps are this agent's. Whether the rest helps depends on training; the
+        shipped MNIST agent, trained on 6 strokes, overdrew with 10 until self-imitation
+        taught it to use them (its model card). The copy keeps the critic, the decoding
+        options, the update count and the training time; its optimisers start afresh.
+
+        Example::
+
+            agent = Spiral.pretrained("mnist-recon-cpu")
+            longer = agent.retargeted(sp.programs.PaintProgram(agent.prog.renderer, steps=20))
+        """
+        if not isinstance(prog, Program):
+            raise TypeError(f"prog must be a spiral_ppl.programs.Program, got {type(prog).__name__}")
+        mine, theirs = describe_program(self.prog), describe_program(prog)
+        differ = [key for key in ("action_space", "channels", "image_size") if mine[key] != theirs[key]]
+        if differ:
+            raise ValueError(f"retargeted changes the number of steps only; {prog!r} differs from this agent's "
+                             f"{self.prog!r} in {differ}: train (or load) an agent for that program")
+        if isinstance(self.smc_tempering, tuple) and prog.steps != self.prog.steps:
+            raise ValueError(f"this agent's smc_tempering has one exponent per step of its {self.prog.steps} "
+                             f"steps; set agent.smc_tempering to a float (or None) before retargeting to "
+                             f"{prog.steps} steps")
+        copy = self._sibling(prog, self.config)
+        copy.policy.load_state_dict(self.policy.state_dict())
+        return copy
+
+    def _sibling(self, prog: Program, config: SpiralConfig) -> "Spiral":
+        """A new agent with this one's options, critic, update count and training time."""
+        sibling = Spiral(prog, conditional=self.conditional, reward=self.reward, blind=self.blind,
+                         device=self.device, config=config, max_batch=self.max_batch, temperature=self.temperature,
+                         greedy_first=self.greedy_first, smc_intermediate=self.smc_intermediate,
+                         smc_tempering=self.smc_tempering)
+        if self.critic is not None:
+            sibling.critic.load_state_dict(self.critic.state_dict())
+        sibling.learner.updates, sibling.train_seconds = self.learner.updates, self.train_seconds
+        return sibling
 
     def imitate(self, data: Any, steps: int, *, expert: Expert | None = None,
                 progress: bool | None = None) -> list[dict[str, float]]:
