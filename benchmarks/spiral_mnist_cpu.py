@@ -40,8 +40,9 @@ pass is thereby taught what the best of many passes finds; this is the cross-ent
 with an amortized policy, and it needs no reward model beyond the l2 the passes are ranked by.
 ``ROLL_IN=1`` labels the states the greedy pass reaches instead: each candidate pass follows
 the greedy one for a random number of steps before sampling (measured not to help; RESULTS,
-issue 8, session "seventh"). ``TEACHER=agent.pt`` takes the labels from that fixed agent's passes instead of the learner's
-own (distillation, for a grown agent that starts out worse than the agent it was grown from).
+issue 8, session "seventh"). ``TEACHER=agent.pt`` takes the labels from that fixed agent's
+passes instead of the learner's own (distillation, for a grown agent that starts out worse
+than the agent it was grown from).
 The curve's training time counts the updates only, not these search passes (about as long
 again with the defaults). The shipped agent's chain of runs is in its model card.
 

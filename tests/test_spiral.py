@@ -650,7 +650,8 @@ def test_a_widened_agent_acts_exactly_as_before_and_then_trains_its_new_channels
 
     assert wide.config.policy_channels == 24 and wide.policy.stem.out_channels == 24
     assert sum(p.numel() for p in wide.policy.parameters()) > sum(p.numel() for p in narrow.policy.parameters())
-    assert (wide.learner.updates, wide.greedy_first, wide.smc_intermediate, wide.smc_tempering) == (5, True, "proposal", 0.01)
+    assert (wide.learner.updates, wide.greedy_first, wide.smc_intermediate, wide.smc_tempering) == \
+        (5, True, "proposal", 0.01)
     targets = one_stroke_targets(prog, 16, seed=1)
     before, after = (agent.infer(prog, targets, sp.Budget(renders=8), seed=3) for agent in (narrow, wide))
     for name in before.actions:
