@@ -144,24 +144,34 @@ def paired_difference(first: Result, second: Result) -> dict[str, float]:
     :returns: ``{"mean": d_bar, "se": se, "first_lower": fraction of targets where first's l2
         is lower, "targets": B}``; a negative mean says ``first`` is the better.
 
-    Example: ``paired_difference(table.results[("spiral", 6, 0)], search.results[("mcmc", 10000, 0)])``.
+    Example: ``paired_difference(table.results[("spiral", 10, 0)], search.results[("mcmc", 10000, 0)])``.
     """
+    for name, result in (("first", first), ("second", second)):
+        if not isinstance(result, Result):
+            raise TypeError(f"{name} must be an engine's Result (such as comparison.results[(engine, budget, seed)]), "
+                            f"got {type(result).__name__}")
     if first.l2.shape != second.l2.shape or first.l2.ndim != 1:
         raise ValueError(f"paired results must be on the same targets: l2 of shapes {tuple(first.l2.shape)} "
                          f"and {tuple(second.l2.shape)}")
     difference = first.l2.double().cpu() - second.l2.double().cpu()
-    count = difference.numel()
+    if not bool(torch.isfinite(difference).all()):
+        raise ValueError("a result has a NaN or infinite l2; the engine that produced it needs fixing first")
     return {
         "mean": float(difference.mean()),
-        "se": float(difference.std() / math.sqrt(count)) if count > 1 else 0.0,
+        "se": _standard_error(difference),
         "first_lower": float((difference < 0).double().mean()),
-        "targets": count,
+        "targets": difference.numel(),
     }
+
+
+def _standard_error(values: torch.Tensor) -> float:
+    """The standard error of the mean of ``values`` (0 for a single value)."""
+    return float(values.std() / math.sqrt(values.numel())) if values.numel() > 1 else 0.0
 
 
 def _record(name: str, budget: int, runs: list[Result]) -> dict:
     l2 = torch.cat([result.l2.float().cpu() for result in runs])
-    standard_error = float(l2.std() / math.sqrt(len(l2))) if len(l2) > 1 else 0.0
+    standard_error = _standard_error(l2)
 
     def mean_of(attribute: str) -> float | None:
         values = [getattr(result, attribute) for result in runs]

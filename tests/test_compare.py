@@ -55,3 +55,7 @@ def test_the_paired_difference_sees_a_consistent_gap_the_separate_errors_hide():
     assert gap["se"] < 0.01 * separate
     with pytest.raises(ValueError, match="same targets"):
         sp.paired_difference(first, dataclasses.replace(second, l2=second.l2[:3]))
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        sp.paired_difference(first, dataclasses.replace(second, l2=torch.tensor([0.1, float("nan"), 0.2, 0.3])))
+    with pytest.raises(TypeError, match="must be an engine's Result"):
+        sp.paired_difference(first, second.l2)

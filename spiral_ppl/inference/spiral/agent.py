@@ -81,6 +81,13 @@ def describe_program(prog: Program) -> dict[str, Any]:
     }
 
 
+def program_differences(first: Program, second: Program,
+                        keys: tuple[str, ...] = ("action_space", "channels", "image_size", "steps")) -> list[str]:
+    """Which of ``keys`` of :func:`describe_program` differ between two programs."""
+    mine, theirs = describe_program(first), describe_program(second)
+    return [key for key in keys if mine[key] != theirs[key]]
+
+
 class Spiral(Engine):
     r"""A SPIRAL agent for a program.
 
@@ -246,9 +253,7 @@ class Spiral(Engine):
         """Refuse a program whose action space, images or steps differ from the agent's."""
         if prog is self.prog:
             return
-        mine, theirs = describe_program(self.prog), describe_program(prog)
-        keys = ("action_space", "channels", "image_size", "steps")
-        differ = [key for key in keys if mine[key] != theirs[key]]
+        differ = program_differences(self.prog, prog)
         if differ:
             raise ValueError(
                 f"this agent was built for {self.prog!r}, which differs from {prog!r} in {differ}; "
@@ -433,8 +438,7 @@ class Spiral(Engine):
         """
         if not isinstance(prog, Program):
             raise TypeError(f"prog must be a spiral_ppl.programs.Program, got {type(prog).__name__}")
-        mine, theirs = describe_program(self.prog), describe_program(prog)
-        differ = [key for key in ("action_space", "channels", "image_size") if mine[key] != theirs[key]]
+        differ = program_differences(self.prog, prog, ("action_space", "channels", "image_size"))
         if differ:
             raise ValueError(f"retargeted changes the number of steps only; {prog!r} differs from this agent's "
                              f"{self.prog!r} in {differ}: train (or load) an agent for that program")

@@ -210,9 +210,10 @@ def denormals_flushed():
 
     Gradients through weights at or near zero (output layers initialised to zero, the new
     channels of :meth:`Spiral.widened`) are tiny, and CPUs compute with denormal floats many
-    times slower than with normal ones: an imitation update of the shipped MNIST policy took
-    1.8x as long with them, and of that policy widened to 32 channels 3.8x
-    (``benchmarks/bench_spiral.py``). Flushing moves values by less than ``1.2e-38``.
+    times slower than with normal ones: a behaviour-cloning update of the 6-stroke MNIST policy
+    took 2.2x as long with them and an A2C update 3.1x, and of that policy widened to 32
+    channels 4.8x and 6.2x (``benchmarks/bench_spiral.py``, benchmarks/RESULTS.md, issue 6).
+    Flushing moves values by less than ``1.2e-38``.
     torch has no getter for the setting, so it is probed: a product that would be denormal
     comes out as zero when flushing is on.
     """
