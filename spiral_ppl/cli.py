@@ -63,11 +63,10 @@ def _load_agent(name_or_path: str | None, options: argparse.Namespace | None = N
             f"--agent {name_or_path!r} is neither a pretrained agent {sp.inference.Spiral.pretrained_names()} "
             "nor a checkpoint file"
         )
-    if options is not None and options.temperature is not None:
-        agent.temperature = options.temperature
-    if options is not None and options.greedy_first is not None:
-        agent.greedy_first = options.greedy_first
-    return agent
+    changes = {} if options is None else {
+        name: value for name, value in (("temperature", options.temperature), ("greedy_first", options.greedy_first))
+        if value is not None}
+    return agent.with_decoding(**changes) if changes else agent
 
 
 def _add_decoding_options(parser: argparse.ArgumentParser) -> None:
@@ -76,6 +75,12 @@ def _add_decoding_options(parser: argparse.ArgumentParser) -> None:
                              "(default: the one saved with the agent)")
     parser.add_argument("--greedy-first", action=argparse.BooleanOptionalAction, default=None,
                         help="make the agent's first pass greedy (default: as saved with the agent)")
+
+
+def _add_config_arguments(parser: argparse.ArgumentParser, set_help: str) -> None:
+    """The configuration argument and its ``--set`` overrides, shared by the subcommands that run one."""
+    parser.add_argument("config", help=f"experiment name or .toml file (shipped: {', '.join(_shipped())})")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=set_help)
 
 
 def _shipped() -> list[str]:
@@ -224,9 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     infer.set_defaults(run=command_infer)
 
     compare = commands.add_parser("compare", help="head-to-head of engines on held-out targets of an experiment")
-    compare.add_argument("config", help=f"experiment name or .toml file (shipped: {', '.join(_shipped())})")
-    compare.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                         help="override a configuration value, e.g. --set program.steps=10")
+    _add_config_arguments(compare, "override a configuration value, e.g. --set program.steps=10")
     compare.add_argument("--agent", default=None,
                          help="SPIRAL agent (pretrained name or checkpoint); every engine then inverts its program")
     compare.add_argument("--engines", nargs="+", choices=sorted(ENGINES), default=None,
@@ -239,10 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_decoding_options(compare)
     compare.set_defaults(run=command_compare)
 
-    train = commands.add_parser("train", help="train a SPIRAL agent for one of the paper's experiments")
-    train.add_argument("config", help=f"experiment name or .toml file (shipped: {', '.join(_shipped())})")
-    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a configuration value, e.g. --set train.steps=100")
+    train = commands.add_parser("train", help="train a SPIRAL agent by a configuration's recipe (its phases)")
+    _add_config_arguments(train, "override a configuration value, e.g. --set train.phases.0.updates=100 "
+                                 "or --set a2c.lr=3e-4")
     train.add_argument("--out", default=None, help="run folder (default: runs/NAME); an existing one is resumed")
     train.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     train.add_argument("--minutes", type=float, default=None, help="stop after about this much training time")
@@ -252,9 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(run=command_train)
 
     pbt = commands.add_parser("pbt", help="population-based training of an experiment's agent on Ray Tune")
-    pbt.add_argument("config", help=f"experiment name or .toml file (shipped: {', '.join(_shipped())})")
-    pbt.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a configuration value; train.steps is the updates per member")
+    _add_config_arguments(pbt, "override a configuration value; the recipe's updates are each member's")
     pbt.add_argument("--population", type=int, default=4, help="members (default: 4; the paper: 12)")
     pbt.add_argument("--interval", type=int, default=100, help="updates between exploits (default: 100)")
     pbt.add_argument("--out", default=None, help="run folder (default: runs/NAME-pbt)")

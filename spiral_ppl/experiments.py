@@ -1,23 +1,23 @@
-"""The paper's experiments as configuration files, and what turns one into a program and data.
+"""The paper's experiments and the shipped agents' recipes as configuration files, and what
+turns one into a program, data and a training run.
 
-A configuration is a TOML file with five tables (see ``spiral_ppl/configs/``):
+A configuration is a TOML file (see ``spiral_ppl/configs/``) with these tables:
 
 - ``[data]``: the dataset and its train / held-out test split;
 - ``[program]``: the renderer and its settings, and the number of steps;
-- ``[agent]``: ``conditional``, ``reward``, ``blind`` (the :class:`~spiral_ppl.inference.Spiral` switches);
-- ``[config]``: any :class:`~spiral_ppl.inference.SpiralConfig` field;
-- ``[train]``: ``steps``, ``eval_every``, ``eval_size``, ``checkpoint_every``, ``log_every``,
-  and ``imitation_steps``: how many of the ``steps`` updates are behaviour cloning of the
-  dataset's ground-truth programs (:meth:`~spiral_ppl.inference.Spiral.imitate`) before
-  reinforcement learning takes over (MUJOCO SCENES only; 0 in the paper's experiments).
+- ``[agent]``: ``conditional`` and ``blind`` (the :class:`~spiral_ppl.inference.Spiral` switches);
+- ``[policy]``, ``[a2c]``, ``[critic]``, ``[reward]``, ``[train]``: the sections of
+  :class:`~spiral_ppl.inference.SpiralConfig`, one to one; ``[[train.phases]]`` is the recipe
+  (:mod:`spiral_ppl.inference.spiral.recipe`).
 
-Any value can be overridden with ``key=value`` strings (``train.steps=100``); values are read
-as TOML (``1e-4``, ``true``, ``"brush"``), and bare words as strings.
+Any value can be overridden with ``key=value`` strings, the key a dotted path into the tables
+(``a2c.lr=3e-4``, ``train.phases.0.updates=100``); values are read as TOML (``1e-4``,
+``true``, ``"brush"``), and bare words as strings.
 
 Example::
 
-    >>> config = load_config("mnist-recon", ["train.steps=100", "program.steps=5"])
-    >>> config["train"]["steps"], config["program"]["steps"], config["agent"]["reward"]
+    >>> config = load_config("mnist-recon", ["train.phases.0.updates=100", "program.steps=5"])
+    >>> config["train"]["phases"][0]["updates"], config["program"]["steps"], config["reward"]["kind"]
     (100, 5, 'critic')
 """
 
@@ -37,7 +37,7 @@ from torch.utils.data import Dataset, Subset
 
 import spiral_ppl as sp
 
-SECTIONS = ("data", "program", "agent", "config", "train")
+SECTIONS = ("data", "program", "agent", "policy", "a2c", "critic", "reward", "train")
 
 
 def list_configs() -> list[str]:
@@ -73,18 +73,42 @@ def load_config(name_or_path: str | Path, overrides: Iterable[str] = ()) -> dict
 
 
 def apply_override(config: dict[str, Any], override: str) -> None:
-    """Set ``section.key=value`` in ``config`` (in place); the value is parsed as TOML."""
+    """Set ``table.key=value`` (or a deeper dotted path, list items by index) in ``config`` (in place);
+    the value is parsed as TOML."""
     key, separator, raw = override.partition("=")
-    section, dot, field = key.strip().partition(".")
-    if not separator or not dot or not field:
-        raise ValueError(f"an override is section.key=value (e.g. train.steps=100), got {override!r}")
-    if section not in SECTIONS:
-        raise ValueError(f"override {override!r}: unknown table {section!r}; tables are {list(SECTIONS)}")
+    path = key.strip().split(".")
+    if not separator or len(path) < 2 or not all(path):
+        raise ValueError(f"an override is table.key=value (e.g. a2c.lr=3e-4), got {override!r}")
+    if path[0] not in SECTIONS:
+        raise ValueError(f"override {override!r}: unknown table {path[0]!r}; tables are {list(SECTIONS)}")
     try:
         value = tomllib.loads(f"value = {raw.strip()}")["value"]
     except tomllib.TOMLDecodeError:
         value = raw.strip()
-    config[section][field] = value
+    node: Any = config
+    for depth, part in enumerate(path[:-1]):
+        node = _child(node, part, override, create=depth == 0 or isinstance(node, dict))
+    last = path[-1]
+    if isinstance(node, list):
+        node[_index(node, last, override)] = value
+    else:
+        node[last] = value
+
+
+def _child(node: Any, part: str, override: str, create: bool) -> Any:
+    if isinstance(node, list):
+        return node[_index(node, part, override)]
+    if part not in node:
+        if not create:
+            raise ValueError(f"override {override!r}: no {part!r} there")
+        node[part] = {}
+    return node[part]
+
+
+def _index(items: list, part: str, override: str) -> int:
+    if not part.isdigit() or int(part) >= len(items):
+        raise ValueError(f"override {override!r}: {part!r} is not an index of a list of {len(items)}")
+    return int(part)
 
 
 def build_program(config: dict[str, Any]) -> sp.programs.Program:
@@ -150,6 +174,28 @@ def target_images(dataset: Dataset, count: int, start: int = 0) -> torch.Tensor:
     return torch.stack([item[0] if isinstance(item, tuple) else item for item in items])
 
 
+def spiral_config(config: dict[str, Any]):
+    """The :class:`~spiral_ppl.inference.SpiralConfig` of a configuration's agent tables."""
+    from spiral_ppl.inference.spiral import SpiralConfig
+    from spiral_ppl.inference.spiral.config import SECTIONS as AGENT_SECTIONS
+
+    try:
+        return SpiralConfig.from_dict({name: config[name] for name in AGENT_SECTIONS})
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{config.get('name', 'configuration')}: {error}") from None
+
+
+def build_agent(config: dict[str, Any], prog: sp.programs.Program, device: str | None = None):
+    """A new SPIRAL agent as the configuration describes it (``[agent]`` and the agent's tables)."""
+    from spiral_ppl.inference.spiral import Spiral
+
+    unknown = sorted(set(config["agent"]) - {"conditional", "blind"})
+    if unknown:
+        raise ValueError(f"[agent] unknown settings {unknown}; it has conditional and blind (the reward is "
+                         "[reward] kind)")
+    return Spiral(prog, **config["agent"], device=device, config=spiral_config(config))
+
+
 def train_experiment(
     config: dict[str, Any],
     out: str | Path,
@@ -160,69 +206,41 @@ def train_experiment(
     workers: int = 0,
     ray_address: str | None = None,
 ):
-    """Train the configuration's SPIRAL agent into the run folder ``out``, resuming if it holds a checkpoint.
+    """Carry out the configuration's recipe (``[[train.phases]]``) into the run folder ``out``,
+    resuming from its checkpoint when there is one.
 
-    The folder receives ``config.json`` (the resolved configuration), ``train.csv`` and
-    ``eval.csv`` logs, sample grids, ``checkpoint.pt`` (written atomically; a rerun resumes
-    exactly where it stopped), ``curve.png`` (held-out metric against training time) and
-    ``agent.pt`` (final weights). ``minutes`` stops early, after the update that crosses it.
-    With ``[train] imitation_steps`` the first updates imitate the dataset's programs
-    (logged in ``imitation.csv``, checkpointed like the others), and A2C runs the rest.
-    ``workers`` > 0 rolls out on that many Ray workers (:class:`~spiral_ppl.inference.spiral.RayBackend`,
-    on the cluster at ``ray_address`` when given).
+    The folder receives ``config.json`` (the resolved configuration), ``train.csv``,
+    ``imitation.csv`` and ``eval.csv`` logs, sample grids, ``checkpoint.pt`` (written atomically;
+    a rerun resumes exactly where it stopped, also in the middle of a phase), ``curve.png``
+    (held-out metric against training time) and ``agent.pt`` (final weights). ``minutes`` stops
+    early, after the chunk of updates that crosses it. ``workers`` > 0 rolls A2C's episodes out
+    on that many Ray workers (:class:`~spiral_ppl.inference.spiral.RayEpisodes`, on the cluster
+    at ``ray_address`` when given).
     """
-    from spiral_ppl.inference.spiral import RayBackend, Spiral, SpiralConfig
+    from spiral_ppl.inference.spiral import RayEpisodes, Spiral, recipe
+    from spiral_ppl.inference.spiral.checkpoints import read
 
-    settings = _train_settings(config)
     prog, train, test, out = _prepare_run(config, out)
     checkpoint = out / "checkpoint.pt"
     if checkpoint.exists():
-        agent = Spiral.load(checkpoint, prog, device=device)
+        steps = read(checkpoint)["program"]["steps"]  # a phase may have re-targeted the agent
+        agent = Spiral.load(checkpoint, _with_steps(config, steps), device=device)
+        agent.set_hyperparameters({"train.phases": spiral_config(config).train.phases})
         print(f"resuming {checkpoint} at update {agent.learner.updates}")
     else:
-        agent = Spiral(prog, **config["agent"], device=device, config=SpiralConfig.from_dict(config["config"]))
+        agent = build_agent(config, prog, device)
     started = time.perf_counter()
-    imitate_dataset_programs(agent, train, settings, checkpoint, out, progress=progress)
-    common = dict(eval_data=test, eval_size=settings["eval_size"], eval_every=settings["eval_every"], log_dir=out,
-                  log_every=settings["log_every"], checkpoint=checkpoint, checkpoint_every=settings["checkpoint_every"],
-                  progress=progress, backend=RayBackend(workers, address=ray_address) if workers else "local")
-    while agent.learner.updates < settings["steps"] and not (
-            minutes is not None and time.perf_counter() - started > 60 * minutes):
-        remaining = settings["steps"] - agent.learner.updates
-        chunk = remaining if minutes is None else min(remaining, max(1, settings["eval_every"]))
-        agent.fit(train, chunk, **common)
+    agent = recipe.run(agent, train, out, eval_data=test, program=lambda steps: _with_steps(config, steps),
+                       backend=RayEpisodes(workers, address=ray_address) if workers else "local", progress=progress,
+                       stop=None if minutes is None else lambda: time.perf_counter() - started > 60 * minutes)
     agent.save(out / "agent.pt", training_state=False)
     _plot_training_curve(out / "eval.csv", out / "curve.png", title=config.get("name", ""))
     return agent
 
 
-def imitate_dataset_programs(agent, train: Dataset, settings: dict[str, Any], checkpoint: Path, out: Path, *,
-                             progress: bool | None = None) -> None:
-    """The behaviour-cloning updates of a run (``[train] imitation_steps``) not done yet, checkpointed as they go."""
-    from spiral_ppl.inference.spiral.agent import holds_programs
-    from spiral_ppl.inference.spiral.logs import TrainingLog
-
-    target = min(settings["imitation_steps"], settings["steps"])
-    if agent.learner.updates >= target:
-        return
-    if not holds_programs(train):
-        raise ValueError(
-            f"[train] imitation_steps = {settings['imitation_steps']} imitates ground-truth programs, which of the "
-            f"shipped datasets only MUJOCO SCENES has; this run trains on {type(train).__name__}: "
-            "set train.imitation_steps=0"
-        )
-    log = TrainingLog(out)
-    try:
-        while agent.learner.updates < target:
-            chunk = target - agent.learner.updates
-            if settings["checkpoint_every"]:
-                chunk = min(chunk, settings["checkpoint_every"])
-            for metrics in agent.imitate(train, chunk, progress=progress):
-                if settings["log_every"] and metrics["update"] % settings["log_every"] == 0:
-                    log.write("imitation", metrics)
-            agent.save(checkpoint)
-    finally:
-        log.close()
+def _with_steps(config: dict[str, Any], steps: int) -> sp.programs.Program:
+    """The configuration's program with ``steps`` steps."""
+    return build_program({**config, "program": {**config["program"], "steps": steps}})
 
 
 def pbt_experiment(
@@ -234,24 +252,26 @@ def pbt_experiment(
     device: str | None = None,
     progress: bool = False,
 ):
-    """Population-based training of the configuration's agent (``[train] steps`` updates per member).
+    """Population-based training of the configuration's agent for its recipe's updates, which
+    must be A2C's throughout.
 
     The run folder receives Tune's results and checkpoints (``tune/``), ``best.pt`` (the
     fittest member's weights), ``population.csv`` (every member's fitness and
     hyper-parameters at each report) and ``population.png``.
     """
-    from spiral_ppl.inference.spiral import Spiral, SpiralConfig
     from spiral_ppl.inference.spiral.pbt import population_based_training
 
-    settings = _train_settings(config)
-    if settings["imitation_steps"]:
-        raise ValueError("population-based training runs reinforcement learning only: set train.imitation_steps=0, "
-                         "or warm-start with `spiral-ppl train` first")
+    agent_config = spiral_config(config)
+    phases = agent_config.train.phases
+    if not phases or any(phase.kind != "a2c" or phase.settings or phase.program_steps for phase in phases):
+        raise ValueError("population-based training runs A2C only, with the hyper-parameters it tunes: give a "
+                         "recipe of plain a2c phases, or warm-start with `spiral-ppl train` first")
     prog, train, test, out = _prepare_run(config, out)
-    agent = Spiral(prog, **config["agent"], device=device, config=SpiralConfig.from_dict(config["config"]))
-    result = population_based_training(agent, train, updates=settings["steps"], population=population,
-                                       interval=interval, storage=out / "tune", name=config["name"], eval_data=test,
-                                       eval_size=settings["eval_size"], progress=progress)
+    agent = build_agent(config, prog, device)
+    result = population_based_training(agent, train, updates=sum(phase.updates for phase in phases),
+                                       population=population, interval=interval, storage=out / "tune",
+                                       name=config["name"], eval_data=test, eval_size=agent_config.train.eval_size,
+                                       progress=progress)
     result.best_agent.save(out / "best.pt", training_state=False)
     with open(out / "population.csv", "w", newline="") as stream:
         writer = csv.DictWriter(stream, fieldnames=list(result.history[0]))
@@ -261,16 +281,6 @@ def pbt_experiment(
 
     plt.close(result.plot(out / "population.png"))
     return result
-
-
-def _train_settings(config: dict[str, Any]) -> dict[str, Any]:
-    """The ``[train]`` table over its defaults; unknown keys are refused."""
-    settings = {"steps": 1000, "eval_every": 500, "eval_size": 64, "checkpoint_every": 250, "log_every": 10,
-                "imitation_steps": 0}
-    unknown = sorted(set(config["train"]) - set(settings))
-    if unknown:
-        raise ValueError(f"[train] unknown settings {unknown}; known: {sorted(settings)}")
-    return {**settings, **config["train"]}
 
 
 def _prepare_run(config: dict[str, Any], out: str | Path):

@@ -23,7 +23,7 @@ import torch, ray, spiral_ppl as sp
 from spiral_ppl.inference.spiral import RayBackend, SpiralConfig
 prog = sp.programs.PaintProgram(sp.renderers.Brush(canvas_size=16, grid_size=4, compile=False), steps=3)
 data = prog.render({c.name: torch.randint(0, c.size, (20, 3)) for c in prog.action_space})
-agent = sp.inference.Spiral(prog, reward="l2", config=SpiralConfig.small(batch_size=8), device="cpu")
+agent = sp.inference.Spiral(prog, config=SpiralConfig.small(reward={"kind": "l2"}, a2c={"batch_size": 8}), device="cpu")
 backend = RayBackend(workers=2, address="auto")
 agent.fit(data, 3, backend=backend, progress=False)
 print("UPDATES", agent.learner.updates, "CLUSTER_CPUS", int(ray.cluster_resources()["CPU"]),

@@ -9,7 +9,7 @@ from pyro import poutine
 
 import spiral_ppl as sp
 from spiral_ppl.inference.spiral import Critic, Policy, SpiralConfig, TrainingDiverged, rollout, wgan_gp_loss
-from spiral_ppl.inference.spiral.learner import denormals_flushed
+from spiral_ppl.inference.spiral.training import denormals_flushed
 from spiral_ppl.inference.spiral.rewards import discounted_returns, new_stroke_starts, step_rewards
 from tests.test_programs import Rectangles
 
@@ -44,8 +44,8 @@ def test_conditional_reconstruction_halves_the_l2_within_two_minutes():
     torch.manual_seed(0)
     prog = stroke_program()
     train, held_out = one_stroke_targets(prog, 2000, seed=1), one_stroke_targets(prog, 256, seed=2)
-    config = SpiralConfig.small(policy_lr=1e-3, reward_scale=10.0, batch_size=64)
-    agent = sp.inference.Spiral(prog, reward="l2", config=config, device="cpu")
+    config = SpiralConfig.small(a2c={"lr": 1e-3, "batch_size": 64}, reward={"scale": 10.0})
+    agent = sp.inference.Spiral(prog, config=config.replace({"reward.kind": "l2"}), device="cpu")
     untrained = agent.evaluate(held_out)["eval_l2"]
     agent.fit(train, 2000, progress=False)
     trained = agent.evaluate(held_out)["eval_l2"]
@@ -61,8 +61,8 @@ def test_unconditional_critic_moves_the_image_statistics_toward_the_data():
     torch.manual_seed(0)
     prog = stroke_program(grid_size=4)
     data = one_stroke_targets(prog, 512, seed=3)
-    config = SpiralConfig.small(policy_lr=3e-4, critic_lr=3e-4, critic_steps=2, batch_size=32)
-    agent = sp.inference.Spiral(prog, conditional=False, reward="critic", config=config, device="cpu")
+    config = SpiralConfig.small(a2c={"lr": 3e-4, "batch_size": 32}, critic={"lr": 3e-4, "steps": 2})
+    agent = sp.inference.Spiral(prog, conditional=False, config=config.replace({"reward.kind": "critic"}), device="cpu")
     data_ink = float(data.mean())
 
     def distances():
@@ -92,7 +92,7 @@ def training_state(agent):
 def test_save_load_resume_is_an_identical_continuation(tmp_path, conditional):
     prog = stroke_program(grid_size=4, steps=2)
     data = one_stroke_targets(prog, 64, seed=4)
-    config = SpiralConfig.small(batch_size=8, critic_steps=2, replay_batches=3, temporal_rewards=True)
+    config = SpiralConfig.small(a2c={"batch_size": 8}, critic={"steps": 2, "replay_batches": 3}, reward={"temporal": True})
 
     torch.manual_seed(5)
     straight = sp.inference.Spiral(prog, conditional=conditional, config=config, device="cpu")
@@ -120,7 +120,7 @@ def test_a_nan_stops_training_with_a_clear_message_and_keeps_the_last_checkpoint
     torch.manual_seed(0)
     prog = stroke_program(grid_size=4)
     data = one_stroke_targets(prog, 64, seed=6)
-    agent = sp.inference.Spiral(prog, config=SpiralConfig.small(batch_size=8), device="cpu")
+    agent = sp.inference.Spiral(prog, config=SpiralConfig.small(a2c={"batch_size": 8}), device="cpu")
     checkpoint = tmp_path / "agent.pt"
     agent.fit(data, 2, progress=False, checkpoint=checkpoint, checkpoint_every=1)
     saved = checkpoint.read_bytes()
@@ -143,7 +143,7 @@ def test_fit_writes_csv_logs_evaluations_and_sample_grids(tmp_path):
     torch.manual_seed(0)
     prog = stroke_program(grid_size=4)
     data = one_stroke_targets(prog, 40, seed=7)
-    agent = sp.inference.Spiral(prog, reward="l2", config=SpiralConfig.small(batch_size=8), device="cpu")
+    agent = sp.inference.Spiral(prog, config=SpiralConfig.small(reward={"kind": "l2"}, a2c={"batch_size": 8}), device="cpu")
     history = agent.fit(data, 4, eval_every=2, eval_size=16, log_dir=tmp_path, log_every=1, progress=False)
     train_rows = (tmp_path / "train.csv").read_text().splitlines()
     eval_rows = (tmp_path / "eval.csv").read_text().splitlines()
@@ -159,7 +159,7 @@ def test_any_program_gets_an_agent_custom_grammar():
     prog = Rectangles(steps=2)
     targets = prog.render({c.name: torch.randint(0, c.size, (24, 2)) for c in prog.action_space})
     for reward in ("l2", "critic"):
-        agent = sp.inference.Spiral(prog, reward=reward, config=SpiralConfig.small(batch_size=8), device="cpu")
+        agent = sp.inference.Spiral(prog, config=SpiralConfig.small(reward={"kind": reward}, a2c={"batch_size": 8}), device="cpu")
         agent.fit(targets, 2, progress=False)
         result = agent.infer(prog, targets[:5], sp.Budget(renders=7), seed=0)  # 3 passes of 2 renders
         assert result.renders.tolist() == [6] * 5 and result.curve.renders.tolist() == [2, 4, 6]
@@ -168,14 +168,14 @@ def test_any_program_gets_an_agent_custom_grammar():
         torch.testing.assert_close(result.l2, sp.programs.mean_squared_error(result.images, targets[:5]))
         torch.testing.assert_close(result.curve.l2[-1], result.l2)
     with pytest.raises(ValueError, match="needs a scalar component named 'flag'"):
-        sp.inference.Spiral(prog, config=SpiralConfig.small(new_stroke_penalty=0.1))
+        sp.inference.Spiral(prog, config=SpiralConfig.small(reward={"new_stroke_penalty": 0.1}))
 
 
 def test_any_program_gets_an_agent_mujoco_scene():
     with sp.renderers.MujocoScene(image_size=16, grid_size=4, max_objects=3) as scene:
         prog = sp.programs.SceneProgram(scene, steps=2)
         targets = prog.render({c.name: torch.randint(0, c.size, (8, 2)) for c in prog.action_space})
-        agent = sp.inference.Spiral(prog, config=SpiralConfig.small(batch_size=4), device="cpu")
+        agent = sp.inference.Spiral(prog, config=SpiralConfig.small(a2c={"batch_size": 4}), device="cpu")
         history = agent.fit(targets, 1, progress=False)
         assert math.isfinite(history[0]["critic_loss"])
         result = agent.infer(prog, targets[:2], sp.Budget(renders=4), seed=0)
@@ -203,7 +203,7 @@ def test_policy_heads_follow_the_action_space():
 def test_blind_agents_see_only_blank_canvases_and_pay_one_render():
     torch.manual_seed(0)
     prog = stroke_program(grid_size=4, steps=3)
-    agent = sp.inference.Spiral(prog, reward="l2", blind=True, config=SpiralConfig.small(), device="cpu")
+    agent = sp.inference.Spiral(prog, blind=True, config=SpiralConfig.small(reward={"kind": "l2"}), device="cpu")
     targets = one_stroke_targets(prog, 4, seed=8)
     seen = []
     original = agent.policy.step
@@ -217,10 +217,9 @@ def test_blind_agents_see_only_blank_canvases_and_pay_one_render():
 def test_the_guide_is_the_policy_and_works_with_importance(temperature):
     torch.manual_seed(0)
     prog = stroke_program(grid_size=4, steps=2)
-    agent = sp.inference.Spiral(prog, reward="l2", config=SpiralConfig.small(), device="cpu",
-                                temperature=temperature)
+    agent = sp.inference.Spiral(prog, config=SpiralConfig.small(reward={"kind": "l2"}), device="cpu", decoding=sp.inference.spiral.Decoding(temperature=temperature))
     targets = one_stroke_targets(prog, 3, seed=9)
-    assert agent.guide.temperature == temperature
+    assert agent.guide.decoding.temperature == temperature
 
     with pyro.plate("particles", 5, dim=-2):
         guide_trace = poutine.trace(agent.guide).get_trace(targets)
@@ -270,7 +269,7 @@ def test_rewards_returns_and_the_gradient_penalty_by_hand():
     assert parts["wasserstein"].item() == -8 and parts["gradient_penalty"].item() == pytest.approx(9)
     assert parts["drift"].item() == 16 and loss.item() == pytest.approx(-8 + 90 + 8)
 
-    critic = Critic(1, 16, conditional=True, config=SpiralConfig.small(spectral_norm=True))
+    critic = Critic(1, 16, conditional=True, config=SpiralConfig.small(critic={"spectral_norm": True}))
     assert critic(torch.rand(2, 1, 16, 16), torch.rand(2, 1, 16, 16)).shape == (2,)
     assert any("parametrizations" in name for name, _ in critic.named_parameters())
 
@@ -281,13 +280,13 @@ class TestBadInput:
 
     def test_constructor(self):
         with pytest.raises(ValueError, match="reward must be one of"):
-            sp.inference.Spiral(self.prog, reward="l1")
+            sp.inference.Spiral(self.prog, config=sp.inference.SpiralConfig(reward={"kind": "l1"}))
         with pytest.raises(ValueError, match="needs conditional=True"):
-            sp.inference.Spiral(self.prog, conditional=False, reward="l2")
+            sp.inference.Spiral(self.prog, conditional=False, config=sp.inference.SpiralConfig(reward={"kind": "l2"}))
         with pytest.raises(TypeError, match="Program"):
             sp.inference.Spiral("brush")
         with pytest.raises(ValueError, match="batch_size must be a positive int"):
-            SpiralConfig(batch_size=0)
+            SpiralConfig(a2c={"batch_size": 0})
         for switch in ("spatial_locations", "location_readout", "temporal_rewards", "mixed_precision"):
             with pytest.raises(ValueError, match=f"{switch} must be true or false, got 'false'"):
                 SpiralConfig(**{switch: "false"})
@@ -295,7 +294,7 @@ class TestBadInput:
                 SpiralConfig(**{switch: 1})
 
     def test_images_budget_and_data(self):
-        agent = sp.inference.Spiral(self.prog, reward="l2", config=SpiralConfig.small(batch_size=4), device="cpu")
+        agent = sp.inference.Spiral(self.prog, config=SpiralConfig.small(reward={"kind": "l2"}, a2c={"batch_size": 4}), device="cpu")
         with pytest.raises(ValueError, match=r"\(B, 1, 16, 16\)"):
             agent.infer(self.prog, torch.zeros(1, 1, 8, 8), sp.Budget(renders=2))
         with pytest.raises(ValueError, match=r"costs 2 renders.*Budget\(renders=2\)"):
@@ -314,7 +313,7 @@ class TestBadInput:
             agent.fit(torch.zeros(10, 1, 16, 16), 1, eval_every=1, eval_size=0, progress=False)
 
     def test_load_refuses_other_programs_and_corrupt_files(self, tmp_path):
-        agent = sp.inference.Spiral(self.prog, reward="l2", config=SpiralConfig.small(), device="cpu")
+        agent = sp.inference.Spiral(self.prog, config=SpiralConfig.small(reward={"kind": "l2"}), device="cpu")
         agent.save(tmp_path / "agent.pt")
         mismatch = r"holds an agent for a PaintProgram with 2 steps.*differs in \['action_space'\]"
         with pytest.raises(ValueError, match=mismatch):
@@ -330,7 +329,7 @@ class TestBadInput:
             sp.inference.Spiral.load(tmp_path / "other.pt")
         with pytest.raises(FileNotFoundError, match="no SPIRAL checkpoint"):
             sp.inference.Spiral.load(tmp_path / "missing.pt")
-        custom = sp.inference.Spiral(Rectangles(steps=1), reward="l2", config=SpiralConfig.small(), device="cpu")
+        custom = sp.inference.Spiral(Rectangles(steps=1), config=SpiralConfig.small(reward={"kind": "l2"}), device="cpu")
         custom.save(tmp_path / "custom.pt")
         with pytest.raises(ValueError, match=r"pass the program: Spiral.load\(path, prog=...\)"):
             sp.inference.Spiral.load(tmp_path / "custom.pt")
@@ -341,7 +340,7 @@ def test_the_pretrained_cpu_mnist_agent_beats_a_blank_canvas(data_root):
     assert "mnist-recon-cpu" in sp.inference.Spiral.pretrained_names()
     assert "final" in sp.inference.Spiral.model_card("mnist-recon-cpu").lower()
     agent = sp.inference.Spiral.pretrained("mnist-recon-cpu", device="cpu")
-    assert agent.greedy_first and (agent.smc().intermediate, agent.smc().tempering) == ("proposal", 0.001)  # its card
+    assert agent.decoding.greedy_first and (agent.smc().intermediate, agent.smc().tempering) == ("proposal", 0.001)  # its card
     digits = sp.data.MNIST(data_root / "mnist", split="test").images(range(1000, 1064))
     result = agent.infer(agent.prog, digits, sp.Budget(renders=agent.prog.steps), seed=0)
     blank = float(digits.pow(2).mean())
@@ -354,7 +353,7 @@ def test_the_pretrained_cpu_mnist_agent_beats_a_blank_canvas(data_root):
 
 def test_input_contrast_stretches_the_pixels_the_policy_sees():
     prog = stroke_program()
-    stretched = Policy(prog.action_space, 1, 16, conditional=True, config=SpiralConfig.small(input_contrast=4.0))
+    stretched = Policy(prog.action_space, 1, 16, conditional=True, config=SpiralConfig.small(policy={"input_contrast": 4.0}))
     plain = Policy(prog.action_space, 1, 16, conditional=True, config=SpiralConfig.small())
     plain.load_state_dict(stretched.state_dict())
     canvas, target = torch.rand(2, 4, 1, 16, 16)
@@ -370,13 +369,13 @@ def test_input_contrast_stretches_the_pixels_the_policy_sees():
     torch.testing.assert_close(seen.log_prob, same.log_prob)
     assert not torch.allclose(seen.value, unstretched.value)
     with pytest.raises(ValueError, match="input_contrast must be positive"):
-        SpiralConfig(input_contrast=0.0)
+        SpiralConfig(policy={"input_contrast": 0.0})
 
 
 def test_location_readout_reads_the_target_where_the_location_points():
     prog = stroke_program(grid_size=4)  # 16x16 canvases: each location cell covers 4x4 pixels
     torch.manual_seed(0)
-    reading = Policy(prog.action_space, 1, 16, conditional=True, config=SpiralConfig.small(location_readout=True))
+    reading = Policy(prog.action_space, 1, 16, conditional=True, config=SpiralConfig.small(policy={"location_decoder": "readout" if True else "paper"}))
     assert set(reading.readout) == {"end_point", "control_point"}  # the location components
     looked_up = []
     reading.readout["end_point"].register_forward_hook(lambda module, inputs, output: looked_up.append(inputs[0]))
@@ -422,8 +421,8 @@ def test_spatial_location_heads_point_at_the_ink_the_papers_decoder_cannot_yet()
     accuracy = {}
     for spatial in (False, True):
         torch.manual_seed(0)
-        config = SpiralConfig.small(policy_lr=3e-3, spatial_locations=spatial)
-        agent = sp.inference.Spiral(prog, reward="l2", config=config, device="cpu")
+        config = SpiralConfig.small(a2c={"lr": 3e-3}, policy={"location_decoder": "spatial" if spatial else "paper"})
+        agent = sp.inference.Spiral(prog, config=config.replace({"reward.kind": "l2"}), device="cpu")
         assert set(agent.policy.spatial_heads) == ({"end_point", "control_point"} if spatial else set())
         agent.imitate(train, 150, progress=False)
         with torch.no_grad():
@@ -436,7 +435,7 @@ def test_spatial_location_heads_point_at_the_ink_the_papers_decoder_cannot_yet()
 def test_spatial_location_heads_start_as_the_papers_decoder_and_read_locally():
     prog = stroke_program(grid_size=8)  # 16x16 canvases: each location cell covers 2x2 pixels
     torch.manual_seed(0)
-    spatial = Policy(prog.action_space, 1, 16, conditional=True, config=SpiralConfig.small(spatial_locations=True))
+    spatial = Policy(prog.action_space, 1, 16, conditional=True, config=SpiralConfig.small(policy={"location_decoder": "spatial" if True else "paper"}))
     plain = Policy(prog.action_space, 1, 16, conditional=True, config=SpiralConfig.small())
     plain.load_state_dict({k: v for k, v in spatial.state_dict().items() if not k.startswith("spatial_heads")})
     hidden = plain.initial_hidden(4, torch.device("cpu"))
@@ -462,28 +461,6 @@ def test_spatial_location_heads_start_as_the_papers_decoder_and_read_locally():
         torch.testing.assert_close(moved_far, original)
 
 
-def test_extra_spatial_head_blocks_start_as_the_identity_and_then_learn():
-    prog = stroke_program(grid_size=8)
-    torch.manual_seed(0)
-    shallow = Policy(prog.action_space, 1, 16, conditional=True, config=SpiralConfig.small(spatial_locations=True))
-    deep = Policy(prog.action_space, 1, 16, conditional=True,
-                  config=SpiralConfig.small(spatial_locations=True, spatial_head_blocks=2))
-    for head in shallow.spatial_heads.values():
-        head.out.weight.data.normal_()  # a head that has learned something, so the blocks' output matters
-    missing, unexpected = deep.load_state_dict(shallow.state_dict(), strict=False)
-    assert not unexpected and missing and all(".convolve.4." in key or ".convolve.5." in key for key in missing)
-    hidden = shallow.initial_hidden(4, torch.device("cpu"))
-    canvas, targets = torch.rand(2, 4, 1, 16, 16)
-    greedy = lambda component, logits: logits.argmax(-1)  # noqa: E731
-    steps = [policy.step(canvas, targets, None, None, hidden, choose=greedy) for policy in (shallow, deep)]
-    torch.testing.assert_close(steps[1].log_prob, steps[0].log_prob)
-    steps[1].log_prob.sum().backward()
-    block = deep.spatial_heads["end_point"].convolve[4]
-    assert block.second.weight.grad.abs().sum() > 0  # the zero layer has a gradient: the block can learn
-    with pytest.raises(ValueError, match="spatial_head_blocks must be a non-negative int"):
-        SpiralConfig.small(spatial_head_blocks=-1)
-
-
 def test_unknown_pretrained_agents_are_named():
     with pytest.raises(ValueError, match=r"available: \[.*'mnist-recon-cpu'"):
         sp.inference.Spiral.pretrained("mnist-recon-h100")
@@ -494,7 +471,7 @@ def test_unknown_pretrained_agents_are_named():
 def test_the_policy_is_an_smc_step_proposal_with_exact_weights(max_batch, temperature):
     torch.manual_seed(0)
     prog = stroke_program(grid_size=4, steps=3)
-    agent = sp.inference.Spiral(prog, reward="l2", config=SpiralConfig.small(), device="cpu", max_batch=max_batch)
+    agent = sp.inference.Spiral(prog, config=SpiralConfig.small(reward={"kind": "l2"}), device="cpu", max_batch=max_batch)
     proposal = sp.inference.spiral.SpiralProposal(agent, temperature=temperature)
     targets = one_stroke_targets(prog, 2, seed=10)
     # Without resampling the weights are whole-program importance weights p(a) p(x | a) / q(a | x),
@@ -537,7 +514,7 @@ def test_the_policy_is_an_smc_step_proposal_with_exact_weights(max_batch, temper
 def test_greedy_first_pass_and_temperature_change_only_inference(tmp_path):
     torch.manual_seed(0)
     prog = stroke_program(grid_size=4, steps=3)
-    agent = sp.inference.Spiral(prog, reward="l2", config=SpiralConfig.small(), device="cpu")
+    agent = sp.inference.Spiral(prog, config=SpiralConfig.small(reward={"kind": "l2"}), device="cpu")
     targets = one_stroke_targets(prog, 4, seed=3)
     one_pass = sp.Budget(renders=3)
 
@@ -561,21 +538,21 @@ def test_greedy_first_pass_and_temperature_change_only_inference(tmp_path):
     assert bool((several.l2 <= greedy.l2 + 1e-6).all())
 
     # A temperature near 0 samples the greedy reconstruction; the policy itself is unchanged.
-    agent.greedy_first, agent.temperature = False, 1e-4
+    agent.decoding.greedy_first, agent.temperature = False, 1e-4
     cold = agent.infer(prog, targets, one_pass, seed=5)
     assert all(torch.equal(cold.actions[name], greedy.actions[name]) for name in greedy.actions)
 
     # Both are saved with the agent; checkpoints from before they existed sample at 1.
-    agent.greedy_first, agent.temperature = True, 0.5
-    assert agent.proposal.temperature == 0.5
+    agent.decoding.greedy_first, agent.temperature = True, 0.5
+    assert agent.proposal.decoding.temperature == 0.5
     agent.save(tmp_path / "agent.pt")
     loaded = sp.inference.Spiral.load(tmp_path / "agent.pt", prog, device="cpu")
-    assert (loaded.temperature, loaded.greedy_first) == (0.5, True)
+    assert (loaded.decoding.temperature, loaded.decoding.greedy_first) == (0.5, True)
     state = torch.load(tmp_path / "agent.pt", weights_only=True)
     del state["temperature"], state["greedy_first"]
     torch.save(state, tmp_path / "old.pt")
     old = sp.inference.Spiral.load(tmp_path / "old.pt", prog, device="cpu")
-    assert (old.temperature, old.greedy_first) == (1.0, False)
+    assert (old.decoding.temperature, old.decoding.greedy_first) == (1.0, False)
 
     for bad in (0, -1.0, math.nan, math.inf, "0.5", True):
         with pytest.raises(ValueError, match="temperature must be a positive finite number"):
@@ -587,19 +564,19 @@ def test_greedy_first_pass_and_temperature_change_only_inference(tmp_path):
         with pytest.raises(ValueError, match="temperature must be a positive finite number"):
             rollout(agent.policy, prog, 4, targets, temperature=bad)
     with pytest.raises(TypeError, match="greedy_first must be True or False"):
-        sp.inference.Spiral(prog, reward="l2", config=SpiralConfig.small(), device="cpu", greedy_first="yes")
+        sp.inference.Spiral(prog, config=SpiralConfig.small(reward={"kind": "l2"}), device="cpu", decoding=sp.inference.spiral.Decoding(greedy_first="yes"))
 
 
 def test_guided_smc_options_travel_with_the_agent(tmp_path):
     torch.manual_seed(0)
     prog = stroke_program(grid_size=4, steps=3)
-    agent = sp.inference.Spiral(prog, reward="l2", config=SpiralConfig.small(), device="cpu")
+    agent = sp.inference.Spiral(prog, config=SpiralConfig.small(reward={"kind": "l2"}), device="cpu")
     assert (agent.smc().intermediate, agent.smc().tempering) == ("model", None)  # SMC's own defaults
-    agent.temperature, agent.smc_intermediate, agent.smc_tempering = 0.5, "proposal", (0.0, 0.5, 1.0)
+    agent.decoding.temperature, agent.decoding.smc_intermediate, agent.smc_tempering = 0.5, "proposal", (0.0, 0.5, 1.0)
     agent.save(tmp_path / "agent.pt", training_state=False)
     loaded = sp.inference.Spiral.load(tmp_path / "agent.pt", prog, device="cpu")
     engine = loaded.smc()
-    assert (engine.intermediate, engine.tempering, engine.proposal.temperature) == ("proposal", (0.0, 0.5, 1.0), 0.5)
+    assert (engine.intermediate, engine.tempering, engine.proposal.decoding.temperature) == ("proposal", (0.0, 0.5, 1.0), 0.5)
     assert loaded.smc(intermediate="model", tempering=None).intermediate == "model"  # options win
     targets = one_stroke_targets(prog, 2, seed=1)
     result = engine.infer(prog, targets, sp.Budget(renders=30), seed=0)
@@ -623,7 +600,7 @@ def test_imitation_of_ground_truth_programs_warm_starts_the_policy():
     programs["pressure"][:] = 1
     programs["control_point"] = programs["end_point"].clone()  # straight strokes: the image tells the program
     images = prog.render(programs)
-    agent = sp.inference.Spiral(prog, reward="l2", config=SpiralConfig.small(policy_lr=3e-3), device="cpu")
+    agent = sp.inference.Spiral(prog, config=SpiralConfig.small(reward={"kind": "l2"}, a2c={"lr": 3e-3}), device="cpu")
     history = agent.imitate((images, programs), 200, progress=False)
     assert history[-1]["update"] == 200 and agent.learner.updates == 200
     # Uniform guessing costs log(2 * 16 * 16 * 2 * 2) = 7.6 nats a program; imitation learns most of it.
@@ -638,65 +615,17 @@ def test_imitation_of_ground_truth_programs_warm_starts_the_policy():
 
 
 
-def test_a_widened_agent_acts_exactly_as_before_and_then_trains_its_new_channels():
-    torch.manual_seed(0)
-    prog = stroke_program(grid_size=4, steps=2)
-    config = SpiralConfig.small(spatial_locations=True, location_readout=True)  # every layer the width reaches
-    narrow = sp.inference.Spiral(prog, reward="l2", config=config, device="cpu", greedy_first=True,
-                                 smc_intermediate="proposal", smc_tempering=0.01)
-    programs = {c.name: torch.randint(0, c.size, (64, 2)) for c in prog.action_space}
-    narrow.imitate((prog.render(programs), programs), 5, progress=False)  # weights beyond their initial ones
-    wide = narrow.widened(24)
-
-    assert wide.config.policy_channels == 24 and wide.policy.stem.out_channels == 24
-    assert sum(p.numel() for p in wide.policy.parameters()) > sum(p.numel() for p in narrow.policy.parameters())
-    assert (wide.learner.updates, wide.greedy_first, wide.smc_intermediate, wide.smc_tempering) == \
-        (5, True, "proposal", 0.01)
-    targets = one_stroke_targets(prog, 16, seed=1)
-    before, after = (agent.infer(prog, targets, sp.Budget(renders=8), seed=3) for agent in (narrow, wide))
-    for name in before.actions:
-        assert torch.equal(before.actions[name], after.actions[name])
-    hidden = narrow.policy.initial_hidden(16, torch.device("cpu"))
-    canvas = torch.rand_like(targets)
-    with torch.no_grad():
-        steps = [policy.step(canvas, targets, None, None, hidden, choose=lambda c, logits: logits.argmax(-1))
-                 for policy in (narrow.policy, wide.policy)]
-    torch.testing.assert_close(steps[1].log_prob, steps[0].log_prob, rtol=0, atol=1e-5)
-    torch.testing.assert_close(steps[1].value, steps[0].value, rtol=0, atol=1e-5)
-
-    new_features = wide.policy.fc.weight[:, 16 * 8 * 8:]  # what the flattened new channels feed the LSTM
-    assert torch.count_nonzero(new_features) == 0
-    wide.imitate((prog.render(programs), programs), 1, progress=False)
-    assert torch.count_nonzero(new_features) > 0  # they learn from the first update
-    assert float(torch.tensor([1e-38]) * 0.01) > 0  # training flushed denormals, then restored the default
-
-    with pytest.raises(ValueError, match="at least the current 16"):
-        narrow.widened(8)
-    with pytest.raises(ValueError, match="at least the current 16"):
-        narrow.widened(True)
-    other = Policy(prog.action_space, 1, 16, conditional=True, config=SpiralConfig.small(lstm_size=32,
-                   spatial_locations=True, location_readout=True))
-    with pytest.raises(ValueError, match="only policy_channels may differ"):
-        sp.inference.spiral.widen(narrow.policy, other)
-    for grown in (dict(lstm_size=128), dict(location_channels=16)):  # sizes that grow along with the width
-        larger = Policy(prog.action_space, 1, 16, conditional=True, config=SpiralConfig.small(
-            policy_channels=32, spatial_locations=True, location_readout=True, **grown))
-        with pytest.raises(ValueError, match="only policy_channels may differ"):
-            sp.inference.spiral.widen(narrow.policy, larger)
-
-
 def test_a_retargeted_agent_takes_the_same_first_steps_and_then_goes_on():
     torch.manual_seed(0)
     short = stroke_program(grid_size=4, steps=2)
-    agent = sp.inference.Spiral(short, reward="l2", config=SpiralConfig.small(), device="cpu", greedy_first=True,
-                                smc_intermediate="proposal", smc_tempering=0.01)
+    agent = sp.inference.Spiral(short, config=SpiralConfig.small(reward={"kind": "l2"}), device="cpu", decoding=sp.inference.spiral.Decoding(greedy_first=True, smc_intermediate="proposal", smc_tempering=0.01))
     programs = {c.name: torch.randint(0, c.size, (64, 2)) for c in short.action_space}
     agent.imitate((short.render(programs), programs), 3, progress=False)
     longer_prog = stroke_program(grid_size=4, steps=5)
     longer = agent.retargeted(longer_prog)
 
     assert longer.prog is longer_prog and longer.prog.steps == 5
-    assert (longer.learner.updates, longer.greedy_first, longer.smc_intermediate, longer.smc_tempering) == \
+    assert (longer.learner.updates, longer.decoding.greedy_first, longer.decoding.smc_intermediate, longer.decoding.smc_tempering) == \
         (3, True, "proposal", 0.01)
     targets = one_stroke_targets(short, 16, seed=1)
     first = agent.infer(short, targets, sp.Budget(renders=2), seed=0)  # greedy: no randomness
@@ -714,32 +643,6 @@ def test_a_retargeted_agent_takes_the_same_first_steps_and_then_goes_on():
     agent.smc_tempering = (0.1, 1.0)  # one exponent per step cannot serve five steps
     with pytest.raises(ValueError, match="one exponent per step of its 2 steps"):
         agent.retargeted(longer_prog)
-
-
-def test_layer_norm_into_the_lstm_makes_the_policy_blind_to_the_scale_of_its_features():
-    # A2C grew the shipped MNIST agent's fully connected outputs into the thousands, saturating
-    # its LSTM; with the norm, growing them changes nothing the LSTM sees.
-    prog = stroke_program(grid_size=4)
-    targets = one_stroke_targets(prog, 8, seed=2)
-    canvas = torch.zeros_like(targets)
-    for norm in (False, True):
-        torch.manual_seed(0)
-        policy = Policy(prog.action_space, 1, 16, conditional=True, config=SpiralConfig.small(lstm_input_norm=norm))
-        greedy = lambda component, logits: logits.argmax(-1)  # noqa: E731
-        with torch.no_grad():
-            before = policy.step(canvas, targets, None, None, policy.initial_hidden(8, torch.device("cpu")),
-                                 choose=greedy)
-            policy.fc.weight.mul_(1000)
-            policy.fc.bias.mul_(1000)
-            after = policy.step(canvas, targets, None, None, policy.initial_hidden(8, torch.device("cpu")),
-                                choose=greedy)
-        moved = float((after.hidden[0] - before.hidden[0]).abs().max())
-        if norm:
-            assert moved < 1e-3, moved  # up to the norm's epsilon
-            assert "fc_norm.weight" in policy.state_dict()
-        else:
-            assert moved > 0.1, moved
-            assert not any(key.startswith("fc_norm") for key in policy.state_dict())  # old checkpoints load
 
 
 @pytest.mark.parametrize("caller_flushes", [False, True])
@@ -773,8 +676,7 @@ def test_dagger_labels_the_policys_own_states_with_the_experts_actions():
         label["shape"][:], label["location"][:], label["red"][:] = 2, 5, 3
         return label
 
-    agent = sp.inference.Spiral(prog, reward="l2", config=SpiralConfig.small(batch_size=16, policy_lr=3e-3),
-                                device="cpu")
+    agent = sp.inference.Spiral(prog, config=SpiralConfig.small(reward={"kind": "l2"}, a2c={"batch_size": 16, "lr": 3e-3}), device="cpu")
     history = agent.imitate((images, programs), 40, expert=expert, progress=False)
     assert len(counts_seen) == 40 * 2 and history[-1]["imitation_loss"] < 0.3 * history[0]["imitation_loss"]
     # The expert was asked about the states the policy's own actions reached (the untrained
@@ -795,7 +697,7 @@ def test_the_pretrained_scenes_agent_reconstructs_held_out_scenes_in_one_greedy_
     agent = sp.inference.Spiral.pretrained("scenes-recon-cpu", device="cpu")
     assert isinstance(agent.prog, sp.programs.SceneProgram) and agent.prog.steps == 10
     assert "empty platform" in sp.inference.Spiral.model_card("scenes-recon-cpu")
-    assert agent.greedy_first and agent.temperature == 1.0  # the decoding its card reports
+    assert agent.decoding.greedy_first and agent.decoding.temperature == 1.0  # the decoding its card reports
     engine = agent.smc()  # ... and the guided SMC's targets
     assert (engine.intermediate, engine.tempering) == ("proposal", 0.01)
     scenes = sp.data.MujocoScenes(root=tmp_path, size=16, seed=1, progress=False)

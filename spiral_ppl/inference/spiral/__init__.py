@@ -1,26 +1,45 @@
 """SPIRAL (Ganin et al. 2018): an RL painting policy trained against a WGAN-GP critic.
 
-One concept per module: :mod:`.policy` (the network), :mod:`.critic` (discriminator and
-WGAN-GP loss), :mod:`.rewards`, :mod:`.replay` (replay buffer), :mod:`.rollout` (batched
-episodes), :mod:`.learner` (hyper-parameters and the A2C update), :mod:`.guide` (the
-policy as a Pyro guide), :mod:`.proposal` (the policy as an SMC step proposal),
-:mod:`.sources` (training images), :mod:`.logs`, :mod:`.vtrace` (off-policy correction),
-:mod:`.distributed` (rollout workers on Ray), :mod:`.pbt` (population-based training on
-Ray Tune) and :mod:`.agent` (:class:`Spiral`, the engine).
+One concept per module:
+
+- the agent: :mod:`.agent` (:class:`Spiral` and its :class:`Decoding`), :mod:`.config`
+  (:class:`SpiralConfig`, every hyper-parameter);
+- the networks: :mod:`.policy`, :mod:`.decoders` (one decoder per action component),
+  :mod:`.critic` (discriminator and WGAN-GP loss);
+- inference: :mod:`.engine` (passes, best of them, the guided SMC), :mod:`.guide` (the policy
+  as a Pyro guide), :mod:`.proposal` (the policy as an SMC step proposal);
+- training: :mod:`.training` (the A2C loop, top to bottom), :mod:`.imitation` (behaviour
+  cloning, DAgger, self-imitation), :mod:`.recipe` (phases run by one driver),
+  :mod:`.episodes` (where episodes come from), :mod:`.rollout`, :mod:`.rewards`,
+  :mod:`.replay`, :mod:`.vtrace`, :mod:`.sources` (training images), :mod:`.logs`;
+- on Ray: :mod:`.distributed` (rollout workers) and :mod:`.pbt` (population-based training);
+- files: :mod:`.checkpoints`.
 """
 
-from spiral_ppl.inference.spiral.agent import Spiral
+from spiral_ppl.inference.spiral.agent import Decoding, Spiral
+from spiral_ppl.inference.spiral.config import (
+    A2CConfig,
+    CriticConfig,
+    PolicyConfig,
+    RewardConfig,
+    SpiralConfig,
+    TrainConfig,
+)
 from spiral_ppl.inference.spiral.critic import Critic, wgan_gp_loss
-from spiral_ppl.inference.spiral.distributed import RayBackend
+from spiral_ppl.inference.spiral.distributed import RayEpisodes
+from spiral_ppl.inference.spiral.episodes import EpisodeBatch, EpisodeSource, LocalEpisodes
 from spiral_ppl.inference.spiral.guide import SpiralGuide
-from spiral_ppl.inference.spiral.learner import Learner, SpiralConfig, TrainingDiverged
-from spiral_ppl.inference.spiral.policy import Policy, widen
+from spiral_ppl.inference.spiral.policy import Policy
 from spiral_ppl.inference.spiral.proposal import SpiralProposal
+from spiral_ppl.inference.spiral.recipe import Phase
 from spiral_ppl.inference.spiral.replay import ReplayBuffer
 from spiral_ppl.inference.spiral.rollout import Episode, replay, rollout
+from spiral_ppl.inference.spiral.training import Learner, TrainingDiverged
 from spiral_ppl.inference.spiral.vtrace import VTraceTargets, vtrace
 
 __all__ = [
-    "Critic", "Episode", "Learner", "Policy", "RayBackend", "ReplayBuffer", "Spiral", "SpiralConfig", "SpiralGuide",
-    "SpiralProposal", "TrainingDiverged", "VTraceTargets", "replay", "rollout", "vtrace", "wgan_gp_loss", "widen",
+    "A2CConfig", "Critic", "CriticConfig", "Decoding", "Episode", "EpisodeBatch", "EpisodeSource", "Learner",
+    "LocalEpisodes", "Phase", "Policy", "PolicyConfig", "RayEpisodes", "ReplayBuffer", "RewardConfig", "Spiral",
+    "SpiralConfig", "SpiralGuide", "SpiralProposal", "TrainConfig", "TrainingDiverged", "VTraceTargets", "replay",
+    "rollout", "vtrace", "wgan_gp_loss",
 ]

@@ -26,7 +26,7 @@ Example::
 
     >>> import torch
     >>> from spiral_ppl.inference.spiral import Critic, SpiralConfig
-    >>> critic = Critic(channels=1, image_size=16, conditional=False, config=SpiralConfig.small())
+    >>> critic = Critic(channels=1, image_size=16, conditional=False, config=SpiralConfig.small().critic)
     >>> real, fake = torch.rand(4, 1, 16, 16), torch.zeros(4, 1, 16, 16)
     >>> loss, parts = wgan_gp_loss(critic, real, fake, gradient_penalty=10.0, drift_penalty=1e-3)
     >>> sorted(parts)
@@ -46,20 +46,20 @@ class Critic(nn.Module):
     :param channels: image channels.
     :param image_size: side of the square images.
     :param conditional: score pairs ``D(x | target)``.
-    :param config: widths and the spectral-normalisation switch (``SpiralConfig``).
+    :param config: width and the spectral-normalisation switch (``SpiralConfig.critic``).
     """
 
     def __init__(self, channels: int, image_size: int, *, conditional: bool, config) -> None:
         super().__init__()
         self.conditional = conditional
         wrap = spectrally_normalised if config.spectral_norm else (lambda layer: layer)
-        width, inputs, size = config.critic_channels, channels * (2 if conditional else 1), image_size
+        width, inputs, size = config.channels, channels * (2 if conditional else 1), image_size
         layers: list[nn.Module] = []
         # Halve the resolution and double the width down to 4x4 (DCGAN); no batch norm, which
         # would couple the samples the gradient penalty treats one by one.
         while size > 4:
             layers += [wrap(nn.Conv2d(inputs, width, 4, stride=2, padding=1)), nn.LeakyReLU(0.2)]
-            inputs, width, size = width, min(width * 2, 8 * config.critic_channels), (size + 1) // 2
+            inputs, width, size = width, min(width * 2, 8 * config.channels), (size + 1) // 2
         layers += [nn.Flatten(), wrap(nn.Linear(inputs * size * size, 1))]
         self.net = nn.Sequential(*layers)
 

@@ -14,7 +14,7 @@ learner, on GPUs, updates the policy and the critic. This module does the same o
   :math:`\log\pi`, the entropies and the values, corrects for the lag between the two
   policies with V-trace (:mod:`~spiral_ppl.inference.spiral.vtrace`), takes the A2C step,
   puts the final renders in the replay buffer and trains the critic on it
-  (:meth:`Learner.learn <spiral_ppl.inference.spiral.learner.Learner.learn>`);
+  (:mod:`~spiral_ppl.inference.spiral.training`);
 * a worker that returns gets its next task at once, with the newest weights, so workers
   never wait for the learner: their episodes are up to ``workers`` versions behind, which
   is what V-trace is for.
@@ -23,13 +23,13 @@ learner, on GPUs, updates the policy and the critic. This module does the same o
 the task until its episodes are consumed. When a worker dies (its process killed, its
 node gone), Ray restarts the actor (up to ``max_restarts`` times) and the driver sends the
 *same* task again, so every update consumes exactly ``batch_size`` episodes from tasks
-that were each consumed once. :attr:`RayBackend.ledger` records which tasks fed which
+that were each consumed once. :attr:`RayEpisodes.ledger` records which tasks fed which
 update.
 
 **Local mode and clusters.** With no cluster, the first ``fit`` starts Ray on this machine
 (``ray.init()``); the workers are then processes here. On a cluster started with
 ``ray start --head`` (and ``ray start --address=HEAD:6379`` on the other nodes, each with
-``spiral_ppl`` installed), pass ``RayBackend(address="auto")`` or call
+``spiral_ppl`` installed), pass ``RayEpisodes(address="auto")`` or call
 ``ray.init(address="auto")`` before ``fit``; workers are placed wherever CPUs are free.
 A resumed run (``Spiral.load`` then ``fit``) continues from the checkpoint's weights,
 optimisers and replay buffer; unlike the local backend it is not bit-for-bit reproducible,
@@ -38,11 +38,11 @@ because episodes arrive in whatever order the workers finish.
 Example (needs ``pip install spiral_ppl[distributed]``)::
 
     import spiral_ppl as sp
-    from spiral_ppl.inference.spiral import RayBackend
+    from spiral_ppl.inference.spiral import RayEpisodes
 
     prog = sp.programs.SceneProgram(sp.renderers.MujocoScene(), steps=10)
-    agent = sp.inference.Spiral(prog, reward="l2")
-    agent.fit(scenes, steps=10_000, backend=RayBackend(workers=16))
+    agent = sp.inference.Spiral(prog, config=sp.inference.SpiralConfig(reward={"kind": "l2"}))
+    agent.fit(scenes, steps=10_000, backend=RayEpisodes(workers=16))
 
 Reference: Espeholt et al., "IMPALA", ICML 2018 (actors, learner and V-trace).
 """
@@ -52,10 +52,12 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import torch
 
+from spiral_ppl import checks
+from spiral_ppl.inference.spiral.episodes import EpisodeBatch, EpisodeSource
 from spiral_ppl.inference.spiral.policy import Policy
 from spiral_ppl.inference.spiral.rollout import replay, rollout
 from spiral_ppl.programs.base import Program
@@ -146,8 +148,8 @@ class Ledger:
     worker_pids: set[int] = field(default_factory=set)  #: processes that returned episodes (a restart adds one)
 
 
-class RayBackend:
-    """Rollout workers on Ray for :meth:`Spiral.fit <spiral_ppl.inference.Spiral.fit>`.
+class RayEpisodes(EpisodeSource):
+    """Episodes from rollout workers on Ray, for :meth:`Spiral.fit <spiral_ppl.inference.Spiral.fit>`.
 
     :param workers: number of rollout workers (Ray actors).
     :param episodes_per_task: episodes per request to a worker; must divide the agent's
@@ -163,15 +165,10 @@ class RayBackend:
 
     def __init__(self, workers: int = 2, *, episodes_per_task: int | None = None, worker_cpus: float = 1.0,
                  max_restarts: int = 3, restart_timeout: float = 300.0, address: str | None = None) -> None:
-        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-            raise ValueError(f"workers must be a positive int, got {workers!r}")
-        if episodes_per_task is not None and (isinstance(episodes_per_task, bool) or not isinstance(episodes_per_task, int)
-                                              or episodes_per_task < 1):
-            raise ValueError(f"episodes_per_task must be a positive int or None, got {episodes_per_task!r}")
-        if not worker_cpus > 0:
-            raise ValueError(f"worker_cpus must be positive, got {worker_cpus!r}")
-        if isinstance(max_restarts, bool) or not isinstance(max_restarts, int) or max_restarts < 0:
-            raise ValueError(f"max_restarts must be a non-negative int, got {max_restarts!r}")
+        checks.positive_int("workers", workers)
+        checks.optional_positive_int("episodes_per_task", episodes_per_task)
+        checks.positive_number("worker_cpus", worker_cpus)
+        checks.non_negative_int("max_restarts", max_restarts)
         if not 0 < restart_timeout < float("inf"):
             raise ValueError(f"restart_timeout must be a positive number of seconds, got {restart_timeout!r}")
         self.workers, self.episodes_per_task = workers, episodes_per_task
@@ -181,18 +178,7 @@ class RayBackend:
         self._actors: list = []
 
     def __repr__(self) -> str:
-        return f"RayBackend(workers={self.workers}, episodes_per_task={self.episodes_per_task})"
-
-    @staticmethod
-    def resolve(backend: "str | RayBackend") -> "RayBackend | None":
-        """``"local"`` -> ``None`` (train in this process); ``"ray"`` -> a default backend."""
-        if isinstance(backend, RayBackend):
-            return backend
-        if backend == "local":
-            return None
-        if backend == "ray":
-            return RayBackend()
-        raise ValueError(f"backend must be 'local', 'ray' or a RayBackend, got {backend!r}")
+        return f"RayEpisodes(workers={self.workers}, episodes_per_task={self.episodes_per_task})"
 
     def task_size(self, batch_size: int) -> int:
         """Episodes per task for a learner batch of ``batch_size``."""
@@ -208,17 +194,17 @@ class RayBackend:
 
     # -- one training run ----------------------------------------------------------------------
 
-    def start(self, agent: "Spiral", source: "ImageSource") -> None:
+    def start(self, agent: "Spiral", images: "ImageSource") -> None:
         """Start the workers for ``agent`` and send each its first task."""
         ray = import_ray()
         if not ray.is_initialized():
             ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
                      configure_logging=False)
-        self.agent, self.source = agent, source
-        self.episodes = self.task_size(agent.config.batch_size)
+        self.agent, self.images = agent, images
+        self.episodes = self.task_size(agent.config.a2c.batch_size)
         self.ledger = Ledger()
-        self._actors = _spawn_workers(agent, self.workers, cpus=self.worker_cpus, max_restarts=self.max_restarts,
-                                      observe_all=agent.config.temporal_rewards)
+        self._actors = spawn_workers(agent, self.workers, cpus=self.worker_cpus, max_restarts=self.max_restarts,
+                                      observe_all=agent.config.reward.temporal)
         self._failures = [0] * self.workers
         self._unavailable_since: list[float | None] = [None] * self.workers
         self._pending: dict[Any, tuple[int, RolloutTask]] = {}
@@ -231,11 +217,13 @@ class RayBackend:
         ray = import_ray()
         return ray.get([actor.pid.remote() for actor in self._actors])
 
-    def update(self) -> dict[str, float]:
-        """Gather ``batch_size`` episodes from the workers and take one learner update."""
+    def next_batch(self) -> EpisodeBatch:
+        """Gather ``batch_size`` episodes from the workers and re-score them with the current weights."""
         ray = import_ray()
         agent = self.agent
-        needed = agent.config.batch_size // self.episodes  # tasks per update
+        if self._version != agent.learner.updates:
+            self._publish()  # tasks sent from now on carry the weights of the last update
+        needed = agent.config.a2c.batch_size // self.episodes  # tasks per update
         waited = time.perf_counter()
         batch: list[Trajectory] = []
         while len(batch) < needed:
@@ -271,12 +259,11 @@ class RayBackend:
         lag = sum(agent.learner.updates - t.task.version for t in batch) / len(batch)
         with agent.learner.autocast():
             episode = replay(agent.policy, actions, canvases, targets, noise, blind=agent.blind)
-        metrics = agent.learner.learn(episode, targets, self.source.batch, behaviour_log_probs=behaviour)
         renders = sum(t.renders for t in batch)
         agent.prog.renders += renders  # the workers' copies of the program did the rendering
-        self._publish()
-        return {**metrics, "policy_lag": lag, "renders": float(renders), "learner_wait_seconds": waited,
-                "worker_restarts": float(max(0, len(self.ledger.worker_pids) - self.workers))}
+        metrics = {"policy_lag": lag, "renders": float(renders), "learner_wait_seconds": waited,
+                   "worker_restarts": float(max(0, len(self.ledger.worker_pids) - self.workers))}
+        return EpisodeBatch(episode, targets, behaviour, metrics)
 
     def close(self) -> None:
         """Stop the workers (Ray itself stays up for the next run); record unfinished tasks."""
@@ -291,7 +278,7 @@ class RayBackend:
     # -- helpers -----------------------------------------------------------------------------
 
     def _new_task(self) -> RolloutTask:
-        targets = self.source.batch(self.episodes) if self.agent.conditional else None
+        targets = self.images.batch(self.episodes) if self.agent.conditional else None
         task = RolloutTask(self.ledger.submitted, int(torch.randint(2**62, ())), self.episodes, targets,
                            self._version)
         self.ledger.submitted += 1
@@ -306,7 +293,7 @@ class RayBackend:
     def _publish(self) -> None:
         ray = import_ray()
         self._version = self.agent.learner.updates
-        self._weights = ray.put(_cpu_weights(self.agent.policy))
+        self._weights = ray.put(cpu_weights(self.agent.policy))
 
     def _worker_died(self, worker: int, task: RolloutTask, error: Exception) -> None:
         self._failures[worker] += 1
@@ -334,56 +321,13 @@ class RayBackend:
         self._send(worker, task)  # Ray restarts the actor; the same task goes to it again
 
 
-def rollout_throughput(agent: "Spiral", *, workers: int, episodes_per_task: int, tasks: int,
-                       targets: Callable[[int], torch.Tensor] | None = None) -> dict[str, float]:
-    """Episodes and renders per second of ``workers`` Ray rollout workers for ``agent`` (no learning).
-
-    Sizes a cluster, and draws the scaling curve of ``benchmarks/ray_rollout_scaling.py``:
-    every worker keeps one task in flight, as during training, until ``tasks`` have come
-    back. The first task of each worker (which loads the weights and warms the renderer)
-    is not timed.
-
-    :param targets: ``count -> (count, C, H, W)`` targets of a conditional agent.
-    """
-    ray = import_ray()
-    if agent.conditional and targets is None:
-        raise ValueError("a conditional agent's rollouts need targets=: count -> (count, C, H, W) images")
-    actors = _spawn_workers(agent, workers, cpus=1, max_restarts=0, observe_all=False)
-    weights = [ray.put(_cpu_weights(agent.policy))]
-
-    def task(task_id: int) -> RolloutTask:
-        images = targets(episodes_per_task) if agent.conditional else None
-        return RolloutTask(task_id, task_id, episodes_per_task, images, 0)
-
-    try:
-        ray.get([actor.rollout.remote(task(-1 - index), weights) for index, actor in enumerate(actors)])
-        started = time.perf_counter()
-        pending = {actor.rollout.remote(task(index), weights): actor for index, actor in enumerate(actors)}
-        sent, done, renders = len(actors), 0, 0
-        while pending:
-            [reference], _ = ray.wait(list(pending), num_returns=1)
-            actor = pending.pop(reference)
-            renders += ray.get(reference).renders
-            done += 1
-            if sent < tasks:
-                pending[actor.rollout.remote(task(sent), weights)] = actor
-                sent += 1
-        seconds = time.perf_counter() - started
-    finally:
-        for actor in actors:
-            ray.kill(actor, no_restart=True)
-    episodes = done * episodes_per_task
-    return {"workers": workers, "episodes_per_second": episodes / seconds, "renders_per_second": renders / seconds,
-            "seconds": seconds, "episodes": episodes}
-
-
 def policy_arguments(agent: "Spiral") -> dict[str, Any]:
     """What a worker builds its copy of the agent's policy from."""
     return dict(action_space=agent.prog.action_space, channels=agent.prog.channels,
                 image_size=agent.prog.image_size, conditional=agent.conditional, config=agent.config)
 
 
-def _spawn_workers(agent: "Spiral", count: int, *, cpus: float, max_restarts: int, observe_all: bool) -> list:
+def spawn_workers(agent: "Spiral", count: int, *, cpus: float, max_restarts: int, observe_all: bool) -> list:
     """``count`` rollout-worker actors for ``agent``, each reserving ``cpus`` CPUs (and as many torch threads)."""
     ray = import_ray()
     remote_worker = ray.remote(RolloutWorker).options(num_cpus=cpus, max_restarts=max_restarts, max_task_retries=0)
@@ -392,6 +336,6 @@ def _spawn_workers(agent: "Spiral", count: int, *, cpus: float, max_restarts: in
             for _ in range(count)]
 
 
-def _cpu_weights(policy: Policy) -> dict[str, torch.Tensor]:
+def cpu_weights(policy: Policy) -> dict[str, torch.Tensor]:
     """The policy's weights on the CPU, as workers load them."""
     return {name: value.detach().cpu() for name, value in policy.state_dict().items()}

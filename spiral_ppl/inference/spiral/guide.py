@@ -16,7 +16,7 @@ step proposal, which reads the canvases SMC renders) rather than this guide.
 
 Like the proposal, the guide samples from the tempered policy :math:`q_\tau(a) \propto
 \pi(a)^{1/\tau}`, component by component, at ``temperature`` (the agent's
-:attr:`~spiral_ppl.inference.Spiral.temperature` unless given). Each site's distribution is
+``agent.decoding.temperature`` unless given). Each site's distribution is
 the tempered Categorical itself, so the importance weights :math:`p(x, a) / q_\tau(a)` that
 Pyro computes stay exact at any temperature.
 
@@ -24,7 +24,7 @@ Example::
 
     >>> import torch, spiral_ppl as sp
     >>> prog = sp.programs.PaintProgram(sp.renderers.Brush(canvas_size=16, grid_size=4), steps=2)
-    >>> agent = sp.inference.Spiral(prog, reward="l2", config=sp.inference.SpiralConfig.small())
+    >>> agent = sp.inference.Spiral(prog, config=sp.inference.SpiralConfig.small(reward={"kind": "l2"}))
     >>> result = sp.inference.Importance(agent.guide).infer(prog, torch.zeros(3, 1, 16, 16),
     ...                                                     sp.Budget(renders=10), seed=0)
     >>> result.log_weights.shape, result.renders.tolist()  # 10 // (1 + 1) samples of 2 renders
@@ -49,7 +49,7 @@ class SpiralGuide:
     """A callable Pyro guide ``guide(image)`` backed by a SPIRAL agent's policy.
 
     :param agent: a :class:`~spiral_ppl.inference.Spiral`.
-    :param temperature: of the policy's distributions; ``None``: the agent's :attr:`temperature`
+    :param temperature: of the policy's distributions; ``None``: the agent's ``decoding.temperature``
         at each call.
     """
 
@@ -60,7 +60,7 @@ class SpiralGuide:
     @property
     def temperature(self) -> float:
         """The temperature the guide samples at."""
-        return self.agent.temperature if self._temperature is None else self._temperature
+        return self.agent.decoding.temperature if self._temperature is None else self._temperature
 
     @property
     def renders_per_sample(self) -> int:

@@ -19,7 +19,7 @@ Fitness:
 
 Each member trains with :meth:`Spiral.fit <spiral_ppl.inference.Spiral.fit>`, locally in its
 Tune trial (one CPU, or one GPU when ``gpus_per_member``) or with its own Ray rollout
-workers (``backend=RayBackend(...)``; reserve their CPUs with ``cpus_per_member``).
+workers (``backend=RayEpisodes(...)``; reserve their CPUs with ``cpus_per_member``).
 
 Example (needs ``pip install spiral_ppl[distributed]``)::
 
@@ -47,7 +47,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from spiral_ppl.inference.spiral.distributed import RayBackend, import_ray
+from spiral_ppl import checks
+from spiral_ppl.inference.spiral.distributed import import_ray
+from spiral_ppl.inference.spiral.episodes import EpisodeSource
 from spiral_ppl.inference.spiral.sources import hold_out
 
 import_ray()  # this module is Ray Tune through and through: say how to install it if it is missing
@@ -59,6 +61,8 @@ if TYPE_CHECKING:
 
 #: The hyper-parameters PBT tunes and the ranges of Ganin et al. (2018).
 SEARCH_SPACE = {"entropy_cost": (2e-3, 1e-1), "policy_lr": (1e-5, 3e-4)}
+#: The configuration setting of each tuned hyper-parameter.
+SETTINGS = {"entropy_cost": "a2c.entropy_cost", "policy_lr": "a2c.lr"}
 CHECKPOINT_FILE = "agent.pt"
 
 
@@ -85,7 +89,7 @@ def _clip(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _member(config: dict[str, Any], *, template: "Spiral", data: Any, held_out: torch.Tensor, updates: int,
-            interval: int, backend: "str | RayBackend", threads: int) -> None:
+            interval: int, backend: "str | EpisodeSource", threads: int) -> None:
     """One member of the population: a Tune trial that trains, reports fitness and checkpoints."""
     from spiral_ppl.inference.spiral.agent import Spiral
 
@@ -97,7 +101,7 @@ def _member(config: dict[str, Any], *, template: "Spiral", data: Any, held_out: 
     else:
         torch.manual_seed(config["seed"])
         agent = copy.deepcopy(template)  # Tune may reuse this process for another member
-    agent.set_hyperparameters(entropy_cost=config["entropy_cost"], policy_lr=config["policy_lr"])
+    agent.set_hyperparameters({SETTINGS[name]: config[name] for name in SEARCH_SPACE})
     while agent.learner.updates < updates:
         steps = min(interval - agent.learner.updates % interval, updates - agent.learner.updates)
         history = agent.fit(data, steps, backend=backend, progress=False)
@@ -105,8 +109,8 @@ def _member(config: dict[str, Any], *, template: "Spiral", data: Any, held_out: 
         with tempfile.TemporaryDirectory() as folder:
             agent.save(Path(folder) / CHECKPOINT_FILE)
             tune.report(
-                {"fitness": score, "update": agent.learner.updates, "entropy_cost": agent.config.entropy_cost,
-                 "policy_lr": agent.config.policy_lr, "train_l2": history[-1]["l2"],
+                {"fitness": score, "update": agent.learner.updates, "entropy_cost": agent.config.a2c.entropy_cost,
+                 "policy_lr": agent.config.a2c.lr, "train_l2": history[-1]["l2"],
                  "entropy": history[-1]["entropy"]},
                 checkpoint=tune.Checkpoint.from_directory(folder),
             )
@@ -162,7 +166,7 @@ def population_based_training(
     name: str = "spiral-pbt",
     eval_data: Any = None,
     eval_size: int = 64,
-    backend: "str | RayBackend" = "local",
+    backend: "str | EpisodeSource" = "local",
     cpus_per_member: float = 1,
     gpus_per_member: float = 0,
     quantile_fraction: float = 0.25,
@@ -189,8 +193,7 @@ def population_based_training(
     """
     ray = import_ray()
     for label, value in (("updates", updates), ("population", population), ("interval", interval)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{label} must be a positive int, got {value!r}")
+        checks.positive_int(label, value)
     if population < 2:
         raise ValueError("population-based training needs a population of at least 2")
     if not 0 < quantile_fraction <= 0.5:

@@ -20,7 +20,7 @@ Example::
 
     >>> import torch, spiral_ppl as sp
     >>> prog = sp.programs.PaintProgram(sp.renderers.Brush(canvas_size=16, grid_size=4), steps=3)
-    >>> agent = sp.inference.Spiral(prog, reward="l2", config=sp.inference.SpiralConfig.small())
+    >>> agent = sp.inference.Spiral(prog, config=sp.inference.SpiralConfig.small(reward={"kind": "l2"}))
     >>> result = sp.inference.SMC(agent.proposal).infer(prog, torch.zeros(2, 1, 16, 16),
     ...                                                 sp.Budget(renders=30), seed=0)
     >>> result.renders.tolist(), result.log_weights.shape

@@ -1,0 +1,224 @@
+"""SPIRAL agents on disk: save, load, the shipped agents, and what a checkpoint says of its program.
+
+A checkpoint is one ``torch.save`` file, written atomically (a crash leaves the previous file
+whole), holding the agent's weights, configuration, decoding and a description of its program
+(:func:`describe_program`); with its training state (optimisers, replay buffer, random
+streams, update count) :meth:`Spiral.fit <spiral_ppl.inference.Spiral.fit>` resumes exactly.
+Files of the first format (one flat table of settings, one list of policy modules per kind of
+layer) are upgraded as they are read.
+
+The agents shipped in ``spiral_ppl/pretrained/`` each come with a model card (``<name>.md``).
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from spiral_ppl.inference.randomness import random_state
+from spiral_ppl.inference.spiral.config import SpiralConfig, from_flat
+from spiral_ppl.inference.spiral.policy import upgrade_state_dict
+from spiral_ppl.io import atomic_path
+from spiral_ppl.programs.base import Program
+
+if TYPE_CHECKING:
+    from spiral_ppl.inference.spiral.agent import Spiral
+
+#: Format tag of checkpoint files.
+CHECKPOINT_FORMAT = "spiral_ppl.Spiral/2"
+FIRST_FORMAT = "spiral_ppl.Spiral/1"
+#: What two programs must share for one agent to act on both.
+SAME_PROGRAM = ("action_space", "channels", "image_size", "steps")
+
+
+def describe_program(prog: Program) -> dict[str, Any]:
+    """What a checkpoint records of its program, to rebuild it or to check another against it."""
+    from spiral_ppl.io import renderer_config
+    from spiral_ppl.programs.renderer_program import RendererProgram
+
+    renderer = None
+    if isinstance(prog, RendererProgram):
+        try:
+            renderer = renderer_config(prog.renderer)
+        except ValueError:  # no JSON description for this renderer: load() will need prog=
+            renderer = None
+    return {
+        "class": type(prog).__name__,
+        "action_space": [[c.name, c.size, c.kind] for c in prog.action_space],
+        "channels": prog.channels,
+        "image_size": prog.image_size,
+        "steps": prog.steps,
+        "pixel_scale": prog.pixel_scale,
+        "renderer": renderer,
+    }
+
+
+def description_differences(first: dict[str, Any], second: dict[str, Any],
+                            keys: tuple[str, ...] = SAME_PROGRAM) -> list[str]:
+    """Which of ``keys`` differ between two descriptions of programs."""
+    return [key for key in keys if first[key] != second[key]]
+
+
+def program_differences(first: Program, second: Program, keys: tuple[str, ...] = SAME_PROGRAM) -> list[str]:
+    """Which of ``keys`` of :func:`describe_program` differ between two programs."""
+    return description_differences(describe_program(first), describe_program(second), keys)
+
+
+def save(agent: "Spiral", path: str | Path, *, training_state: bool = True) -> None:
+    """Write ``agent`` atomically, with its training state unless ``training_state=False``.
+
+    Without the training state the file holds the weights only (smaller, for inference;
+    training after loading it starts with fresh optimisers).
+    """
+    state = {
+        "format": CHECKPOINT_FORMAT,
+        "program": describe_program(agent.prog),
+        "conditional": agent.conditional,
+        "blind": agent.blind,
+        "config": agent.config.to_dict(),
+        "decoding": _decoding_dict(agent.decoding),
+        "policy": agent.policy.state_dict(),
+        "critic": agent.critic.state_dict() if agent.critic is not None else None,
+        "learner": agent.learner.state_dict() if training_state else None,
+        "train_seconds": agent.train_seconds,
+        "source_state": agent._source_state if training_state else None,
+        "rng": random_state() if training_state else None,
+    }
+    with atomic_path(path) as temporary:
+        torch.save(state, temporary)
+
+
+def read(path: str | Path) -> dict[str, Any]:
+    """The contents of a checkpoint file, in the current format, or a clear error."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no SPIRAL checkpoint at {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any unpickling failure means a bad file
+        raise ValueError(f"{path} is not a readable SPIRAL checkpoint (corrupt, truncated or another kind of file): "
+                         f"{type(error).__name__}: {str(error)[:200]}") from None
+    found = state.get("format") if isinstance(state, dict) else type(state).__name__
+    if found == FIRST_FORMAT:
+        state = _upgrade_first_format(state)
+    elif found != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a SPIRAL checkpoint of format {CHECKPOINT_FORMAT!r} (found {found!r})")
+    return state
+
+
+def load(path: str | Path, prog: Program | None = None, *, device: torch.device | str | None = None) -> "Spiral":
+    """Read an agent written by :func:`save`.
+
+    :param prog: the program to act on; required unless the checkpoint's program is one the
+        file can rebuild (a brush or MuJoCo program, whose renderer it describes). It must
+        match the checkpoint's action space, images and steps.
+    """
+    from spiral_ppl.inference.spiral.agent import Decoding, Spiral
+
+    path = Path(path)
+    state = read(path)
+    recorded = state["program"]
+    if prog is None:
+        prog = _rebuild_program(recorded, path)
+    elif not isinstance(prog, Program):
+        raise TypeError(f"prog must be a spiral_ppl.programs.Program, got {type(prog).__name__}")
+    else:
+        differ = description_differences(describe_program(prog), recorded)
+        if differ:
+            raise ValueError(
+                f"{path} holds an agent for a {recorded['class']} with {recorded['steps']} steps, images "
+                f"{recorded['channels']}x{recorded['image_size']} and actions "
+                f"{[tuple(c) for c in recorded['action_space']]}; the program given differs in {differ}"
+            )
+    try:
+        config = SpiralConfig.from_dict(state["config"])
+        decoding = Decoding(**state["decoding"])
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{path}: its settings are not valid here: {error}") from None
+    agent = Spiral(prog, conditional=state["conditional"], blind=state["blind"], config=config, decoding=decoding,
+                   device=device)
+    try:
+        agent.policy.load_state_dict(state["policy"])
+        if agent.critic is not None:
+            agent.critic.load_state_dict(state["critic"])
+        if state["learner"] is not None:
+            agent.learner.load_state_dict(state["learner"])
+    except (RuntimeError, KeyError, ValueError) as error:
+        raise ValueError(f"{path}: the weights do not fit the agent they describe: {str(error)[:300]}") from None
+    agent.train_seconds = float(state["train_seconds"])
+    agent._source_state = state["source_state"]
+    agent._resume_rng = state["rng"]
+    return agent
+
+
+def pretrained_names() -> list[str]:
+    """Agents shipped with the package (see each one's model card, ``<name>.md``)."""
+    folder = resources.files("spiral_ppl") / "pretrained"
+    return sorted(entry.name[: -len(".pt")] for entry in folder.iterdir() if entry.name.endswith(".pt"))
+
+
+def pretrained(name: str, *, device: torch.device | str | None = None) -> "Spiral":
+    """A pretrained agent shipped with the package, with the program it was trained on.
+
+    Example::
+
+        agent = Spiral.pretrained("mnist-recon-cpu")
+        result = agent.infer(agent.prog, digits, sp.Budget(renders=agent.prog.steps))
+    """
+    names = pretrained_names()
+    if name not in names:
+        raise ValueError(f"no pretrained agent {name!r}; available: {names}")
+    with resources.as_file(resources.files("spiral_ppl") / "pretrained" / f"{name}.pt") as path:
+        return load(path, device=device)
+
+
+def model_card(name: str) -> str:
+    """The model card of a pretrained agent: data, recipe, device and final l2."""
+    card = resources.files("spiral_ppl") / "pretrained" / f"{name}.md"
+    if not card.is_file():
+        raise ValueError(f"no model card for {name!r}; pretrained agents: {pretrained_names()}")
+    return card.read_text()
+
+
+def _decoding_dict(decoding) -> dict[str, Any]:
+    return {"temperature": decoding.temperature, "greedy_first": decoding.greedy_first,
+            "smc_intermediate": decoding.smc_intermediate, "smc_tempering": decoding.smc_tempering}
+
+
+def _upgrade_first_format(state: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint of the first format in the current one."""
+    config = from_flat(state["config"]).replace({"reward.kind": state["reward"]})
+    action_space = [_component(entry) for entry in state["program"]["action_space"]]
+    return {
+        **state,
+        "format": CHECKPOINT_FORMAT,
+        "config": config.to_dict(),
+        "decoding": {"temperature": state.get("temperature", 1.0), "greedy_first": state.get("greedy_first", False),
+                     "smc_intermediate": state.get("smc_intermediate", "model"),
+                     "smc_tempering": state.get("smc_tempering")},
+        "policy": upgrade_state_dict(state["policy"], action_space),
+    }
+
+
+def _component(entry: list):
+    from spiral_ppl.renderers.base import Component
+
+    name, size, kind = entry
+    return Component(name, size, kind)
+
+
+def _rebuild_program(recorded: dict[str, Any], path: Path) -> Program:
+    from spiral_ppl.io import renderer_from_config
+    from spiral_ppl.programs.renderer_program import PaintProgram, RendererProgram
+    from spiral_ppl.programs.scene_program import SceneProgram
+
+    # Rebuilt programs get their class's default priors.
+    classes = {"PaintProgram": PaintProgram, "RendererProgram": RendererProgram, "SceneProgram": SceneProgram}
+    if recorded["renderer"] is None or recorded["class"] not in classes:
+        raise ValueError(f"{path} holds an agent for a {recorded['class']}, which a checkpoint cannot rebuild; "
+                         "pass the program: Spiral.load(path, prog=...)")
+    renderer = renderer_from_config(recorded["renderer"])
+    return classes[recorded["class"]](renderer, recorded["steps"], pixel_scale=recorded["pixel_scale"])

@@ -1,0 +1,101 @@
+r"""A SPIRAL agent as an inference engine: passes, the best of them, and the guided SMC.
+
+One *pass* rolls the policy out once on each target and costs :attr:`Spiral.renders_per_pass`
+renders (every step's canvas, or the last one for a blind agent). Given a budget of
+:math:`N` renders per target the engine runs :math:`\lfloor N / \text{pass} \rfloor` passes
+and keeps, per target, the program whose final canvas has the lowest l2:
+
+.. math::
+
+    \hat a = \arg\min_{i \le n} \lVert \mathrm{render}(a^{(i)}) - x^\ast \rVert^2, \qquad
+    a^{(i)} \sim \pi_\tau(\cdot \mid x^\ast),
+
+with the first pass greedy when ``decoding.greedy_first``. The policy is also a step proposal
+for SMC (:class:`~spiral_ppl.inference.spiral.SpiralProposal`), and :func:`guided_smc` builds
+that SMC with the intermediate targets and tempering saved in the agent's decoding.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from spiral_ppl.inference.budget import Budget
+from spiral_ppl.inference.result import BestSoFar, Curve, Result
+from spiral_ppl.inference.smc import SMC
+from spiral_ppl.inference.spiral.rollout import Episode, most_probable, rollout
+from spiral_ppl.programs.base import Program, mean_squared_error
+
+if TYPE_CHECKING:
+    from spiral_ppl.inference.spiral.agent import Spiral
+
+
+def decode(agent: "Spiral", prog: Program, targets: torch.Tensor, greedy: bool) -> Episode:
+    """One pass of ``prog`` on each of ``targets``: greedy, or sampled at the decoding's temperature."""
+    choice = {"choose": most_probable} if greedy else {"temperature": agent.decoding.temperature}
+    with agent.learner.autocast():
+        return rollout(agent.policy, prog, targets.shape[0], targets if agent.conditional else None,
+                       blind=agent.blind, **choice)
+
+
+def best_of_passes(agent: "Spiral", prog: Program, images: torch.Tensor, budget: Budget) -> Result:
+    """As many passes as ``budget`` pays for on each image; the best of them (the engine's ``infer``)."""
+    agent.check_program(prog)
+    passes = budget.renders // agent.renders_per_pass
+    if passes < 1:
+        raise ValueError(
+            f"one pass of this agent costs {agent.renders_per_pass} renders per target; "
+            f"the budget of {budget.renders} is smaller: give sp.Budget(renders={agent.renders_per_pass}) or more"
+        )
+    targets = images.to(agent.device)
+    count = targets.shape[0]
+    per_rollout = max(1, agent.max_batch // count)
+    # Rollouts of (repeats, greedy): the greedy first pass alone, then the sampled passes in
+    # batches of at most max_batch episodes.
+    chunks = [(1, True)] if agent.decoding.greedy_first else []
+    sampled = passes - len(chunks)
+    chunks += [(min(per_rollout, sampled - start), False) for start in range(0, sampled, per_rollout)]
+    sample_l2, best = [], BestSoFar(count, agent.device)
+    for repeats, greedy in chunks:
+        episode = decode(agent, prog, targets.repeat(repeats, 1, 1, 1), greedy)
+        final = episode.final.float().view(repeats, count, *targets.shape[1:])
+        l2 = mean_squared_error(final, targets)  # (repeats, count)
+        sample_l2.append(l2)
+        best.update(l2, final, {name: value.view(repeats, count, -1) for name, value in episode.actions.items()})
+    home = images.device
+    return Result(
+        images=best.images.to(home),
+        actions={k: v.to(home) for k, v in best.actions.items()},
+        l2=best.l2.to(home),
+        renders=torch.zeros(count, dtype=torch.long),
+        seconds=0.0,
+        curve=Curve.from_samples(torch.cat(sample_l2).cpu(), renders_per_sample=agent.renders_per_pass),
+    )
+
+
+def one_pass(agent: "Spiral", targets: torch.Tensor) -> torch.Tensor:
+    """Final canvases of one pass on ``targets``, decoded as the first pass of :func:`best_of_passes`,
+    leaving the global random streams as they were (training resumes identically)."""
+    targets = targets.to(agent.device)
+    devices = [agent.device] if agent.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), torch.no_grad():
+        episode = decode(agent, agent.prog, targets, greedy=agent.decoding.greedy_first)
+    return episode.final.float()
+
+
+def guided_smc(agent: "Spiral", **options: Any) -> SMC:
+    """SMC with the agent's policy as its step proposal, and the decoding's SMC settings.
+
+    >>> import spiral_ppl as sp
+    >>> from spiral_ppl.inference.spiral import Decoding
+    >>> prog = sp.programs.PaintProgram(sp.renderers.Brush(canvas_size=16, grid_size=4), steps=2)
+    >>> agent = sp.inference.Spiral(prog, device="cpu", decoding=Decoding(smc_intermediate="proposal",
+    ...                                                                   smc_tempering=0.01))
+    >>> engine = agent.smc(ess_threshold=1.0)
+    >>> engine.name, engine.intermediate, engine.tempering, engine.ess_threshold
+    ('smc-guide', 'proposal', 0.01, 1.0)
+    """
+    options = {"intermediate": agent.decoding.smc_intermediate, "tempering": agent.decoding.smc_tempering,
+               **options}
+    return SMC(agent.proposal, **options)

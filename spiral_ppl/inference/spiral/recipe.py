@@ -1,0 +1,181 @@
+"""Training recipes as data: phases, run in order by one driver, resumable mid-phase.
+
+A recipe is ``config.train.phases``, a tuple of :class:`Phase`. Each phase is one kind of
+update for a number of updates:
+
+- ``"imitation"``: behaviour cloning of the training data's ground-truth programs (data sets
+  whose items are ``(image, program)``, such as MUJOCO SCENES; :mod:`.imitation`);
+- ``"a2c"``: A2C against the agent's reward (:mod:`.training`);
+- ``"self_imitation"``: rounds of expert iteration: the best of ``passes`` of the agent's own
+  passes on ``targets`` training images, then ``round_updates`` behaviour-cloning updates
+  towards those programs (:func:`~spiral_ppl.inference.spiral.imitation.best_of_passes`).
+
+A phase may change hyper-parameters that leave the networks alone (``settings``, e.g.
+``{"a2c.lr": 3e-4}``) and the program's number of steps (``program_steps``: the agent is
+re-targeted, :meth:`Spiral.retargeted`). In a TOML configuration::
+
+    [[train.phases]]
+    kind = "a2c"
+    updates = 3000
+
+    [[train.phases]]
+    kind = "self_imitation"
+    updates = 1120
+    program_steps = 10
+    settings = { "a2c.lr" = 3e-4 }
+
+:func:`run` carries the phases out from wherever the agent's update count stands, writing
+the checkpoint at least every ``train.checkpoint_every`` updates, so a run stopped in the
+middle of a phase resumes there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+import torch
+
+from spiral_ppl import checks
+from spiral_ppl.inference.spiral.imitation import best_of_passes
+from spiral_ppl.inference.spiral.logs import TrainingLog
+from spiral_ppl.inference.spiral.sources import ImageSource, hold_out
+from spiral_ppl.inference.spiral.training import report
+
+if TYPE_CHECKING:
+    from spiral_ppl.inference.spiral.agent import Spiral
+    from spiral_ppl.programs.base import Program
+
+PHASES = ("imitation", "a2c", "self_imitation")
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One phase of a recipe (see the module docstring)."""
+
+    kind: str
+    updates: int
+    settings: Mapping[str, Any] = field(default_factory=dict)  #: hyper-parameter changes, ``{"a2c.lr": 3e-4}``
+    program_steps: int | None = None  #: re-target the agent to programs of this many steps first
+    passes: int = 10  #: self-imitation: passes per target, the best of which is imitated
+    targets: int = 128  #: self-imitation: training images per round
+    round_updates: int = 16  #: self-imitation: behaviour-cloning updates per round
+
+    def __post_init__(self) -> None:
+        checks.choice("phase kind", self.kind, PHASES)
+        checks.positive_int("phase updates", self.updates)
+        checks.optional_positive_int("phase program_steps", self.program_steps)
+        for name in ("passes", "targets", "round_updates"):
+            checks.positive_int(f"phase {name}", getattr(self, name))
+        if not isinstance(self.settings, Mapping):
+            raise TypeError(f"phase settings must be a table of section.field = value, got {self.settings!r}")
+        from spiral_ppl.inference.spiral.config import SHAPES, SpiralConfig
+
+        fixed = sorted(SHAPES & set(self.settings))
+        if fixed:
+            raise ValueError(f"phase settings {fixed} would change the networks' shapes; a recipe keeps one network")
+        SpiralConfig().replace(dict(self.settings))  # unknown settings fail here, not mid-run
+        object.__setattr__(self, "settings", dict(self.settings))
+
+    def to_dict(self) -> dict[str, Any]:
+        values = {"kind": self.kind, "updates": self.updates, "settings": dict(self.settings),
+                  "passes": self.passes, "targets": self.targets, "round_updates": self.round_updates}
+        if self.program_steps is not None:
+            values["program_steps"] = self.program_steps
+        return values
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "Phase":
+        known = {"kind", "updates", "settings", "program_steps", "passes", "targets", "round_updates"}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown phase settings {unknown}; a phase has {sorted(known)}")
+        return cls(**values)
+
+
+def phase_ends(phases: tuple[Phase, ...]) -> list[int]:
+    """The update count at the end of each phase."""
+    ends, total = [], 0
+    for phase in phases:
+        total += phase.updates
+        ends.append(total)
+    return ends
+
+
+def run(agent: "Spiral", data: Any, out: str | Path, *, eval_data: Any = None,
+        program: Callable[[int], "Program"] | None = None, backend: Any = "local", progress: bool | None = None,
+        stop: Callable[[], bool] | None = None) -> "Spiral":
+    """Carry out ``agent.config.train.phases`` on ``data`` into the run folder ``out``.
+
+    :param data: training images (a tensor or a Dataset; of ``(image, program)`` items for imitation).
+    :param eval_data: held-out targets of the evaluations (default: the last ``train.eval_size`` of ``data``).
+    :param program: ``steps -> Program``, to re-target the agent when a phase sets ``program_steps``.
+    :param stop: asked between chunks; ``True`` stops the run there (a time limit).
+    :returns: the agent (a new one when a phase re-targeted it), checkpointed in ``out/checkpoint.pt``.
+    """
+    phases = agent.config.train.phases
+    if not phases:
+        raise ValueError("the configuration has no recipe: add [[train.phases]] tables (see spiral_ppl.inference."
+                         "spiral.recipe) or call agent.fit(data, steps) directly")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint = out / "checkpoint.pt"
+    prog = agent.prog
+    training, held_out = hold_out(data, eval_data, agent.config.train.eval_size, prog.channels, prog.image_size)
+    train_data = data if training is None else torch.utils.data.Subset(data, list(training)) \
+        if not isinstance(data, torch.Tensor) else data[: len(training)]
+    log = TrainingLog(out)
+    try:
+        for phase, end in zip(phases, phase_ends(phases)):
+            if agent.learner.updates >= end:
+                continue
+            if phase.program_steps is not None and phase.program_steps != agent.prog.steps:
+                if program is None:
+                    raise ValueError(f"a {phase.kind} phase runs on {phase.program_steps}-step programs: pass "
+                                     "program=steps -> Program to re-target the agent")
+                agent = agent.retargeted(program(phase.program_steps))
+            if phase.settings:
+                agent.set_hyperparameters(phase.settings)
+            agent = _run_phase(agent, phase, end, train_data, eval_data if eval_data is not None else held_out,
+                               held_out, out, log, backend, progress, stop)
+            if stop is not None and stop():
+                break
+    finally:
+        log.close()
+    return agent
+
+
+def _run_phase(agent: "Spiral", phase: Phase, end: int, data: Any, eval_data: Any, held_out: torch.Tensor,
+               out: Path, log: TrainingLog, backend: Any, progress: bool | None,
+               stop: Callable[[], bool] | None) -> "Spiral":
+    """Updates of one phase until the count reaches ``end``, in checkpointed chunks."""
+    train = agent.config.train
+    checkpoint = out / "checkpoint.pt"
+    chunk_size = train.checkpoint_every or train.eval_every or phase.updates
+    images = None if phase.kind != "self_imitation" else ImageSource(data, agent.prog.channels, agent.prog.image_size)
+    while agent.learner.updates < end and not (stop is not None and stop()):
+        chunk = min(chunk_size - agent.learner.updates % chunk_size, end - agent.learner.updates)
+        if phase.kind == "a2c":
+            agent.fit(data, chunk, eval_data=eval_data, log_dir=out, checkpoint=checkpoint, progress=progress,
+                      backend=backend)
+            continue
+        if phase.kind == "imitation":
+            history = agent.imitate(data, chunk, progress=progress)
+        else:
+            history = []
+            while len(history) < chunk:
+                seed = agent.learner.updates  # a new draw every round, also when a run is resumed
+                generator = torch.Generator().manual_seed(seed)
+                targets = images.images(images.indices[torch.randint(len(images), (phase.targets,),
+                                                                     generator=generator)])
+                labels = best_of_passes(agent, targets.to(agent.device), phase.passes, seed)
+                history += agent.imitate((targets, labels), min(phase.round_updates, chunk - len(history)),
+                                         progress=False)
+        for metrics in history:
+            if train.log_every and metrics["update"] % train.log_every == 0:
+                log.write("imitation", metrics)
+        phase_over = agent.learner.updates >= end
+        report(agent, dict(history[-1]), phase_over, held_out=held_out, log=log, log_dir=out, checkpoint=checkpoint,
+               table=None)
+    return agent
