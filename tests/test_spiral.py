@@ -122,13 +122,14 @@ def test_a_nan_stops_training_with_a_clear_message_and_keeps_the_last_checkpoint
     data = one_stroke_targets(prog, 64, seed=6)
     agent = sp.inference.Spiral(prog, config=SpiralConfig.small(a2c={"batch_size": 8}), device="cpu")
     checkpoint = tmp_path / "agent.pt"
-    agent.fit(data, 2, progress=False, checkpoint=checkpoint, checkpoint_every=1)
+    agent.set_hyperparameters({"train.checkpoint_every": 1})
+    agent.fit(data, 2, progress=False, checkpoint=checkpoint)
     saved = checkpoint.read_bytes()
 
     with torch.no_grad():
         next(agent.critic.parameters()).fill_(math.nan)  # the critic's weights blew up: its rewards are NaN
     with pytest.raises(TrainingDiverged, match=r"policy loss \(A2C\) became nan at update 3.*checkpoint"):
-        agent.fit(data, 5, progress=False, checkpoint=checkpoint, checkpoint_every=1)
+        agent.fit(data, 5, progress=False, checkpoint=checkpoint)
     assert checkpoint.read_bytes() == saved
     assert sp.inference.Spiral.load(checkpoint).learner.updates == 2
 
@@ -144,7 +145,8 @@ def test_fit_writes_csv_logs_evaluations_and_sample_grids(tmp_path):
     prog = stroke_program(grid_size=4)
     data = one_stroke_targets(prog, 40, seed=7)
     agent = sp.inference.Spiral(prog, config=SpiralConfig.small(reward={"kind": "l2"}, a2c={"batch_size": 8}), device="cpu")
-    history = agent.fit(data, 4, eval_every=2, eval_size=16, log_dir=tmp_path, log_every=1, progress=False)
+    agent.set_hyperparameters({"train.eval_every": 2, "train.eval_size": 16, "train.log_every": 1})
+    history = agent.fit(data, 4, log_dir=tmp_path, progress=False)
     train_rows = (tmp_path / "train.csv").read_text().splitlines()
     eval_rows = (tmp_path / "eval.csv").read_text().splitlines()
     assert train_rows[0].startswith("update,seconds,agent_steps_per_second,policy_loss") and len(train_rows) == 5
@@ -310,7 +312,7 @@ class TestBadInput:
         with pytest.raises(ValueError, match="steps must be a positive int"):
             agent.fit(torch.zeros(10, 1, 16, 16), 0)
         with pytest.raises(ValueError, match="eval_size must be a positive int"):
-            agent.fit(torch.zeros(10, 1, 16, 16), 1, eval_every=1, eval_size=0, progress=False)
+            agent.set_hyperparameters({"train.eval_every": 1, "train.eval_size": 0})
 
     def test_load_refuses_other_programs_and_corrupt_files(self, tmp_path):
         agent = sp.inference.Spiral(self.prog, config=SpiralConfig.small(reward={"kind": "l2"}), device="cpu")
@@ -375,12 +377,13 @@ def test_input_contrast_stretches_the_pixels_the_policy_sees():
 def test_location_readout_reads_the_target_where_the_location_points():
     prog = stroke_program(grid_size=4)  # 16x16 canvases: each location cell covers 4x4 pixels
     torch.manual_seed(0)
-    reading = Policy(prog.action_space, 1, 16, conditional=True, config=SpiralConfig.small(policy={"location_decoder": "readout" if True else "paper"}))
-    assert set(reading.readout) == {"end_point", "control_point"}  # the location components
+    reading = Policy(prog.action_space, 1, 16, conditional=True, config=SpiralConfig.small(policy={"location_decoder": "readout"}))
+    assert {name for name, decoder in reading.decoders.items() if hasattr(decoder, "readout")} == \
+        {"end_point", "control_point"}  # the location components
     looked_up = []
-    reading.readout["end_point"].register_forward_hook(lambda module, inputs, output: looked_up.append(inputs[0]))
+    reading.decoders["end_point"].readout.register_forward_hook(lambda module, inputs, output: looked_up.append(inputs[0]))
     with torch.no_grad():
-        reading.readout_where["end_point"].copy_(1e4 * torch.eye(16))  # look exactly at the same cell
+        reading.decoders["end_point"].where.copy_(1e4 * torch.eye(16))  # look exactly at the same cell
 
     def read_at_first_cell(target):
         """What the readout of end_point = cell (0, 0) passes on to the later components."""
@@ -396,11 +399,11 @@ def test_location_readout_reads_the_target_where_the_location_points():
         torch.testing.assert_close(read_at_first_cell(far), read_at_first_cell(target))
         assert not torch.allclose(read_at_first_cell(near), read_at_first_cell(target))
         # With its output layers at zero, the readout leaves the paper's decoder as it was.
-        for name in reading.readout:
-            reading.readout[name].weight.zero_()
-            reading.readout[name].bias.zero_()
+        for name in ("end_point", "control_point"):
+            reading.decoders[name].readout.weight.zero_()
+            reading.decoders[name].readout.bias.zero_()
         plain = Policy(prog.action_space, 1, 16, conditional=True, config=SpiralConfig.small())
-        plain.load_state_dict({k: v for k, v in reading.state_dict().items() if not k.startswith("readout")})
+        plain.load_state_dict({k: v for k, v in reading.state_dict().items() if ".readout." not in k and not k.endswith(".where")})
         hidden = plain.initial_hidden(4, torch.device("cpu"))
         canvas, targets = torch.rand(2, 4, 1, 16, 16)
         greedy = lambda component, logits: logits.argmax(-1)  # noqa: E731
@@ -423,7 +426,8 @@ def test_spatial_location_heads_point_at_the_ink_the_papers_decoder_cannot_yet()
         torch.manual_seed(0)
         config = SpiralConfig.small(a2c={"lr": 3e-3}, policy={"location_decoder": "spatial" if spatial else "paper"})
         agent = sp.inference.Spiral(prog, config=config.replace({"reward.kind": "l2"}), device="cpu")
-        assert set(agent.policy.spatial_heads) == ({"end_point", "control_point"} if spatial else set())
+        assert {n for n, d in agent.policy.decoders.items() if hasattr(d, "spatial")} == \
+            ({"end_point", "control_point"} if spatial else set())
         agent.imitate(train, 150, progress=False)
         with torch.no_grad():
             episode = rollout(agent.policy, prog, 256, images[512:], choose=lambda t, c, logits: logits.argmax(-1))
@@ -435,9 +439,9 @@ def test_spatial_location_heads_point_at_the_ink_the_papers_decoder_cannot_yet()
 def test_spatial_location_heads_start_as_the_papers_decoder_and_read_locally():
     prog = stroke_program(grid_size=8)  # 16x16 canvases: each location cell covers 2x2 pixels
     torch.manual_seed(0)
-    spatial = Policy(prog.action_space, 1, 16, conditional=True, config=SpiralConfig.small(policy={"location_decoder": "spatial" if True else "paper"}))
+    spatial = Policy(prog.action_space, 1, 16, conditional=True, config=SpiralConfig.small(policy={"location_decoder": "spatial"}))
     plain = Policy(prog.action_space, 1, 16, conditional=True, config=SpiralConfig.small())
-    plain.load_state_dict({k: v for k, v in spatial.state_dict().items() if not k.startswith("spatial_heads")})
+    plain.load_state_dict({k: v for k, v in spatial.state_dict().items() if ".spatial." not in k})
     hidden = plain.initial_hidden(4, torch.device("cpu"))
     canvas, targets = torch.rand(2, 4, 1, 16, 16)
     greedy = lambda component, logits: logits.argmax(-1)  # noqa: E731
@@ -445,7 +449,7 @@ def test_spatial_location_heads_start_as_the_papers_decoder_and_read_locally():
         torch.testing.assert_close(spatial.step(canvas, targets, None, None, hidden, choose=greedy).log_prob,
                                    plain.step(canvas, targets, None, None, hidden, choose=greedy).log_prob)
         # Once its output layer has learned something, a cell's logit reads the image near that cell only.
-        head = spatial.spatial_heads["end_point"]
+        head = spatial.decoders["end_point"].spatial
         head.out.weight.normal_()
         inputs = []
         head.register_forward_pre_hook(lambda module, args: inputs.append(args))
@@ -538,25 +542,25 @@ def test_greedy_first_pass_and_temperature_change_only_inference(tmp_path):
     assert bool((several.l2 <= greedy.l2 + 1e-6).all())
 
     # A temperature near 0 samples the greedy reconstruction; the policy itself is unchanged.
-    agent.decoding.greedy_first, agent.temperature = False, 1e-4
+    agent.decoding = sp.inference.spiral.Decoding(greedy_first=False, temperature=1e-4)
     cold = agent.infer(prog, targets, one_pass, seed=5)
     assert all(torch.equal(cold.actions[name], greedy.actions[name]) for name in greedy.actions)
 
     # Both are saved with the agent; checkpoints from before they existed sample at 1.
-    agent.decoding.greedy_first, agent.temperature = True, 0.5
-    assert agent.proposal.decoding.temperature == 0.5
+    agent.decoding = sp.inference.spiral.Decoding(greedy_first=True, temperature=0.5)
+    assert agent.proposal.temperature == 0.5
     agent.save(tmp_path / "agent.pt")
     loaded = sp.inference.Spiral.load(tmp_path / "agent.pt", prog, device="cpu")
     assert (loaded.decoding.temperature, loaded.decoding.greedy_first) == (0.5, True)
     state = torch.load(tmp_path / "agent.pt", weights_only=True)
-    del state["temperature"], state["greedy_first"]
+    state["decoding"] = {}
     torch.save(state, tmp_path / "old.pt")
     old = sp.inference.Spiral.load(tmp_path / "old.pt", prog, device="cpu")
     assert (old.decoding.temperature, old.decoding.greedy_first) == (1.0, False)
 
     for bad in (0, -1.0, math.nan, math.inf, "0.5", True):
         with pytest.raises(ValueError, match="temperature must be a positive finite number"):
-            agent.temperature = bad
+            sp.inference.spiral.Decoding(temperature=bad)
         with pytest.raises(ValueError, match="temperature must be a positive finite number"):
             sp.inference.spiral.SpiralProposal(agent, temperature=bad)
         with pytest.raises(ValueError, match="temperature must be a positive finite number"):
@@ -572,11 +576,11 @@ def test_guided_smc_options_travel_with_the_agent(tmp_path):
     prog = stroke_program(grid_size=4, steps=3)
     agent = sp.inference.Spiral(prog, config=SpiralConfig.small(reward={"kind": "l2"}), device="cpu")
     assert (agent.smc().intermediate, agent.smc().tempering) == ("model", None)  # SMC's own defaults
-    agent.decoding.temperature, agent.decoding.smc_intermediate, agent.smc_tempering = 0.5, "proposal", (0.0, 0.5, 1.0)
+    agent.decoding = sp.inference.spiral.Decoding(temperature=0.5, smc_intermediate="proposal", smc_tempering=(0.0, 0.5, 1.0))
     agent.save(tmp_path / "agent.pt", training_state=False)
     loaded = sp.inference.Spiral.load(tmp_path / "agent.pt", prog, device="cpu")
     engine = loaded.smc()
-    assert (engine.intermediate, engine.tempering, engine.proposal.decoding.temperature) == ("proposal", (0.0, 0.5, 1.0), 0.5)
+    assert (engine.intermediate, engine.tempering, engine.proposal.temperature) == ("proposal", (0.0, 0.5, 1.0), 0.5)
     assert loaded.smc(intermediate="model", tempering=None).intermediate == "model"  # options win
     targets = one_stroke_targets(prog, 2, seed=1)
     result = engine.infer(prog, targets, sp.Budget(renders=30), seed=0)
@@ -584,11 +588,11 @@ def test_guided_smc_options_travel_with_the_agent(tmp_path):
     torch.testing.assert_close(result.images, prog.render(result.actions))
 
     with pytest.raises(ValueError, match="smc_intermediate must be one of"):
-        agent.smc_intermediate = "policy"
+        sp.inference.spiral.Decoding(smc_intermediate="policy")
     with pytest.raises(ValueError, match="tempering must be"):
-        agent.smc_tempering = 0.0
+        sp.inference.spiral.Decoding(smc_tempering=0.0)
     with pytest.raises(ValueError, match="3 steps, one each"):
-        agent.smc_tempering = (0.5, 1.0)
+        agent.decoding = sp.inference.spiral.Decoding(smc_tempering=(0.5, 1.0))
 
 
 def test_imitation_of_ground_truth_programs_warm_starts_the_policy():
@@ -640,7 +644,7 @@ def test_a_retargeted_agent_takes_the_same_first_steps_and_then_goes_on():
         agent.retargeted(stroke_program(grid_size=8, steps=5))
     with pytest.raises(TypeError, match="must be a spiral_ppl.programs.Program"):
         agent.retargeted("steps=5")
-    agent.smc_tempering = (0.1, 1.0)  # one exponent per step cannot serve five steps
+    agent.decoding = sp.inference.spiral.Decoding(smc_tempering=(0.1, 1.0))  # one exponent per step cannot serve five steps
     with pytest.raises(ValueError, match="one exponent per step of its 2 steps"):
         agent.retargeted(longer_prog)
 
