@@ -13,6 +13,9 @@ import pytest
 import torch
 
 import spiral_ppl as sp
+from spiral_ppl.inference.spiral.episodes import LocalEpisodes
+from spiral_ppl.inference.spiral.imitation import imitation_update
+from spiral_ppl.inference.spiral.sources import ImageSource
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 BATCHES = {"cpu": [32], "cuda": [64, 1024]}
@@ -29,9 +32,11 @@ def cases():
 def test_spiral_agent_steps_per_second(benchmark, device, batch, reward):
     torch.manual_seed(0)
     prog = sp.programs.PaintProgram(sp.renderers.Brush(canvas_size=64, grid_size=16), steps=6)
-    config = sp.inference.SpiralConfig(batch_size=batch, policy_channels=16, res_blocks=2, lstm_size=128,
-                                       location_channels=16, temporal_rewards=True)
-    agent = sp.inference.Spiral(prog, reward=reward, config=config, device=device)
+    config = sp.inference.SpiralConfig(a2c={"batch_size": batch},
+                                       policy={"channels": 16, "res_blocks": 2, "lstm_size": 128,
+                                               "location_channels": 16},
+                                       reward={"kind": reward, "temporal": True})
+    agent = sp.inference.Spiral(prog, config=config, device=device)
     data = prog.render({c.name: torch.randint(0, c.size, (256, 6)) for c in prog.action_space})
     agent.fit(data, 2, progress=False)  # warm up (and compile the brush where it is used)
 
@@ -44,34 +49,33 @@ def test_spiral_agent_steps_per_second(benchmark, device, batch, reward):
     benchmark.extra_info["agent_steps_per_second"] = batch * prog.steps / benchmark.stats.stats.mean
 
 
-@pytest.mark.parametrize("channels", [16, 32], ids=["shipped-16", "widened-32"])
 @pytest.mark.parametrize("flush_denormal", [False, True], ids=["denormals-kept", "denormals-flushed"])
 @pytest.mark.parametrize("kind", ["imitation", "a2c"])
-def test_learner_update_of_the_mnist_policy(benchmark, kind, flush_denormal, channels):
-    """One update (batch 32) of the shipped MNIST policy, as shipped and widened from 16 to 32
-    channels (``Spiral.widened``), computing with denormal floats and with them flushed to
-    zero: a behaviour-cloning update, or an A2C update with the l2 reward (its rollout included).
+def test_learner_update_of_the_mnist_policy(benchmark, kind, flush_denormal):
+    """One update (batch 32) of the shipped MNIST policy, computing with denormal floats and
+    with them flushed to zero: a behaviour-cloning update, or an A2C update with the l2 reward
+    (its rollout included).
 
-    Gradients through weights near zero are tiny, and so are a widened policy's new channels'
-    at first; the CPU's denormal arithmetic is slow. The cases side by side are why
-    ``Spiral.fit`` and ``Spiral.imitate`` flush denormals (``learner.denormals_flushed``); the
-    learner's own updates, timed here, leave the setting to their caller.
+    Gradients through weights near zero are tiny, and the CPU's denormal arithmetic is slow.
+    The cases side by side are why ``Spiral.fit`` and ``Spiral.imitate`` flush denormals
+    (``training.denormals_flushed``); the updates timed here leave the setting to their caller.
     """
     torch.manual_seed(0)
     torch.set_flush_denormal(flush_denormal)
     try:
         agent = sp.inference.Spiral.pretrained("mnist-recon-cpu", device="cpu")
-        if channels > agent.config.policy_channels:
-            agent = agent.widened(channels)
         prog = agent.prog
         programs = {c.name: torch.randint(0, c.size, (32, prog.steps)) for c in prog.action_space}
         images = prog.render(programs)
         if kind == "imitation":
             def update():
-                agent.learner.imitate(images, programs)
+                imitation_update(agent, images, programs)
         else:
             def update():
-                agent.learner.update(images, lambda count: images[:count])
+                episodes = LocalEpisodes()
+                episodes.start(agent, ImageSource(images, 1, prog.image_size))
+                batch = episodes.next_batch()
+                agent.learner.learn(batch.episode, batch.targets, lambda count: images[:count])
         for _ in range(2):  # the first steps move the zero weights off zero
             update()
         benchmark.pedantic(update, rounds=5, iterations=1, warmup_rounds=0)

@@ -3,7 +3,7 @@
 For each renderer, episodes of a SPIRAL policy (the policy only: no learning) are rolled
 out in this process (``workers = 0``, the local backend's rollouts) and then by 1, 2, ...
 Ray rollout workers, each keeping one task of ``EPISODES`` episodes in flight, as
-``Spiral.fit(backend=RayBackend(...))`` does. Prints a table of episodes and renders per
+``Spiral.fit(backend=RayEpisodes(...))`` does. Prints a table of episodes and renders per
 second, with the speed-up over one worker, and draws the scaling curve.
 
 Settings: MuJoCo ``SceneProgram`` 64x64 (grid 16), 10 steps; MyPaint ``PaintProgram``
@@ -19,12 +19,64 @@ import time
 from pathlib import Path
 
 import ray
+from typing import Callable
+
 import torch
 
 import spiral_ppl as sp
 from spiral_ppl.inference.spiral import SpiralConfig
-from spiral_ppl.inference.spiral.distributed import RolloutTask, RolloutWorker, policy_arguments, rollout_throughput
+from spiral_ppl.inference.spiral.distributed import (
+    RolloutTask,
+    RolloutWorker,
+    cpu_weights,
+    import_ray,
+    policy_arguments,
+    spawn_workers,
+)
 from spiral_ppl.plots import plt
+
+
+def rollout_throughput(agent: sp.inference.Spiral, *, workers: int, episodes_per_task: int, tasks: int,
+                       targets: Callable[[int], torch.Tensor] | None = None) -> dict[str, float]:
+    """Episodes and renders per second of ``workers`` Ray rollout workers for ``agent`` (no learning).
+
+    Every worker keeps one task in flight, as during training, until ``tasks`` have come
+    back. The first task of each worker (which loads the weights and warms the renderer)
+    is not timed.
+
+    :param targets: ``count -> (count, C, H, W)`` targets of a conditional agent.
+    """
+    ray = import_ray()
+    if agent.conditional and targets is None:
+        raise ValueError("a conditional agent's rollouts need targets=: count -> (count, C, H, W) images")
+    actors = spawn_workers(agent, workers, cpus=1, max_restarts=0, observe_all=False)
+    weights = [ray.put(cpu_weights(agent.policy))]
+
+    def task(task_id: int) -> RolloutTask:
+        images = targets(episodes_per_task) if agent.conditional else None
+        return RolloutTask(task_id, task_id, episodes_per_task, images, 0)
+
+    try:
+        ray.get([actor.rollout.remote(task(-1 - index), weights) for index, actor in enumerate(actors)])
+        started = time.perf_counter()
+        pending = {actor.rollout.remote(task(index), weights): actor for index, actor in enumerate(actors)}
+        sent, done, renders = len(actors), 0, 0
+        while pending:
+            [reference], _ = ray.wait(list(pending), num_returns=1)
+            actor = pending.pop(reference)
+            renders += ray.get(reference).renders
+            done += 1
+            if sent < tasks:
+                pending[actor.rollout.remote(task(sent), weights)] = actor
+                sent += 1
+        seconds = time.perf_counter() - started
+    finally:
+        for actor in actors:
+            ray.kill(actor, no_restart=True)
+    episodes = done * episodes_per_task
+    return {"workers": workers, "episodes_per_second": episodes / seconds, "renders_per_second": renders / seconds,
+            "seconds": seconds, "episodes": episodes}
+
 
 out = Path(sys.argv[1])
 max_workers = int(sys.argv[2]) if len(sys.argv) > 2 else os.cpu_count()
@@ -41,7 +93,7 @@ programs = {
 ray.init(num_cpus=max_workers, include_dashboard=False, log_to_driver=False)
 rows = []
 for name, prog in programs.items():
-    agent = sp.inference.Spiral(prog, reward="l2", config=SpiralConfig.small(), device="cpu")
+    agent = sp.inference.Spiral(prog, config=SpiralConfig.small(reward={"kind": "l2"}), device="cpu")
     targets = torch.rand(EPISODES, prog.channels, prog.image_size, prog.image_size)
 
     def target_images(count: int) -> torch.Tensor:

@@ -11,8 +11,8 @@ Writes ``OUT/AGENT.md`` and ``OUT/AGENT.csv``.
 The decoding kept does well on all three: it has the lowest mean over the three columns
 of its l2 divided by the column's best (so 1 would be best at everything).
 
-Then, at the kept decoding, the guided SMC's intermediate targets (``Spiral.smc_intermediate``
-and ``Spiral.smc_tempering``, see :mod:`spiral_ppl.inference.smc`) are chosen the same way
+Then, at the kept decoding, the guided SMC's intermediate targets (``Decoding.smc_intermediate``
+and ``Decoding.smc_tempering``, see :mod:`spiral_ppl.inference.smc`) are chosen the same way
 from ``SMC_OPTIONS``, on two budgets: 10 passes' renders on every validation target and 100
 passes' on the first 64. Written to ``OUT/AGENT_smc.md`` and ``OUT/AGENT_smc.csv``.
 
@@ -25,6 +25,7 @@ Validation targets: MNIST test digits 5,000..5,255 (the head-to-head inverts dig
 """
 
 import csv
+import dataclasses
 import sys
 import tempfile
 from importlib import resources
@@ -56,13 +57,13 @@ def measure() -> list[dict]:
     ten_passes = sp.Budget(renders=10 * agent.renders_per_pass)
     guided_smc = {}
     for temperature in temperatures:
-        agent.temperature = temperature
+        agent.decoding = dataclasses.replace(agent.decoding, temperature=temperature)
         guided_smc[temperature] = float(agent.smc(intermediate="model", tempering=None).infer(
             agent.prog, targets, ten_passes, seed=0).l2.mean())
     rows = []
     for greedy_first in (True, False):
         for temperature in temperatures:
-            agent.greedy_first, agent.temperature = greedy_first, temperature
+            agent.decoding = dataclasses.replace(agent.decoding, greedy_first=greedy_first, temperature=temperature)
             result = agent.infer(agent.prog, targets, ten_passes, seed=0)
             rows.append({"greedy_first": greedy_first, "temperature": temperature,
                          "one_pass": float(result.curve.l2[0].mean()), "best_of_10": float(result.l2.mean()),
@@ -136,7 +137,7 @@ write_table(out / f"{name}.md", f"{name} on {len(targets)} validation targets (m
             [["yes" if row["greedy_first"] else "no", f"{row['temperature']:g}", f"{row['one_pass']:.5f}",
               f"{row['best_of_10']:.5f}", f"{row['guided_smc_10']:.5f}"] for row in rows], rows.index(best))
 
-agent.greedy_first, agent.temperature = best["greedy_first"], best["temperature"]
+agent.decoding = dataclasses.replace(agent.decoding, greedy_first=best["greedy_first"], temperature=best["temperature"])
 smc_rows = read_csv(out / f"{name}_smc.csv") if "--reuse" in sys.argv else measure_smc()
 best_smc = kept(smc_rows, ("smc_10", "smc_100_first_64"))
 write_table(out / f"{name}_smc.md",
@@ -147,8 +148,8 @@ write_table(out / f"{name}_smc.md",
               f"{row['smc_10']:.5f}", f"{row['smc_100_first_64']:.5f}"] for row in smc_rows], smc_rows.index(best_smc))
 
 if "--write" in sys.argv:
-    agent.smc_intermediate, agent.smc_tempering = best_smc["intermediate"], best_smc["tempering"]
+    agent.decoding = dataclasses.replace(agent.decoding, smc_intermediate=best_smc["intermediate"],
+                                         smc_tempering=best_smc["tempering"])
     with resources.as_file(resources.files("spiral_ppl") / "pretrained" / f"{name}.pt") as path:
         agent.save(path, training_state=False)
-        print(f"wrote greedy_first={agent.greedy_first}, temperature={agent.temperature:g}, "
-              f"smc_intermediate={agent.smc_intermediate}, smc_tempering={agent.smc_tempering} into {path}")
+        print(f"wrote {agent.decoding} into {path}")

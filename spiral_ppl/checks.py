@@ -58,14 +58,14 @@ def optional_positive_int(name: str, value: Any, *, hint: str = "") -> int | Non
 def positive_number(name: str, value: Any, *, hint: str = "") -> float:
     """``value`` as a float if it is a finite number above 0, else a ValueError naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
-        raise ValueError(f"{name} must be a positive finite number{_suffix(hint)}, got {value!r}")
+        raise ValueError(f"{name} must be positive, a finite number{_suffix(hint)}, got {value!r}")
     return float(value)
 
 
 def non_negative_number(name: str, value: Any, *, hint: str = "") -> float:
     """``value`` as a float if it is a finite number of at least 0, else a ValueError naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
-        raise ValueError(f"{name} must be a non-negative finite number{_suffix(hint)}, got {value!r}")
+        raise ValueError(f"{name} must be non-negative, a finite number{_suffix(hint)}, got {value!r}")
     return float(value)
 
 

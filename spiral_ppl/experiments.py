@@ -159,8 +159,12 @@ def load_dataset(config: dict[str, Any], image_size: int, part: str) -> Dataset:
         return Subset(faces, range(split) if part == "train" else range(split, len(faces)))
     if name == "mujoco_scenes":
         size, seed = (50_000, 0) if part == "train" else (1000, 1)
+        # The ground-truth programs are as long as the program the agent writes, so that imitation
+        # learns every step of them.
+        steps = config["program"].get("steps", 20)
         return sp.data.MujocoScenes(root, size=data.get(f"{part}_size", size), seed=data.get(f"{part}_seed", seed),
-                                    image_size=image_size, order=data.get("order", "generated"))
+                                    image_size=image_size, order=data.get("order", "generated"), steps=steps,
+                                    max_objects=data.get("max_objects", min(5, steps)))
     raise ValueError(f"[data] dataset must be 'mnist', 'omniglot', 'celeba' or 'mujoco_scenes', got {name!r}")
 
 

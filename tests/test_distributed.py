@@ -15,7 +15,8 @@ import pytest
 import torch
 
 import spiral_ppl as sp
-from spiral_ppl.inference.spiral import RayBackend, SpiralConfig, replay, rollout, vtrace
+from spiral_ppl.inference.spiral.episodes import episode_source
+from spiral_ppl.inference.spiral import RayEpisodes, SpiralConfig, replay, rollout, vtrace
 from spiral_ppl.inference.spiral.rewards import discounted_returns
 
 
@@ -122,28 +123,28 @@ def test_learning_from_lag_free_episodes_with_vtrace_is_exactly_the_a2c_update()
 
 def test_hyperparameters_change_without_touching_the_networks():
     agent = small_agent()
-    agent.set_hyperparameters(entropy_cost=0.05, policy_lr=3e-4)
-    assert agent.config.entropy_cost == 0.05 and agent.learner.config is agent.config
+    agent.set_hyperparameters({"a2c.entropy_cost": 0.05, "a2c.lr": 3e-4})
+    assert agent.config.a2c.entropy_cost == 0.05 and agent.learner.config is agent.config
     assert all(group["lr"] == 3e-4 for group in agent.learner.policy_optimiser.param_groups)
     with pytest.raises(ValueError, match="networks' shapes"):
-        agent.set_hyperparameters(lstm_size=32)
+        agent.set_hyperparameters({"policy.lstm_size": 32})
     with pytest.raises(ValueError, match="entropy_cost must be non-negative"):
-        agent.set_hyperparameters(entropy_cost=-1.0)
+        agent.set_hyperparameters({"a2c.entropy_cost": -1.0})
 
 
 def test_backend_arguments_are_checked():
-    with pytest.raises(ValueError, match="'local', 'ray' or a RayBackend"):
-        RayBackend.resolve("spark")
+    with pytest.raises(ValueError, match="'local', 'ray' or an EpisodeSource"):
+        episode_source("spark")
     with pytest.raises(ValueError, match="workers must be a positive int"):
-        RayBackend(workers=0)
+        RayEpisodes(workers=0)
     with pytest.raises(ValueError, match="must divide the agent's batch_size"):
-        RayBackend(episodes_per_task=3).task_size(8)
+        RayEpisodes(episodes_per_task=3).task_size(8)
     with pytest.raises(ValueError, match="episodes_per_task must be a positive int"):
-        RayBackend(episodes_per_task=True)
+        RayEpisodes(episodes_per_task=True)
     for timeout in (-1.0, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="restart_timeout must be a positive number"):
-            RayBackend(restart_timeout=timeout)
-    assert RayBackend(workers=3).task_size(8) == 2 and RayBackend(workers=2).task_size(64) == 32
+            RayEpisodes(restart_timeout=timeout)
+    assert RayEpisodes(workers=3).task_size(8) == 2 and RayEpisodes(workers=2).task_size(64) == 32
 
 
 def test_everything_but_the_ray_backend_works_without_ray():
@@ -195,7 +196,7 @@ def test_ray_workers_train_the_agent_and_count_every_render(ray_cluster):
     data = targets_for(agent.prog)
     before = [p.detach().clone() for p in agent.policy.parameters()]
     renders = agent.prog.renders
-    backend = RayBackend(workers=2, episodes_per_task=4)
+    backend = RayEpisodes(workers=2, episodes_per_task=4)
     history = agent.fit(data, 4, backend=backend, progress=False)
     assert [row["update"] for row in history] == [1, 2, 3, 4] and agent.learner.updates == 4
     check_ledger(backend.ledger, 8, 4, 4)
@@ -211,7 +212,7 @@ def test_a_ray_run_checkpoints_and_resumes_where_it_stopped(ray_cluster, tmp_pat
     torch.manual_seed(3)
     agent = small_agent()
     data = targets_for(agent.prog)
-    agent.fit(data, 2, backend=RayBackend(workers=2), checkpoint=tmp_path / "agent.pt", progress=False)
+    agent.fit(data, 2, backend=RayEpisodes(workers=2), checkpoint=tmp_path / "agent.pt", progress=False)
     resumed = sp.inference.Spiral.load(tmp_path / "agent.pt", device="cpu")
     assert resumed.learner.updates == 2 and len(resumed.learner.replay) == 0  # l2 reward: no critic, no replay
     for mine, theirs in zip(agent.policy.parameters(), resumed.policy.parameters()):
@@ -226,7 +227,7 @@ def test_a_killed_worker_is_restarted_with_no_lost_or_duplicated_update(ray_clus
     torch.manual_seed(1)
     agent = small_agent()
     data = targets_for(agent.prog)
-    backend = RayBackend(workers=2, episodes_per_task=4, max_restarts=2)
+    backend = RayEpisodes(workers=2, episodes_per_task=4, max_restarts=2)
     killed = []
 
     def kill_every_worker(metrics):
@@ -255,7 +256,7 @@ def test_a_killed_worker_is_restarted_with_no_lost_or_duplicated_update(ray_clus
 
 def test_a_worker_that_keeps_dying_stops_training_with_a_clear_error(ray_cluster):
     agent = small_agent()
-    backend = RayBackend(workers=1, episodes_per_task=8, max_restarts=0)
+    backend = RayEpisodes(workers=1, episodes_per_task=8, max_restarts=0)
 
     def kill(metrics):
         if metrics["update"] == 1:
@@ -269,7 +270,7 @@ def test_a_worker_that_keeps_dying_stops_training_with_a_clear_error(ray_cluster
 
 def test_unconditional_critic_agents_train_on_ray_workers(ray_cluster):
     agent = small_agent(reward="critic", conditional=False)
-    backend = RayBackend(workers=2)
+    backend = RayEpisodes(workers=2)
     history = agent.fit(targets_for(agent.prog), 2, backend=backend, progress=False)
     assert len(agent.learner.replay) == 16  # both batches of final renders reached the replay buffer
     assert all(torch.isfinite(torch.tensor(row["critic_loss"])) for row in history)
@@ -281,7 +282,7 @@ def test_mujoco_scenes_render_on_the_workers(ray_cluster):
     agent = sp.inference.Spiral(prog, config=SpiralConfig.small(reward={"kind": "l2"}, a2c={"batch_size": 4}), device="cpu")
     data = prog.render({c.name: torch.randint(0, c.size, (6, 2)) for c in prog.action_space})
     renders = prog.renders
-    history = agent.fit(data, 2, backend=RayBackend(workers=2), progress=False)
+    history = agent.fit(data, 2, backend=RayEpisodes(workers=2), progress=False)
     assert prog.renders - renders == 2 * 4 * 2 and len(history) == 2
 
 
@@ -304,7 +305,7 @@ def test_population_based_training_exploits_and_explores_within_the_paper_ranges
                        if row["member"] == member}) > 1]
     assert changed, "PBT never explored"
     best = population.best_agent
-    assert best.learner.updates == 6 and best.config.entropy_cost == pytest.approx(
+    assert best.learner.updates == 6 and best.config.a2c.entropy_cost == pytest.approx(
         population.best_hyperparameters["entropy_cost"])
     figure = population.plot(tmp_path / "population.png")
     assert (tmp_path / "population.png").stat().st_size > 10_000 and figure is not None
@@ -315,7 +316,7 @@ def test_the_command_line_trains_on_ray_workers_and_runs_pbt(ray_cluster, tmp_pa
     from tests.test_experiments import TINY, fake_celeba
 
     fake_celeba(tmp_path / "celeba")
-    overrides = TINY + [f"data.root={str(tmp_path / 'celeba')!r}", "data.test_fraction=0.25", "train.steps=3"]
+    overrides = TINY + [f"data.root={str(tmp_path / 'celeba')!r}", "data.test_fraction=0.25", "train.phases.0.updates=3"]
     settings = [item for override in overrides for item in ("--set", override)]
     run = tmp_path / "run"
     assert cli.main(["train", "celeba-recon", "--out", str(run), "--device", "cpu", "--workers", "2"] + settings) == 0

@@ -1,7 +1,5 @@
 """Experiment configurations: shipped files, overrides, programs and datasets they describe."""
 
-import dataclasses
-
 import pytest
 import torch
 
@@ -33,23 +31,27 @@ def test_the_cpu_recipes_describe_the_shipped_agents(name):
     config = experiments.load_config(name)
     agent = sp.inference.Spiral.pretrained(name, device="cpu")
     assert repr(experiments.build_program(config)) == repr(agent.prog)
-    recipe = sp.inference.SpiralConfig.from_dict(config["config"])
-    changed_while_training = {"policy_lr", "entropy_cost"}
-    for field in dataclasses.fields(recipe):
-        if field.name not in changed_while_training:
-            assert getattr(recipe, field.name) == getattr(agent.config, field.name), field.name
+    recipe = experiments.spiral_config(config)
+    for section in ("policy", "critic", "reward"):
+        assert getattr(recipe, section) == getattr(agent.config, section), section
+    # The phases' settings, applied in order, end at the hyper-parameters the agent was saved with.
+    final = recipe
+    for phase in recipe.train.phases:
+        final = final.replace(phase.settings)
+    assert final.a2c == agent.config.a2c
 
 
 def test_overrides_are_parsed_as_toml():
-    config = experiments.load_config("mnist-recon", ["train.steps=7", "config.policy_lr=3e-4", "agent.reward=l2",
+    config = experiments.load_config("mnist-recon", ["train.phases.0.updates=7", "a2c.lr=3e-4", "reward.kind=l2",
                                                      "program.renderer=brush", "agent.blind=true"])
-    assert config["train"]["steps"] == 7 and config["config"]["policy_lr"] == 3e-4
-    assert config["agent"]["reward"] == "l2" and config["agent"]["blind"] is True
+    assert config["train"]["phases"][0]["updates"] == 7 and config["a2c"]["lr"] == 3e-4
+    assert config["reward"]["kind"] == "l2" and config["agent"]["blind"] is True
 
 
 @pytest.mark.parametrize(
     "override, message",
-    [("steps=3", "section.key=value"), ("model.steps=3", "unknown table"), ("train.steps", "section.key=value")],
+    [("steps=3", "table.key=value"), ("model.steps=3", "unknown table"), ("train.steps", "table.key=value"),
+     ("train.phases.5.updates=3", "not an index")],
 )
 def test_bad_overrides(override, message):
     with pytest.raises(ValueError, match=message):
@@ -86,9 +88,9 @@ def test_datasets_of_a_configuration(data_root, monkeypatch):
 
 
 TINY = ["program.canvas_size=16", "program.grid_size=4", "program.steps=2", "train.eval_every=3",
-        "train.eval_size=4", "train.checkpoint_every=2", "train.log_every=1", "config.batch_size=4",
-        "config.policy_channels=8", "config.lstm_size=16", "config.critic_channels=8", "config.res_blocks=1",
-        "config.location_channels=4"]
+        "train.eval_size=4", "train.checkpoint_every=2", "train.log_every=1", "a2c.batch_size=4",
+        "policy.channels=8", "policy.lstm_size=16", "critic.channels=8", "policy.res_blocks=1",
+        "policy.location_channels=4"]
 
 
 def fake_celeba(folder, count=24):
@@ -106,16 +108,16 @@ def test_train_writes_a_run_folder_and_resumes_it(tmp_path):
     from spiral_ppl import cli
 
     fake_celeba(tmp_path / "celeba")
-    overrides = TINY + [f"data.root={str(tmp_path / 'celeba')!r}", "data.test_fraction=0.25", "train.steps=3"]
+    overrides = TINY + [f"data.root={str(tmp_path / 'celeba')!r}", "data.test_fraction=0.25", "train.phases.0.updates=3"]
     arguments = ["train", "celeba-recon", "--out", str(tmp_path / "run"), "--device", "cpu"]
     assert cli.main(arguments + [item for pair in (("--set", o) for o in overrides) for item in pair]) == 0
     run = tmp_path / "run"
     for name in ("config.json", "checkpoint.pt", "agent.pt", "eval.csv", "train.csv", "curve.png", "samples_3.png"):
         assert (run / name).exists(), name
     resolved = __import__("json").loads((run / "config.json").read_text())
-    assert resolved["program"]["color"] is True and resolved["train"]["steps"] == 3
+    assert resolved["program"]["color"] is True and resolved["train"]["phases"][0]["updates"] == 3
     # Asking for more steps resumes from the checkpoint instead of starting again.
-    overrides[-1] = "train.steps=5"
+    overrides[-1] = "train.phases.0.updates=5"
     assert cli.main(arguments + [item for pair in (("--set", o) for o in overrides) for item in pair]) == 0
     updates = [int(line.split(",")[0]) for line in (run / "train.csv").read_text().splitlines()[1:]]
     assert updates == [1, 2, 3, 4, 5]
@@ -127,21 +129,21 @@ def test_train_refuses_unknown_settings(tmp_path):
     fake_celeba(tmp_path / "celeba")
     config = experiments.load_config("celeba-recon", TINY + [f"data.root={str(tmp_path / 'celeba')!r}",
                                                               "train.epochs=3"])
-    with pytest.raises(ValueError, match=r"unknown settings \['epochs'\]"):
+    with pytest.raises(ValueError, match=r"unknown \[train\] settings \['epochs'\]"):
         experiments.train_experiment(config, tmp_path / "run")
     config = experiments.load_config("celeba-recon", TINY + [f"data.root={str(tmp_path / 'celeba')!r}",
-                                                              "config.learning_rate=3"])
+                                                              "a2c.learning_rate=3"])
     with pytest.raises(ValueError, match="learning_rate"):
         experiments.train_experiment(config, tmp_path / "run")
 
 
 def test_scenes_run_imitates_the_dataset_programs_then_runs_a2c_and_resumes(tmp_path):
     overrides = [f"data.root={str(tmp_path / 'scenes')!r}", "data.order=raster", "data.train_size=16",
-                 "data.test_size=4", "program.image_size=32", "program.steps=3", "train.imitation_steps=3",
-                 "train.steps=5", "train.eval_every=5", "train.eval_size=4", "train.checkpoint_every=2", "train.log_every=1",
-                 "config.batch_size=4", "config.policy_channels=8", "config.lstm_size=16", "config.res_blocks=1",
-                 "config.location_channels=4"]
+                 "data.test_size=4", "program.image_size=32", "program.steps=3", "train.eval_every=5", "train.eval_size=4", "train.checkpoint_every=2", "train.log_every=1",
+                 "a2c.batch_size=4", "policy.channels=8", "policy.lstm_size=16", "policy.res_blocks=1",
+                 "policy.location_channels=4"]
     config = experiments.load_config("scenes-recon-cpu", overrides)
+    config["train"]["phases"] = [{"kind": "imitation", "updates": 3}, {"kind": "a2c", "updates": 2}]
     train = experiments.load_dataset(config, 32, "train")
     assert train.order == "raster" and len(train) == 16
     run = tmp_path / "run"
@@ -154,9 +156,9 @@ def test_scenes_run_imitates_the_dataset_programs_then_runs_a2c_and_resumes(tmp_
     header = (run / "imitation.csv").read_text().splitlines()[0]
     assert "imitation_loss" in header
     # More steps resume the A2C phase; the imitation already done is not repeated.
-    longer = [override.replace("train.steps=5", "train.steps=6") for override in overrides]
-    experiments.train_experiment(experiments.load_config("scenes-recon-cpu", longer), run, device="cpu",
-                                 progress=False)
+    longer = experiments.load_config("scenes-recon-cpu", overrides)
+    longer["train"]["phases"] = [{"kind": "imitation", "updates": 3}, {"kind": "a2c", "updates": 3}]
+    experiments.train_experiment(longer, run, device="cpu", progress=False)
     assert updates("imitation") == [1, 2, 3] and updates("train") == [4, 5, 6]
     assert sp.inference.Spiral.load(run / "checkpoint.pt").learner.updates == 6
 
@@ -164,8 +166,8 @@ def test_scenes_run_imitates_the_dataset_programs_then_runs_a2c_and_resumes(tmp_
 def test_imitation_needs_a_dataset_with_programs(tmp_path):
     fake_celeba(tmp_path / "celeba")
     config = experiments.load_config("celeba-recon", TINY + [f"data.root={str(tmp_path / 'celeba')!r}",
-                                                              "train.imitation_steps=2", "train.steps=3"])
+                                                              "train.phases.0.kind=imitation"])
     with pytest.raises(ValueError, match="only MUJOCO SCENES"):
         experiments.train_experiment(config, tmp_path / "run", device="cpu")
-    with pytest.raises(ValueError, match="reinforcement learning only"):
+    with pytest.raises(ValueError, match="A2C only"):
         experiments.pbt_experiment(config, tmp_path / "pbt", population=2, interval=1)

@@ -89,7 +89,8 @@ class Decoding:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "temperature", check_temperature(self.temperature))
-        checks.switch("greedy_first", self.greedy_first)
+        if not isinstance(self.greedy_first, bool):
+            raise TypeError(f"greedy_first must be True or False, got {self.greedy_first!r}")
         checks.choice("smc_intermediate", self.smc_intermediate, INTERMEDIATE_TARGETS)
         object.__setattr__(self, "smc_tempering", check_tempering(self.smc_tempering))
 

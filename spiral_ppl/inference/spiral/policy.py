@@ -35,13 +35,13 @@ Example::
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Mapping, NamedTuple
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from spiral_ppl import checks
 from spiral_ppl.inference.spiral.config import PolicyConfig
 from spiral_ppl.inference.spiral.decoders import ImageFeatures, ResBlock, component_decoder
 from spiral_ppl.renderers.base import Component
@@ -57,7 +57,9 @@ def sample_categorical(component: Component, logits: torch.Tensor) -> torch.Tens
 
 def check_temperature(value: float) -> float:
     """``value`` as a float if it is a valid sampling temperature, else a clear ValueError."""
-    return checks.positive_number("temperature", value, hint="1: the policy as trained")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise ValueError(f"temperature must be a positive finite number (1: the policy as trained), got {value!r}")
+    return float(value)
 
 
 class StepOutput(NamedTuple):

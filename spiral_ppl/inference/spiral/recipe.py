@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 import torch
 
 from spiral_ppl import checks
-from spiral_ppl.inference.spiral.imitation import best_of_passes
+from spiral_ppl.inference.spiral.imitation import best_of_passes, holds_programs
 from spiral_ppl.inference.spiral.logs import TrainingLog
 from spiral_ppl.inference.spiral.sources import ImageSource, hold_out
 from spiral_ppl.inference.spiral.training import report
@@ -118,9 +118,12 @@ def run(agent: "Spiral", data: Any, out: str | Path, *, eval_data: Any = None,
     if not phases:
         raise ValueError("the configuration has no recipe: add [[train.phases]] tables (see spiral_ppl.inference."
                          "spiral.recipe) or call agent.fit(data, steps) directly")
+    if any(phase.kind == "imitation" for phase in phases) and not holds_programs(data):
+        raise ValueError(f"an imitation phase imitates the training data's ground-truth programs, whose items must be "
+                         f"(image, {{component: actions}}), which of the shipped datasets only MUJOCO SCENES has; this "
+                         f"run trains on {type(data).__name__}: use a2c or self_imitation phases")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    checkpoint = out / "checkpoint.pt"
     prog = agent.prog
     training, held_out = hold_out(data, eval_data, agent.config.train.eval_size, prog.channels, prog.image_size)
     train_data = data if training is None else torch.utils.data.Subset(data, list(training)) \

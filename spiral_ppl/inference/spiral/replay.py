@@ -21,6 +21,8 @@ from typing import Any
 
 import torch
 
+from spiral_ppl import checks
+
 
 class ReplayBuffer:
     """A first-in-first-out store of the last ``capacity`` batches of renders.
@@ -29,9 +31,7 @@ class ReplayBuffer:
     """
 
     def __init__(self, capacity: int) -> None:
-        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
-            raise ValueError(f"capacity must be a positive number of batches, got {capacity!r}")
-        self.capacity = capacity
+        self.capacity = checks.positive_int("capacity", capacity, hint="batches kept")
         self.batches: list[tuple[torch.Tensor, torch.Tensor | None]] = []
 
     def __len__(self) -> int:

@@ -20,6 +20,8 @@ from typing import Any, Sequence
 import torch
 from torch.utils.data import Dataset
 
+from spiral_ppl import checks
+
 
 class ImageSource:
     """Images of a tensor or data set, checked against the program's shape.
@@ -81,8 +83,7 @@ def hold_out(data: Any, eval_data: Any, eval_size: int, channels: int, image_siz
 
     :returns: the items of ``data`` to train on (``None``: all of them) and the held-out images.
     """
-    if isinstance(eval_size, bool) or not isinstance(eval_size, int) or eval_size < 1:
-        raise ValueError(f"eval_size must be a positive int to hold out targets, got {eval_size!r}")
+    checks.positive_int("eval_size", eval_size, hint="targets to hold out")
     if eval_data is not None:
         held_out = ImageSource(eval_data, channels, image_size).images(torch.arange(min(eval_size, len(eval_data))))
         return None, held_out

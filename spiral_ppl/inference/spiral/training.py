@@ -35,6 +35,7 @@ Ganin et al. 2018; Gulrajani et al. 2017 (WGAN-GP).
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import time
 from pathlib import Path
@@ -60,6 +61,7 @@ from spiral_ppl.inference.spiral.rewards import (
 from spiral_ppl.inference.spiral.rollout import Episode
 from spiral_ppl.inference.spiral.sources import ImageSource, hold_out
 from spiral_ppl.inference.spiral.vtrace import vtrace
+from spiral_ppl.io import atomic_write_bytes
 from spiral_ppl.programs.base import mean_squared_error
 
 if TYPE_CHECKING:
@@ -328,8 +330,20 @@ def report(agent: "Spiral", metrics: dict[str, float], last: bool, *, held_out: 
         metrics.update(evaluation)
         if log is not None:
             log.write("eval", {"update": update, "seconds": agent.train_seconds, **evaluation})
+        if log_dir is not None and "eval_l2" in evaluation:
+            keep_if_best(agent, evaluation["eval_l2"], Path(log_dir))
     if checkpoint is not None and ((train.checkpoint_every and update % train.checkpoint_every == 0) or last):
         agent.save(checkpoint)
+
+
+def keep_if_best(agent: "Spiral", eval_l2: float, folder: Path) -> None:
+    """Save the agent's weights as ``best.pt`` in ``folder`` if ``eval_l2`` is the lowest there yet
+    (recorded in ``best.json``, so a resumed run compares with the runs before it)."""
+    record = folder / "best.json"
+    best = json.loads(record.read_text())["eval_l2"] if record.exists() else math.inf
+    if eval_l2 < best:
+        agent.save(folder / "best.pt", training_state=False)
+        atomic_write_bytes(record, (json.dumps({"eval_l2": eval_l2, "update": agent.learner.updates}) + "\n").encode())
 
 
 def evaluate(agent: "Spiral", targets: torch.Tensor, log_dir: str | Path | None = None,
