@@ -29,7 +29,8 @@ data = torch.stack([scenes[index][0] for index in range(len(scenes))])
 print("| backend | agent steps/s (median) | mean policy lag (updates) |\n|---|---|---|")
 for backend in ["local"] + [RayEpisodes(workers=count) for count in range(1, max_workers + 1)]:
     torch.manual_seed(0)
-    agent = sp.inference.Spiral(prog, config=SpiralConfig.small(a2c={"batch_size": 16}, reward={"kind": "l2"}), device="cpu")
+    agent = sp.inference.Spiral(prog, config=SpiralConfig.small(a2c={"batch_size": 16}, reward={"kind": "l2"}),
+                                device="cpu")
     history = agent.fit(data, updates, backend=backend, progress=False)
     speed = statistics.median(row["agent_steps_per_second"] for row in history[3:])
     label = backend if isinstance(backend, str) else f"ray, {backend.workers} worker(s)"

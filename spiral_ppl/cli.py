@@ -219,7 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     infer = commands.add_parser("infer", help="infer a program for an image and write it with its reconstruction")
     infer.add_argument("image", help="image file (PNG, JPEG, ...); light ink on a dark background unless --invert")
     infer.add_argument("--engine", choices=sorted(ENGINES), default="importance", help="inference engine")
-    infer.add_argument("--agent", default=None, help="SPIRAL agent for the spiral* engines: a pretrained name or a file")
+    infer.add_argument("--agent", default=None,
+                       help="SPIRAL agent for the spiral* engines: a pretrained name or a file")
     infer.add_argument("--renders", type=int, default=1000, help="renderer calls allowed (default: 1000)")
     infer.add_argument("--invert", action="store_true", help="the image has dark ink on a light background")
     infer.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")

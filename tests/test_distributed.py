@@ -28,7 +28,8 @@ def one_thread(single_thread):
 def small_agent(reward="l2", conditional=True, batch_size=8, **overrides):
     prog = sp.programs.PaintProgram(sp.renderers.Brush(canvas_size=16, grid_size=4, compile=False), steps=3)
     config = SpiralConfig.small(**overrides, a2c={"batch_size": batch_size}, reward={"scale": 10.0})
-    return sp.inference.Spiral(prog, conditional=conditional, config=config.replace({"reward.kind": reward}), device="cpu")
+    return sp.inference.Spiral(prog, conditional=conditional, config=config.replace({"reward.kind": reward}),
+                               device="cpu")
 
 
 def targets_for(prog, count=40, seed=0):
@@ -153,7 +154,7 @@ def test_everything_but_the_ray_backend_works_without_ray():
         "import torch, spiral_ppl as sp\n"
         "from spiral_ppl.inference.spiral import SpiralConfig\n"
         "prog = sp.programs.PaintProgram(sp.renderers.Brush(canvas_size=16, grid_size=4, compile=False), steps=2)\n"
-        "agent = sp.inference.Spiral(prog, config=SpiralConfig.small(reward={"kind": 'l2'}, a2c={"batch_size": 4}))\n"
+        "agent = sp.inference.Spiral(prog, config=SpiralConfig.small(reward={'kind': 'l2'}, a2c={'batch_size': 4}))\n"
         "images = torch.zeros(8, 1, 16, 16)\n"
         "agent.fit(images, 1, progress=False)\n"
         "try:\n"
@@ -279,7 +280,8 @@ def test_unconditional_critic_agents_train_on_ray_workers(ray_cluster):
 def test_mujoco_scenes_render_on_the_workers(ray_cluster):
     scene = sp.renderers.MujocoScene(image_size=32, max_objects=4)
     prog = sp.programs.SceneProgram(scene, steps=2)
-    agent = sp.inference.Spiral(prog, config=SpiralConfig.small(reward={"kind": "l2"}, a2c={"batch_size": 4}), device="cpu")
+    agent = sp.inference.Spiral(prog, config=SpiralConfig.small(reward={"kind": "l2"}, a2c={"batch_size": 4}),
+                                device="cpu")
     data = prog.render({c.name: torch.randint(0, c.size, (6, 2)) for c in prog.action_space})
     renders = prog.renders
     history = agent.fit(data, 2, backend=RayEpisodes(workers=2), progress=False)
@@ -316,7 +318,8 @@ def test_the_command_line_trains_on_ray_workers_and_runs_pbt(ray_cluster, tmp_pa
     from tests.test_experiments import TINY, fake_celeba
 
     fake_celeba(tmp_path / "celeba")
-    overrides = TINY + [f"data.root={str(tmp_path / 'celeba')!r}", "data.test_fraction=0.25", "train.phases.0.updates=3"]
+    overrides = TINY + [f"data.root={str(tmp_path / 'celeba')!r}", "data.test_fraction=0.25",
+                        "train.phases.0.updates=3"]
     settings = [item for override in overrides for item in ("--set", override)]
     run = tmp_path / "run"
     assert cli.main(["train", "celeba-recon", "--out", str(run), "--device", "cpu", "--workers", "2"] + settings) == 0

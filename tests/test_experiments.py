@@ -108,7 +108,8 @@ def test_train_writes_a_run_folder_and_resumes_it(tmp_path):
     from spiral_ppl import cli
 
     fake_celeba(tmp_path / "celeba")
-    overrides = TINY + [f"data.root={str(tmp_path / 'celeba')!r}", "data.test_fraction=0.25", "train.phases.0.updates=3"]
+    overrides = TINY + [f"data.root={str(tmp_path / 'celeba')!r}", "data.test_fraction=0.25",
+                        "train.phases.0.updates=3"]
     arguments = ["train", "celeba-recon", "--out", str(tmp_path / "run"), "--device", "cpu"]
     assert cli.main(arguments + [item for pair in (("--set", o) for o in overrides) for item in pair]) == 0
     run = tmp_path / "run"
@@ -139,7 +140,8 @@ def test_train_refuses_unknown_settings(tmp_path):
 
 def test_scenes_run_imitates_the_dataset_programs_then_runs_a2c_and_resumes(tmp_path):
     overrides = [f"data.root={str(tmp_path / 'scenes')!r}", "data.order=raster", "data.train_size=16",
-                 "data.test_size=4", "program.image_size=32", "program.steps=3", "train.eval_every=5", "train.eval_size=4", "train.checkpoint_every=2", "train.log_every=1",
+                 "data.test_size=4", "program.image_size=32", "program.steps=3", "train.eval_every=5",
+                 "train.eval_size=4", "train.checkpoint_every=2", "train.log_every=1",
                  "a2c.batch_size=4", "policy.channels=8", "policy.lstm_size=16", "policy.res_blocks=1",
                  "policy.location_channels=4"]
     config = experiments.load_config("scenes-recon-cpu", overrides)

@@ -399,7 +399,7 @@ def test_the_scene_expert_finishes_the_program_from_wherever_the_scene_stands(sc
 
 
 def test_on_the_demonstrations_the_scene_expert_repeats_the_programs(tmp_path, scene):
-    from spiral_ppl.inference.spiral.training import expert_labels
+    from spiral_ppl.inference.spiral.imitation import expert_labels
 
     scenes = _dataset(tmp_path, size=20, order="raster")
     prog = sp.programs.SceneProgram(scene, steps=20)

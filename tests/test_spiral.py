@@ -92,7 +92,8 @@ def training_state(agent):
 def test_save_load_resume_is_an_identical_continuation(tmp_path, conditional):
     prog = stroke_program(grid_size=4, steps=2)
     data = one_stroke_targets(prog, 64, seed=4)
-    config = SpiralConfig.small(a2c={"batch_size": 8}, critic={"steps": 2, "replay_batches": 3}, reward={"temporal": True})
+    config = SpiralConfig.small(a2c={"batch_size": 8}, critic={"steps": 2, "replay_batches": 3},
+                                reward={"temporal": True})
 
     torch.manual_seed(5)
     straight = sp.inference.Spiral(prog, conditional=conditional, config=config, device="cpu")
@@ -144,7 +145,8 @@ def test_fit_writes_csv_logs_evaluations_and_sample_grids(tmp_path):
     torch.manual_seed(0)
     prog = stroke_program(grid_size=4)
     data = one_stroke_targets(prog, 40, seed=7)
-    agent = sp.inference.Spiral(prog, config=SpiralConfig.small(reward={"kind": "l2"}, a2c={"batch_size": 8}), device="cpu")
+    agent = sp.inference.Spiral(prog, config=SpiralConfig.small(reward={"kind": "l2"}, a2c={"batch_size": 8}),
+                                device="cpu")
     agent.set_hyperparameters({"train.eval_every": 2, "train.eval_size": 16, "train.log_every": 1})
     history = agent.fit(data, 4, log_dir=tmp_path, progress=False)
     train_rows = (tmp_path / "train.csv").read_text().splitlines()
@@ -161,7 +163,8 @@ def test_any_program_gets_an_agent_custom_grammar():
     prog = Rectangles(steps=2)
     targets = prog.render({c.name: torch.randint(0, c.size, (24, 2)) for c in prog.action_space})
     for reward in ("l2", "critic"):
-        agent = sp.inference.Spiral(prog, config=SpiralConfig.small(reward={"kind": reward}, a2c={"batch_size": 8}), device="cpu")
+        agent = sp.inference.Spiral(prog, config=SpiralConfig.small(reward={"kind": reward}, a2c={"batch_size": 8}),
+                                    device="cpu")
         agent.fit(targets, 2, progress=False)
         result = agent.infer(prog, targets[:5], sp.Budget(renders=7), seed=0)  # 3 passes of 2 renders
         assert result.renders.tolist() == [6] * 5 and result.curve.renders.tolist() == [2, 4, 6]
@@ -193,7 +196,7 @@ def test_policy_heads_follow_the_action_space():
     policy = Policy(Rectangles.action_space, 1, 16, conditional=False, config=config)
     hidden = policy.initial_hidden(3, torch.device("cpu"))
     seen = []
-    out = policy.step(torch.zeros(3, 1, 16, 16), None, None, torch.randn(3, config.noise_size), hidden,
+    out = policy.step(torch.zeros(3, 1, 16, 16), None, None, torch.randn(3, config.policy.noise_size), hidden,
                       choose=lambda component, logits: seen.append((component.name, logits.shape)) or
                       torch.zeros(3, dtype=torch.long))
     assert seen == [("present", (3, 2)), ("corner", (3, 16)), ("width", (3, 4)), ("height", (3, 4)), ("shade", (3, 2))]
@@ -219,9 +222,10 @@ def test_blind_agents_see_only_blank_canvases_and_pay_one_render():
 def test_the_guide_is_the_policy_and_works_with_importance(temperature):
     torch.manual_seed(0)
     prog = stroke_program(grid_size=4, steps=2)
-    agent = sp.inference.Spiral(prog, config=SpiralConfig.small(reward={"kind": "l2"}), device="cpu", decoding=sp.inference.spiral.Decoding(temperature=temperature))
+    agent = sp.inference.Spiral(prog, config=SpiralConfig.small(reward={"kind": "l2"}), device="cpu",
+                                decoding=sp.inference.spiral.Decoding(temperature=temperature))
     targets = one_stroke_targets(prog, 3, seed=9)
-    assert agent.guide.decoding.temperature == temperature
+    assert agent.guide.temperature == temperature
 
     with pyro.plate("particles", 5, dim=-2):
         guide_trace = poutine.trace(agent.guide).get_trace(targets)
@@ -281,7 +285,7 @@ class TestBadInput:
         self.prog = stroke_program(grid_size=4, steps=2)
 
     def test_constructor(self):
-        with pytest.raises(ValueError, match="reward must be one of"):
+        with pytest.raises(ValueError, match="reward.kind must be one of"):
             sp.inference.Spiral(self.prog, config=sp.inference.SpiralConfig(reward={"kind": "l1"}))
         with pytest.raises(ValueError, match="needs conditional=True"):
             sp.inference.Spiral(self.prog, conditional=False, config=sp.inference.SpiralConfig(reward={"kind": "l2"}))
@@ -289,14 +293,20 @@ class TestBadInput:
             sp.inference.Spiral("brush")
         with pytest.raises(ValueError, match="batch_size must be a positive int"):
             SpiralConfig(a2c={"batch_size": 0})
-        for switch in ("spatial_locations", "location_readout", "temporal_rewards", "mixed_precision"):
+        for switch in ("reward.temporal", "critic.spectral_norm", "train.mixed_precision"):
+            section, name = switch.split(".")
             with pytest.raises(ValueError, match=f"{switch} must be true or false, got 'false'"):
-                SpiralConfig(**{switch: "false"})
+                SpiralConfig(**{section: {name: "false"}})
             with pytest.raises(ValueError, match=f"{switch} must be true or false, got 1"):
-                SpiralConfig(**{switch: 1})
+                SpiralConfig(**{section: {name: 1}})
+        with pytest.raises(ValueError, match="location_decoder must be one of"):
+            SpiralConfig(policy={"location_decoder": "spatial_locations"})
+        with pytest.raises(ValueError, match=r"unknown \[policy\] settings \['spatial_locations'\]"):
+            SpiralConfig(policy={"spatial_locations": True})
 
     def test_images_budget_and_data(self):
-        agent = sp.inference.Spiral(self.prog, config=SpiralConfig.small(reward={"kind": "l2"}, a2c={"batch_size": 4}), device="cpu")
+        agent = sp.inference.Spiral(self.prog, config=SpiralConfig.small(reward={"kind": "l2"}, a2c={"batch_size": 4}),
+                                    device="cpu")
         with pytest.raises(ValueError, match=r"\(B, 1, 16, 16\)"):
             agent.infer(self.prog, torch.zeros(1, 1, 8, 8), sp.Budget(renders=2))
         with pytest.raises(ValueError, match=r"costs 2 renders.*Budget\(renders=2\)"):
@@ -331,18 +341,20 @@ class TestBadInput:
             sp.inference.Spiral.load(tmp_path / "other.pt")
         with pytest.raises(FileNotFoundError, match="no SPIRAL checkpoint"):
             sp.inference.Spiral.load(tmp_path / "missing.pt")
-        custom = sp.inference.Spiral(Rectangles(steps=1), config=SpiralConfig.small(reward={"kind": "l2"}), device="cpu")
+        custom = sp.inference.Spiral(Rectangles(steps=1), config=SpiralConfig.small(reward={"kind": "l2"}),
+                                     device="cpu")
         custom.save(tmp_path / "custom.pt")
         with pytest.raises(ValueError, match=r"pass the program: Spiral.load\(path, prog=...\)"):
             sp.inference.Spiral.load(tmp_path / "custom.pt")
-        assert sp.inference.Spiral.load(tmp_path / "custom.pt", prog=Rectangles(steps=1)).reward == "l2"
+        assert sp.inference.Spiral.load(tmp_path / "custom.pt", prog=Rectangles(steps=1)).config.reward.kind == "l2"
 
 
 def test_the_pretrained_cpu_mnist_agent_beats_a_blank_canvas(data_root):
     assert "mnist-recon-cpu" in sp.inference.Spiral.pretrained_names()
     assert "final" in sp.inference.Spiral.model_card("mnist-recon-cpu").lower()
     agent = sp.inference.Spiral.pretrained("mnist-recon-cpu", device="cpu")
-    assert agent.decoding.greedy_first and (agent.smc().intermediate, agent.smc().tempering) == ("proposal", 0.001)  # its card
+    assert agent.decoding.greedy_first and (agent.smc().intermediate, agent.smc().tempering) == ("proposal",
+                                                                                                 0.001)  # its card
     digits = sp.data.MNIST(data_root / "mnist", split="test").images(range(1000, 1064))
     result = agent.infer(agent.prog, digits, sp.Budget(renders=agent.prog.steps), seed=0)
     blank = float(digits.pow(2).mean())
@@ -355,7 +367,8 @@ def test_the_pretrained_cpu_mnist_agent_beats_a_blank_canvas(data_root):
 
 def test_input_contrast_stretches_the_pixels_the_policy_sees():
     prog = stroke_program()
-    stretched = Policy(prog.action_space, 1, 16, conditional=True, config=SpiralConfig.small(policy={"input_contrast": 4.0}))
+    stretched = Policy(prog.action_space, 1, 16, conditional=True,
+                       config=SpiralConfig.small(policy={"input_contrast": 4.0}))
     plain = Policy(prog.action_space, 1, 16, conditional=True, config=SpiralConfig.small())
     plain.load_state_dict(stretched.state_dict())
     canvas, target = torch.rand(2, 4, 1, 16, 16)
@@ -377,11 +390,13 @@ def test_input_contrast_stretches_the_pixels_the_policy_sees():
 def test_location_readout_reads_the_target_where_the_location_points():
     prog = stroke_program(grid_size=4)  # 16x16 canvases: each location cell covers 4x4 pixels
     torch.manual_seed(0)
-    reading = Policy(prog.action_space, 1, 16, conditional=True, config=SpiralConfig.small(policy={"location_decoder": "readout"}))
+    reading = Policy(prog.action_space, 1, 16, conditional=True,
+                     config=SpiralConfig.small(policy={"location_decoder": "readout"}))
     assert {name for name, decoder in reading.decoders.items() if hasattr(decoder, "readout")} == \
         {"end_point", "control_point"}  # the location components
     looked_up = []
-    reading.decoders["end_point"].readout.register_forward_hook(lambda module, inputs, output: looked_up.append(inputs[0]))
+    reading.decoders["end_point"].readout.register_forward_hook(lambda module, inputs,
+                                                                output: looked_up.append(inputs[0]))
     with torch.no_grad():
         reading.decoders["end_point"].where.copy_(1e4 * torch.eye(16))  # look exactly at the same cell
 
@@ -403,7 +418,8 @@ def test_location_readout_reads_the_target_where_the_location_points():
             reading.decoders[name].readout.weight.zero_()
             reading.decoders[name].readout.bias.zero_()
         plain = Policy(prog.action_space, 1, 16, conditional=True, config=SpiralConfig.small())
-        plain.load_state_dict({k: v for k, v in reading.state_dict().items() if ".readout." not in k and not k.endswith(".where")})
+        plain.load_state_dict({k: v for k,
+                               v in reading.state_dict().items() if ".readout." not in k and not k.endswith(".where")})
         hidden = plain.initial_hidden(4, torch.device("cpu"))
         canvas, targets = torch.rand(2, 4, 1, 16, 16)
         greedy = lambda component, logits: logits.argmax(-1)  # noqa: E731
@@ -436,11 +452,13 @@ def test_spatial_location_heads_point_at_the_ink_the_papers_decoder_cannot_yet()
     assert accuracy[True] > 0.9 and accuracy[False] < 0.3, accuracy
 
 
-def test_spatial_location_heads_start_as_the_papers_decoder_and_read_locally():
+def test_spatial_location_heads_start_as_the_decoder_without_them_and_read_locally():
     prog = stroke_program(grid_size=8)  # 16x16 canvases: each location cell covers 2x2 pixels
     torch.manual_seed(0)
-    spatial = Policy(prog.action_space, 1, 16, conditional=True, config=SpiralConfig.small(policy={"location_decoder": "spatial"}))
-    plain = Policy(prog.action_space, 1, 16, conditional=True, config=SpiralConfig.small())
+    spatial = Policy(prog.action_space, 1, 16, conditional=True,
+                     config=SpiralConfig.small(policy={"location_decoder": "spatial"}))
+    plain = Policy(prog.action_space, 1, 16, conditional=True,
+                   config=SpiralConfig.small(policy={"location_decoder": "readout"}))
     plain.load_state_dict({k: v for k, v in spatial.state_dict().items() if ".spatial." not in k})
     hidden = plain.initial_hidden(4, torch.device("cpu"))
     canvas, targets = torch.rand(2, 4, 1, 16, 16)
@@ -475,7 +493,8 @@ def test_unknown_pretrained_agents_are_named():
 def test_the_policy_is_an_smc_step_proposal_with_exact_weights(max_batch, temperature):
     torch.manual_seed(0)
     prog = stroke_program(grid_size=4, steps=3)
-    agent = sp.inference.Spiral(prog, config=SpiralConfig.small(reward={"kind": "l2"}), device="cpu", max_batch=max_batch)
+    agent = sp.inference.Spiral(prog, config=SpiralConfig.small(reward={"kind": "l2"}), device="cpu",
+                                max_batch=max_batch)
     proposal = sp.inference.spiral.SpiralProposal(agent, temperature=temperature)
     targets = one_stroke_targets(prog, 2, seed=10)
     # Without resampling the weights are whole-program importance weights p(a) p(x | a) / q(a | x),
@@ -527,7 +546,9 @@ def test_greedy_first_pass_and_temperature_change_only_inference(tmp_path):
     assert any(not torch.equal(sampled[0][name], sampled[1][name]) for name in sampled[0])
 
     # Greedy: every component is the most probable value given what came before.
-    agent.greedy_first = True
+    agent.decoding = sp.inference.spiral.Decoding(greedy_first=True)
+    with pytest.raises(AttributeError, match="part of the agent's decoding"):
+        agent.greedy_first = False
     greedy = agent.infer(prog, targets, one_pass, seed=0)
     with torch.no_grad():
         episode = rollout(agent.policy, prog, 4, targets, choose=lambda t, component, logits: logits.argmax(-1))
@@ -568,7 +589,8 @@ def test_greedy_first_pass_and_temperature_change_only_inference(tmp_path):
         with pytest.raises(ValueError, match="temperature must be a positive finite number"):
             rollout(agent.policy, prog, 4, targets, temperature=bad)
     with pytest.raises(TypeError, match="greedy_first must be True or False"):
-        sp.inference.Spiral(prog, config=SpiralConfig.small(reward={"kind": "l2"}), device="cpu", decoding=sp.inference.spiral.Decoding(greedy_first="yes"))
+        sp.inference.Spiral(prog, config=SpiralConfig.small(reward={"kind": "l2"}), device="cpu",
+                            decoding=sp.inference.spiral.Decoding(greedy_first="yes"))
 
 
 def test_guided_smc_options_travel_with_the_agent(tmp_path):
@@ -576,7 +598,8 @@ def test_guided_smc_options_travel_with_the_agent(tmp_path):
     prog = stroke_program(grid_size=4, steps=3)
     agent = sp.inference.Spiral(prog, config=SpiralConfig.small(reward={"kind": "l2"}), device="cpu")
     assert (agent.smc().intermediate, agent.smc().tempering) == ("model", None)  # SMC's own defaults
-    agent.decoding = sp.inference.spiral.Decoding(temperature=0.5, smc_intermediate="proposal", smc_tempering=(0.0, 0.5, 1.0))
+    agent.decoding = sp.inference.spiral.Decoding(temperature=0.5, smc_intermediate="proposal", smc_tempering=(0.0, 0.5,
+                                                                                                               1.0))
     agent.save(tmp_path / "agent.pt", training_state=False)
     loaded = sp.inference.Spiral.load(tmp_path / "agent.pt", prog, device="cpu")
     engine = loaded.smc()
@@ -622,14 +645,17 @@ def test_imitation_of_ground_truth_programs_warm_starts_the_policy():
 def test_a_retargeted_agent_takes_the_same_first_steps_and_then_goes_on():
     torch.manual_seed(0)
     short = stroke_program(grid_size=4, steps=2)
-    agent = sp.inference.Spiral(short, config=SpiralConfig.small(reward={"kind": "l2"}), device="cpu", decoding=sp.inference.spiral.Decoding(greedy_first=True, smc_intermediate="proposal", smc_tempering=0.01))
+    agent = sp.inference.Spiral(short, config=SpiralConfig.small(reward={"kind": "l2"}), device="cpu",
+                                decoding=sp.inference.spiral.Decoding(greedy_first=True, smc_intermediate="proposal",
+                                                                      smc_tempering=0.01))
     programs = {c.name: torch.randint(0, c.size, (64, 2)) for c in short.action_space}
     agent.imitate((short.render(programs), programs), 3, progress=False)
     longer_prog = stroke_program(grid_size=4, steps=5)
     longer = agent.retargeted(longer_prog)
 
     assert longer.prog is longer_prog and longer.prog.steps == 5
-    assert (longer.learner.updates, longer.decoding.greedy_first, longer.decoding.smc_intermediate, longer.decoding.smc_tempering) == \
+    assert (longer.learner.updates, longer.decoding.greedy_first, longer.decoding.smc_intermediate,
+            longer.decoding.smc_tempering) == \
         (3, True, "proposal", 0.01)
     targets = one_stroke_targets(short, 16, seed=1)
     first = agent.infer(short, targets, sp.Budget(renders=2), seed=0)  # greedy: no randomness
@@ -644,7 +670,8 @@ def test_a_retargeted_agent_takes_the_same_first_steps_and_then_goes_on():
         agent.retargeted(stroke_program(grid_size=8, steps=5))
     with pytest.raises(TypeError, match="must be a spiral_ppl.programs.Program"):
         agent.retargeted("steps=5")
-    agent.decoding = sp.inference.spiral.Decoding(smc_tempering=(0.1, 1.0))  # one exponent per step cannot serve five steps
+    agent.decoding = sp.inference.spiral.Decoding(smc_tempering=(0.1,
+                                                                 1.0))  # one exponent per step cannot serve five steps
     with pytest.raises(ValueError, match="one exponent per step of its 2 steps"):
         agent.retargeted(longer_prog)
 
@@ -680,7 +707,8 @@ def test_dagger_labels_the_policys_own_states_with_the_experts_actions():
         label["shape"][:], label["location"][:], label["red"][:] = 2, 5, 3
         return label
 
-    agent = sp.inference.Spiral(prog, config=SpiralConfig.small(reward={"kind": "l2"}, a2c={"batch_size": 16, "lr": 3e-3}), device="cpu")
+    agent = sp.inference.Spiral(prog, config=SpiralConfig.small(reward={"kind": "l2"}, a2c={"batch_size": 16,
+                                                                                            "lr": 3e-3}), device="cpu")
     history = agent.imitate((images, programs), 40, expert=expert, progress=False)
     assert len(counts_seen) == 40 * 2 and history[-1]["imitation_loss"] < 0.3 * history[0]["imitation_loss"]
     # The expert was asked about the states the policy's own actions reached (the untrained

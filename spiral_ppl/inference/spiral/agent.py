@@ -100,6 +100,9 @@ class Decoding:
             tempering_schedule(self.smc_tempering, steps)
 
 
+DECODING_FIELDS = tuple(field.name for field in dataclasses.fields(Decoding))
+
+
 class Spiral(Engine):
     """A SPIRAL agent for a program.
 
@@ -141,6 +144,12 @@ class Spiral(Engine):
         self._resume_rng: dict[str, Any] | None = None
         if self.blind:
             self.name = "spiral-blind"
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in DECODING_FIELDS:  # would otherwise set an attribute nothing reads
+            raise AttributeError(f"{name} is part of the agent's decoding: agent.decoding = "
+                                 f"dataclasses.replace(agent.decoding, {name}=...), or agent.with_decoding({name}=...)")
+        super().__setattr__(name, value)
 
     @property
     def config(self) -> SpiralConfig:

@@ -26,7 +26,7 @@ Example::
 
     >>> import torch
     >>> from spiral_ppl.inference.spiral import Critic, SpiralConfig
-    >>> critic = Critic(channels=1, image_size=16, conditional=False, config=SpiralConfig.small().critic)
+    >>> critic = Critic(channels=1, image_size=16, conditional=False, config=SpiralConfig.small())
     >>> real, fake = torch.rand(4, 1, 16, 16), torch.zeros(4, 1, 16, 16)
     >>> loss, parts = wgan_gp_loss(critic, real, fake, gradient_penalty=10.0, drift_penalty=1e-3)
     >>> sorted(parts)
@@ -46,11 +46,17 @@ class Critic(nn.Module):
     :param channels: image channels.
     :param image_size: side of the square images.
     :param conditional: score pairs ``D(x | target)``.
-    :param config: width and the spectral-normalisation switch (``SpiralConfig.critic``).
+    :param config: width and the spectral-normalisation switch (:class:`CriticConfig`, or the
+        ``critic`` section of a ``SpiralConfig``).
     """
 
     def __init__(self, channels: int, image_size: int, *, conditional: bool, config) -> None:
         super().__init__()
+        from spiral_ppl.inference.spiral.config import CriticConfig, SpiralConfig
+
+        config = config.critic if isinstance(config, SpiralConfig) else config
+        if not isinstance(config, CriticConfig):
+            raise TypeError(f"config must be a CriticConfig or a SpiralConfig, got {type(config).__name__}")
         self.conditional = conditional
         wrap = spectrally_normalised if config.spectral_norm else (lambda layer: layer)
         width, inputs, size = config.channels, channels * (2 if conditional else 1), image_size

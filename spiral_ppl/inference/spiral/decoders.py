@@ -16,12 +16,13 @@ without knowing which is which:
 - :meth:`ComponentDecoder.update` ``(z, chosen, image) -> z``: the state the next component sees.
 
 ``image`` is the step's :class:`ImageFeatures` (the first convolution's features of the canvas
-and target), which only the location decoders read. Four decoders, chosen by the component's
+and target), which only the location decoders read. Three decoders, chosen by the component's
 kind and ``PolicyConfig.location_decoder``:
 
-- :class:`ScalarDecoder`: a two-layer perceptron (every scalar component, as in the paper);
-- :class:`LocationDecoder` (``"paper"``): the vector is reshaped to a small map and upsampled by
-  residual blocks and transposed convolutions to ``grid_size x grid_size`` logits;
+- :class:`ComponentDecoder` (every scalar component, and locations under ``"paper"``): the
+  paper's decoder. A scalar's head is a two-layer perceptron; a location's
+  (:class:`UpsamplingHead`) reshapes the state to a small map and upsamples it by residual
+  blocks and transposed convolutions to ``grid_size x grid_size`` logits;
 - :class:`ReadoutDecoder` (``"readout"``): the paper's logits; once a location :math:`\ell` is
   chosen, the state also gains what the image shows there,
 
@@ -85,34 +86,28 @@ class ImageFeatures:
 
 
 class ComponentDecoder(nn.Module):
-    """Logits of one component from the state, and the state after its value is chosen."""
+    """Logits of one component from the state, and the state after its value is chosen.
 
-    def __init__(self, component: Component, hidden: int, embedding: int) -> None:
+    :param head: state -> logits.
+    :param embedding: :math:`e_k`, the chosen value's embedding.
+    :param update_layer: :math:`W_k`, from the embedding into the state.
+    """
+
+    def __init__(self, component: Component, head: nn.Module, embedding: nn.Embedding,
+                 update_layer: nn.Linear) -> None:
         super().__init__()
-        self.component = component
-        self.embedding = nn.Embedding(component.size, embedding)
-        self.update_layer = nn.Linear(embedding, hidden)
+        self.component, self.head, self.embedding, self.update_layer = component, head, embedding, update_layer
 
     def logits(self, z: torch.Tensor, image: ImageFeatures) -> torch.Tensor:
-        raise NotImplementedError
+        return self.head(z)
 
     def update(self, z: torch.Tensor, chosen: torch.Tensor, image: ImageFeatures) -> torch.Tensor:
         return z + self.update_layer(self.embedding(chosen))
 
 
-class ScalarDecoder(ComponentDecoder):
-    """A two-layer perceptron from the state to the component's logits."""
-
-    def __init__(self, component: Component, hidden: int, embedding: int) -> None:
-        super().__init__(component, hidden, embedding)
-        self.head = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, component.size))
-
-    def logits(self, z: torch.Tensor, image: ImageFeatures) -> torch.Tensor:
-        return self.head(z)
-
-
 class UpsamplingHead(nn.Module):
-    """State -> ``grid_size ** 2`` logits through a small upsampling convolutional decoder."""
+    """State -> ``grid_size ** 2`` logits through a small upsampling convolutional decoder
+    (the paper's location head)."""
 
     def __init__(self, hidden: int, grid_size: int, channels: int) -> None:
         super().__init__()
@@ -134,23 +129,13 @@ class UpsamplingHead(nn.Module):
         return self.decode(grid).flatten(1)
 
 
-class LocationDecoder(ComponentDecoder):
-    """The paper's location decoder: the state alone, upsampled to the grid's logits."""
-
-    def __init__(self, component: Component, hidden: int, embedding: int, channels: int) -> None:
-        super().__init__(component, hidden, embedding)
-        self.head = UpsamplingHead(hidden, component.grid_size, channels)
-
-    def logits(self, z: torch.Tensor, image: ImageFeatures) -> torch.Tensor:
-        return self.head(z)
-
-
-class ReadoutDecoder(LocationDecoder):
+class ReadoutDecoder(ComponentDecoder):
     """The paper's logits; the chosen location then adds what the image shows there to the state."""
 
-    def __init__(self, component: Component, hidden: int, embedding: int, channels: int, width: int) -> None:
-        super().__init__(component, hidden, embedding, channels)
-        self.readout = nn.Linear(width, hidden)
+    def __init__(self, component: Component, head: nn.Module, embedding: nn.Embedding, update_layer: nn.Linear,
+                 readout: nn.Linear) -> None:
+        super().__init__(component, head, embedding, update_layer)
+        self.readout = readout
         # Softmax logits of 5 on the diagonal put 37% of the weight of a 16x16 grid on the same cell.
         self.where = nn.Parameter(5.0 * torch.eye(component.size))
 
@@ -182,20 +167,39 @@ class SpatialHead(nn.Module):
 class SpatialDecoder(ReadoutDecoder):
     """The readout decoder whose logits also read the image at every cell."""
 
-    def __init__(self, component: Component, hidden: int, embedding: int, channels: int, width: int) -> None:
-        super().__init__(component, hidden, embedding, channels, width)
-        self.spatial = SpatialHead(width, hidden)
+    def __init__(self, component: Component, head: nn.Module, embedding: nn.Embedding, update_layer: nn.Linear,
+                 readout: nn.Linear, spatial: SpatialHead) -> None:
+        super().__init__(component, head, embedding, update_layer, readout)
+        self.spatial = spatial
 
     def logits(self, z: torch.Tensor, image: ImageFeatures) -> torch.Tensor:
         return self.head(z).float() + self.spatial(image.pooled(self.component.grid_size), z).float()
 
 
-def component_decoder(component: Component, location_decoder: str, *, hidden: int, embedding: int,
-                      location_channels: int, width: int) -> ComponentDecoder:
-    """The decoder of ``component``: scalar, or the location decoder named by ``location_decoder``."""
-    if component.kind != "location":
-        return ScalarDecoder(component, hidden, embedding)
-    if location_decoder == "paper":
-        return LocationDecoder(component, hidden, embedding, location_channels)
-    kind = ReadoutDecoder if location_decoder == "readout" else SpatialDecoder
-    return kind(component, hidden, embedding, location_channels, width)
+def build_decoders(action_space, location_decoder: str, *, hidden: int, embedding: int, location_channels: int,
+                   width: int) -> nn.ModuleDict:
+    """One decoder per component of ``action_space``: scalar, or the location decoder named by
+    ``location_decoder`` (``"paper"``, ``"readout"`` or ``"spatial"``).
+
+    The layers are created kind by kind across the components (every head, then every
+    embedding, every update layer, every readout, every spatial head), so the initial weights
+    a seed gives do not depend on how they are grouped into decoders.
+    """
+    located = [c for c in action_space if c.kind == "location"]
+    heads = [UpsamplingHead(hidden, c.grid_size, location_channels) if c.kind == "location"
+             else nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, c.size))
+             for c in action_space]
+    embeddings = [nn.Embedding(c.size, embedding) for c in action_space]
+    updates = [nn.Linear(embedding, hidden) for _ in action_space]
+    readouts = {c.name: nn.Linear(width, hidden) for c in located} if location_decoder != "paper" else {}
+    spatial = {c.name: SpatialHead(width, hidden) for c in located} if location_decoder == "spatial" else {}
+    decoders = {}
+    for component, head, embedded, update in zip(action_space, heads, embeddings, updates):
+        parts = (component, head, embedded, update)
+        if component.name in spatial:
+            decoders[component.name] = SpatialDecoder(*parts, readouts[component.name], spatial[component.name])
+        elif component.name in readouts:
+            decoders[component.name] = ReadoutDecoder(*parts, readouts[component.name])
+        else:
+            decoders[component.name] = ComponentDecoder(*parts)
+    return nn.ModuleDict(decoders)

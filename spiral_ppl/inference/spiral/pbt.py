@@ -50,7 +50,7 @@ import torch
 from spiral_ppl import checks
 from spiral_ppl.inference.spiral.distributed import import_ray
 from spiral_ppl.inference.spiral.episodes import EpisodeSource
-from spiral_ppl.inference.spiral.sources import hold_out
+from spiral_ppl.inference.spiral.sources import split_held_out
 
 import_ray()  # this module is Ray Tune through and through: say how to install it if it is missing
 from ray import tune  # noqa: E402
@@ -145,16 +145,6 @@ class Population:
         return plot_population(self.history, path)
 
 
-def _split(data: Any, eval_data: Any, eval_size: int, prog) -> tuple[Any, torch.Tensor]:
-    """The training data and the held-out targets of the fitness."""
-    training, held_out = hold_out(data, eval_data, eval_size, prog.channels, prog.image_size)
-    if training is None:
-        return data, held_out
-    if isinstance(data, torch.Tensor):
-        return data[: len(training)], held_out
-    return torch.utils.data.Subset(data, training), held_out
-
-
 def population_based_training(
     agent: "Spiral",
     data: Any,
@@ -198,7 +188,7 @@ def population_based_training(
         raise ValueError("population-based training needs a population of at least 2")
     if not 0 < quantile_fraction <= 0.5:
         raise ValueError(f"quantile_fraction must lie in (0, 0.5], got {quantile_fraction!r}")
-    train, held_out = _split(data, eval_data, eval_size, agent.prog)
+    train, held_out = split_held_out(data, eval_data, eval_size, agent.prog.channels, agent.prog.image_size)
     if not ray.is_initialized():
         ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
 

@@ -25,7 +25,7 @@ Example::
     >>> from spiral_ppl.inference.spiral import Policy, SpiralConfig
     >>> prog = sp.programs.PaintProgram(sp.renderers.Brush(canvas_size=16, grid_size=8), steps=2)
     >>> policy = Policy(prog.action_space, prog.channels, prog.image_size, conditional=True,
-    ...                 config=SpiralConfig.small().policy)
+    ...                 config=SpiralConfig.small())
     >>> hidden = policy.initial_hidden(3, torch.device("cpu"))
     >>> canvas = torch.zeros(3, 1, 16, 16)
     >>> out = policy.step(canvas, canvas, None, None, hidden)
@@ -42,8 +42,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from spiral_ppl.inference.spiral.config import PolicyConfig
-from spiral_ppl.inference.spiral.decoders import ImageFeatures, ResBlock, component_decoder
+from spiral_ppl.inference.spiral.config import PolicyConfig, SpiralConfig
+from spiral_ppl.inference.spiral.decoders import ImageFeatures, ResBlock, build_decoders
 from spiral_ppl.renderers.base import Component
 
 #: ``choose(component, logits) -> LongTensor``: how the decoder picks each component's value.
@@ -86,14 +86,16 @@ class Policy(nn.Module):
     :param channels: image channels of the program.
     :param image_size: side of the program's square images.
     :param conditional: whether the policy also sees the target image.
-    :param config: the network's sizes and location decoder (:class:`PolicyConfig`).
+    :param config: the network's sizes and location decoder (:class:`PolicyConfig`, or the
+        ``policy`` section of a :class:`SpiralConfig`).
     """
 
     def __init__(self, action_space, channels: int, image_size: int, *, conditional: bool,
                  config: PolicyConfig) -> None:
         super().__init__()
+        config = config.policy if isinstance(config, SpiralConfig) else config
         if not isinstance(config, PolicyConfig):
-            raise TypeError(f"config must be a PolicyConfig (SpiralConfig.policy), got {type(config).__name__}")
+            raise TypeError(f"config must be a PolicyConfig or a SpiralConfig, got {type(config).__name__}")
         self.action_space = tuple(action_space)
         self.conditional = conditional
         self.input_contrast = config.input_contrast
@@ -118,11 +120,9 @@ class Policy(nn.Module):
         self.fc = nn.Linear(width * size * size, hidden)
         self.lstm = nn.LSTMCell(hidden, hidden)
         self.value_head = nn.Linear(hidden, 1)
-        self.decoders = nn.ModuleDict({
-            c.name: component_decoder(c, config.location_decoder, hidden=hidden, embedding=config.action_embedding,
-                                      location_channels=config.location_channels, width=width)
-            for c in self.action_space
-        })
+        self.decoders = build_decoders(self.action_space, config.location_decoder, hidden=hidden,
+                                       embedding=config.action_embedding, location_channels=config.location_channels,
+                                       width=width)
 
     def initial_hidden(self, batch: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         zeros = torch.zeros(batch, self.lstm.hidden_size, device=device)

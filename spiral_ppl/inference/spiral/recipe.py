@@ -40,7 +40,7 @@ import torch
 from spiral_ppl import checks
 from spiral_ppl.inference.spiral.imitation import best_of_passes, holds_programs
 from spiral_ppl.inference.spiral.logs import TrainingLog
-from spiral_ppl.inference.spiral.sources import ImageSource, hold_out
+from spiral_ppl.inference.spiral.sources import ImageSource, split_held_out
 from spiral_ppl.inference.spiral.training import report
 
 if TYPE_CHECKING:
@@ -125,9 +125,8 @@ def run(agent: "Spiral", data: Any, out: str | Path, *, eval_data: Any = None,
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     prog = agent.prog
-    training, held_out = hold_out(data, eval_data, agent.config.train.eval_size, prog.channels, prog.image_size)
-    train_data = data if training is None else torch.utils.data.Subset(data, list(training)) \
-        if not isinstance(data, torch.Tensor) else data[: len(training)]
+    train_data, held_out = split_held_out(data, eval_data, agent.config.train.eval_size, prog.channels,
+                                          prog.image_size)
     log = TrainingLog(out)
     try:
         for phase, end in zip(phases, phase_ends(phases)):

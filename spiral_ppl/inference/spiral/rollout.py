@@ -13,7 +13,7 @@ Example::
     >>> import torch, spiral_ppl as sp
     >>> from spiral_ppl.inference.spiral import Policy, SpiralConfig
     >>> prog = sp.programs.PaintProgram(sp.renderers.Brush(canvas_size=16, grid_size=8), steps=3)
-    >>> policy = Policy(prog.action_space, 1, 16, conditional=True, config=SpiralConfig.small().policy)
+    >>> policy = Policy(prog.action_space, 1, 16, conditional=True, config=SpiralConfig.small())
     >>> before = prog.renders
     >>> episode = rollout(policy, prog, 5, targets=torch.zeros(5, 1, 16, 16))
     >>> episode.actions["end_point"].shape, episode.final.shape, prog.renders - before

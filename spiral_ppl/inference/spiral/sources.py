@@ -91,4 +91,17 @@ def hold_out(data: Any, eval_data: Any, eval_size: int, channels: int, image_siz
     if total <= eval_size:
         raise ValueError(f"data holds {total} images, too few to hold out eval_size={eval_size}; "
                          "pass eval_data= or a smaller eval_size")
-    return range(total - eval_size), ImageSource(data, channels, image_size).images(torch.arange(total - eval_size, total))
+    return range(total - eval_size), ImageSource(data, channels, image_size).images(torch.arange(total - eval_size,
+                                                                                                 total))
+
+
+def split_held_out(data: Any, eval_data: Any, eval_size: int, channels: int, image_size: int
+                   ) -> tuple[Any, torch.Tensor]:
+    """The data to train on (``data`` less the held-out items, if they come from it) and the
+    held-out targets, as :func:`hold_out` chooses them."""
+    training, held_out = hold_out(data, eval_data, eval_size, channels, image_size)
+    if training is None:
+        return data, held_out
+    if isinstance(data, torch.Tensor):
+        return data[: len(training)], held_out
+    return torch.utils.data.Subset(data, training), held_out
