@@ -1,7 +1,7 @@
 """The Ray backend on a cluster started with ``ray start``, as the README documents.
 
 A head node is started with the ``ray`` command line and a separate Python process trains
-on it with ``RayBackend(address="auto")``. ``ray stop`` then stops every Ray process on the
+on it with ``RayEpisodes(address="auto")``. ``ray stop`` then stops every Ray process on the
 machine, so this module runs on its own (after tests/test_distributed.py, whose in-process
 cluster has been shut down by then).
 """
@@ -20,11 +20,11 @@ RAY = str(Path(sys.executable).parent / "ray")
 
 TRAIN_ON_THE_CLUSTER = """
 import torch, ray, spiral_ppl as sp
-from spiral_ppl.inference.spiral import RayBackend, SpiralConfig
+from spiral_ppl.inference.spiral import RayEpisodes, SpiralConfig
 prog = sp.programs.PaintProgram(sp.renderers.Brush(canvas_size=16, grid_size=4, compile=False), steps=3)
 data = prog.render({c.name: torch.randint(0, c.size, (20, 3)) for c in prog.action_space})
 agent = sp.inference.Spiral(prog, config=SpiralConfig.small(reward={"kind": "l2"}, a2c={"batch_size": 8}), device="cpu")
-backend = RayBackend(workers=2, address="auto")
+backend = RayEpisodes(workers=2, address="auto")
 agent.fit(data, 3, backend=backend, progress=False)
 print("UPDATES", agent.learner.updates, "CLUSTER_CPUS", int(ray.cluster_resources()["CPU"]),
       "TASKS", backend.ledger.submitted)
