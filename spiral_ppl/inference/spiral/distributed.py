@@ -273,7 +273,7 @@ class RayBackend:
             episode = replay(agent.policy, actions, canvases, targets, noise, blind=agent.blind)
         metrics = agent.learner.learn(episode, targets, self.source.batch, behaviour_log_probs=behaviour)
         renders = sum(t.renders for t in batch)
-        agent.prog.renders += renders  # the workers' copies of the program did the rendering
+        agent.prog.meter.charge(renders)  # the workers' copies of the program did the rendering
         self._publish()
         return {**metrics, "policy_lag": lag, "renders": float(renders), "learner_wait_seconds": waited,
                 "worker_restarts": float(max(0, len(self.ledger.worker_pids) - self.workers))}

@@ -78,7 +78,7 @@ def expert_labels(prog: Program, expert: Expert, actions: dict[str, torch.Tensor
     """
     first = next(iter(actions.values()))
     batch, steps = first.shape
-    state = prog.initial_state(batch, device=first.device)
+    state = prog.stepwise.initial(batch, device=first.device)
     labels = []
     for t in range(steps):
         label = expert(state, programs)
@@ -87,7 +87,7 @@ def expert_labels(prog: Program, expert: Expert, actions: dict[str, torch.Tensor
         except (TypeError, ValueError) as error:
             raise type(error)(f"the expert's action at step {t} is not an action of this program: {error}") from None
         labels.append(label)
-        state = prog.advance(state, {name: value[:, t] for name, value in actions.items()})
+        state = prog.stepwise.advance(state, {name: value[:, t] for name, value in actions.items()})
     return {name: torch.stack([label[name].to(first.device) for label in labels], dim=1) for name in actions}
 
 
@@ -277,7 +277,7 @@ class Learner:
     def empty_canvas(self) -> torch.Tensor:
         """The program's canvas before any action (drawn once, uncounted: it is no program's render)."""
         if self._empty_canvas is None:
-            self._empty_canvas = self.prog.draw_state(self.prog.initial_state(1, device=self.device)).to(self.device)
+            self._empty_canvas = self.prog.blank_canvas(1, device=self.device).to(self.device)
         return self._empty_canvas
 
     def rewards(self, episode, targets: torch.Tensor | None) -> torch.Tensor:
@@ -414,7 +414,7 @@ class Learner:
         :param targets: ``(B, C, H, W)`` images of the programs (what a conditional policy sees as target).
         :param programs: their actions ``{name: LongTensor[B, T]}``.
         :param expert: ``expert(state, programs) -> {name: LongTensor[B]}``, the best next action
-            from a program state (:meth:`Program.initial_state`, :meth:`Program.advance`)
+            from a program state (``prog.stepwise``: :meth:`Stepwise.initial`, :meth:`Stepwise.advance`)
             towards each target's program, such as :meth:`spiral_ppl.data.MujocoScenes.expert`.
         """
         step = self.updates + 1
