@@ -99,7 +99,8 @@ def scene_expert(
 ) -> dict[str, torch.Tensor]:
     """The next edit that brings each scene closer to its ground-truth program: a DAgger expert.
 
-    ``state`` is a :class:`~spiral_ppl.renderers.mujoco_scene.SceneState` that some other
+    ``state`` is a :class:`~spiral_ppl.renderers.mujoco_scene.SceneState`, the step-wise
+    state of a :class:`~spiral_ppl.programs.SceneProgram` (``prog.stepwise``) that some other
     actor (a policy) built; ``programs`` are the targets' programs of add commands, as
     MUJOCO SCENES stores them. Each placed object, in the order they were added, claims the
     nearest unclaimed object of the program within ``tolerance`` grid cells in x and in y
