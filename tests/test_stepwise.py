@@ -102,7 +102,8 @@ class PeekingGuide(sp.inference.RenderingGuide):
             values = {}
             for t in range(self.prog.steps):
                 for c in self.prog.action_space:
-                    values[(t, c.name)] = pyro.sample(f"step_{t}/{c.name}", dist.Categorical(logits=torch.zeros(c.size)))
+                    uniform = dist.Categorical(logits=torch.zeros(c.size))
+                    values[(t, c.name)] = pyro.sample(f"step_{t}/{c.name}", uniform)
             first = {c.name: values[(0, c.name)].reshape(-1) for c in self.prog.action_space}
             stepwise = self.prog.stepwise
             stepwise.canvas(stepwise.advance(stepwise.initial(first["cell"].shape[0]), first))

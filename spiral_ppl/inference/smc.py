@@ -84,7 +84,8 @@ from tqdm.auto import tqdm
 from spiral_ppl.inference.budget import Budget
 from spiral_ppl.inference.engine import Engine, hide_progress
 from spiral_ppl.inference.importance import effective_sample_size
-from spiral_ppl.inference.moves import BLOCKS, PROPOSALS, BlockProposal, check_choice, metropolis_accept, select_actions
+from spiral_ppl.checks import choice, non_negative_int
+from spiral_ppl.inference.moves import BLOCKS, PROPOSALS, BlockProposal, metropolis_accept, select_actions
 from spiral_ppl.inference.proposals import as_step_proposal
 from spiral_ppl.inference.result import BestSoFar, Curve, Result
 from spiral_ppl.programs.base import Program, mean_squared_error
@@ -209,12 +210,12 @@ class SMC(Engine):
         progress: bool | None = None,
     ) -> None:
         self.proposal = as_step_proposal(proposal)
-        if isinstance(ess_threshold, bool) or not isinstance(ess_threshold, (int, float)) or not 0 <= ess_threshold <= 1:
+        number = isinstance(ess_threshold, (int, float)) and not isinstance(ess_threshold, bool)
+        if not number or not 0 <= ess_threshold <= 1:
             raise ValueError(f"ess_threshold must be a number in [0, 1], got {ess_threshold!r}")
-        if isinstance(rejuvenation_moves, bool) or not isinstance(rejuvenation_moves, int) or rejuvenation_moves < 0:
-            raise ValueError(f"rejuvenation_moves must be a non-negative int, got {rejuvenation_moves!r}")
+        non_negative_int("rejuvenation_moves", rejuvenation_moves)
         self.ess_threshold = float(ess_threshold)
-        self.intermediate = check_choice("intermediate", intermediate, INTERMEDIATE_TARGETS)
+        self.intermediate = choice("intermediate", intermediate, INTERMEDIATE_TARGETS)
         self.tempering = check_tempering(tempering)
         if rejuvenation_moves and self.intermediate == "proposal":
             raise ValueError(
@@ -222,8 +223,8 @@ class SMC(Engine):
                 "the proposal's density of a moved prefix would take replaying the proposal"
             )
         self.rejuvenation_moves = rejuvenation_moves
-        self.blocks = check_choice("blocks", blocks, BLOCKS)
-        self.move_proposal = check_choice("move_proposal", move_proposal, PROPOSALS)
+        self.blocks = choice("blocks", blocks, BLOCKS)
+        self.move_proposal = choice("move_proposal", move_proposal, PROPOSALS)
         self.progress = progress
         if proposal is not None:
             self.name = "smc-guide"
@@ -411,9 +412,10 @@ class _ParticleRun:
     # -- the result -------------------------------------------------------------------------
 
     def result(self) -> Result:
+        last_step = torch.zeros(self.targets, dtype=torch.bool, device=self.device)  # nothing resampled after it
         diagnostics: dict[str, Any] = {
             "ess": torch.stack(self.ess),
-            "resampled": torch.stack(self.resampled + [torch.zeros(self.targets, dtype=torch.bool, device=self.device)]),
+            "resampled": torch.stack(self.resampled + [last_step]),
             "ancestry": self.ancestry,
         }
         if self.moves:
@@ -448,9 +450,10 @@ class _ParticleRun:
         self.curve_l2.append(self.best.l2.clone())
 
     def _replay(self, history: Mapping[str, torch.Tensor]) -> Any:
-        state = self.stepwise.initial(self.particles * self.targets, device=self.device)
+        stepwise = self.stepwise
+        state = stepwise.initial(self.particles * self.targets, device=self.device)
         for step in range(next(iter(history.values())).shape[-1]):
-            state = self.stepwise.advance(state, {name: value[..., step].reshape(-1) for name, value in history.items()})
+            state = stepwise.advance(state, {name: value[..., step].reshape(-1) for name, value in history.items()})
         return state
 
     def _view(self, canvas: torch.Tensor) -> torch.Tensor:

@@ -35,6 +35,7 @@ from typing import Any, Literal, Mapping
 
 import torch
 
+from spiral_ppl.checks import positive_int
 from spiral_ppl.squared_error import tiled_squared_error
 
 ComponentKind = Literal["scalar", "location"]
@@ -58,8 +59,7 @@ class Component:
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name or "/" in self.name:
             raise ValueError(f"a component name must be a non-empty string without '/', got {self.name!r}")
-        if not isinstance(self.size, int) or self.size < 1:
-            raise ValueError(f"component {self.name!r}: size must be a positive int, got {self.size!r}")
+        positive_int(f"component {self.name!r}: size", self.size)
         if self.kind not in ("scalar", "location"):
             raise ValueError(f"component {self.name!r}: kind must be 'scalar' or 'location', got {self.kind!r}")
         if self.kind == "location" and math.isqrt(self.size) ** 2 != self.size:
