@@ -45,9 +45,9 @@ import torch
 from pyro import poutine
 from tqdm.auto import tqdm
 
+from spiral_ppl.checks import non_negative_int, positive_int
 from spiral_ppl.inference.budget import Budget
 from spiral_ppl.inference.engine import Engine, hide_progress
-from spiral_ppl.checks import non_negative_int, positive_int
 from spiral_ppl.inference.result import BestSoFar, Curve, Result
 from spiral_ppl.programs.base import Program, mean_squared_error, sample_sites
 

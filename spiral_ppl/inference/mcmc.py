@@ -59,9 +59,9 @@ from pyro.ops.stats import effective_sample_size as chain_effective_sample_size
 from pyro.ops.stats import split_gelman_rubin
 from tqdm.auto import tqdm
 
+from spiral_ppl.checks import choice, positive_int
 from spiral_ppl.inference.budget import Budget
 from spiral_ppl.inference.engine import Engine, hide_progress
-from spiral_ppl.checks import choice, positive_int
 from spiral_ppl.inference.moves import BLOCKS, PROPOSALS, BlockProposal, metropolis_accept, select_actions
 from spiral_ppl.inference.result import BestSoFar, Curve, Result
 from spiral_ppl.programs.base import Program, site_name

@@ -81,16 +81,16 @@ from typing import Any, Mapping, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from spiral_ppl.checks import choice, non_negative_int
 from spiral_ppl.inference.budget import Budget
 from spiral_ppl.inference.engine import Engine, hide_progress
 from spiral_ppl.inference.importance import effective_sample_size
-from spiral_ppl.checks import choice, non_negative_int
 from spiral_ppl.inference.moves import BLOCKS, PROPOSALS, BlockProposal, metropolis_accept, select_actions
 from spiral_ppl.inference.proposals import as_step_proposal
 from spiral_ppl.inference.result import BestSoFar, Curve, Result
 from spiral_ppl.programs.base import Program, mean_squared_error
-from spiral_ppl.squared_error import squared_error
 from spiral_ppl.renderers.base import validate_actions
+from spiral_ppl.squared_error import squared_error
 
 
 def systematic_resample(log_weights: torch.Tensor, count: int) -> torch.Tensor:
