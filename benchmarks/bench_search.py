@@ -2,10 +2,10 @@
 
 MCMC renders whole programs: its bare equivalent is ``prog.draw`` of as many programs
 (``chains * B`` per transition). SMC advances canvases one stroke at a time: its bare
-equivalent is ``initial_state`` plus ``steps`` rounds of ``advance`` and ``draw_state`` on
-``particles * B`` canvases. Each case runs one warm-up round (which also compiles the
-engines' own kernels) and 5 timed rounds; the ratio of the medians, engine time / bare
-time, is printed at the end.
+equivalent is the program's step-wise protocol, ``stepwise.initial`` plus ``steps`` rounds
+of ``stepwise.advance`` and ``stepwise.canvas`` on ``particles * B`` canvases. Each case
+runs one warm-up round (which also compiles the engines' own kernels) and 5 timed rounds;
+the ratio of the medians, engine time / bare time, is printed at the end.
 
 Run: ``.venv/bin/python -m pytest benchmarks/bench_search.py --benchmark-enable -s``
 """
@@ -62,10 +62,11 @@ def test_bare_stepwise(benchmark, prog, batch):
     actions = _random_programs(prog, PARTICLES * batch)
 
     def advance_like_smc():
-        state = prog.initial_state(PARTICLES * batch)
+        stepwise = prog.stepwise
+        state = stepwise.initial(PARTICLES * batch)
         for t in range(STEPS):
-            state = prog.advance(state, {name: value[:, t] for name, value in actions.items()})
-            prog.draw_state(state)
+            state = stepwise.advance(state, {name: value[:, t] for name, value in actions.items()})
+            stepwise.canvas(state)
 
     _timed(benchmark, ("bare stepwise", batch), advance_like_smc)
 

@@ -87,18 +87,21 @@ def reconstruction_grid(
 def stroke_colours(prog, actions: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """Each program's canvas with every step's marks in a colour of their own: ``(B, 3, H, W)``.
 
-    Works for any program through its step-wise protocol: a pixel takes the colour of the
-    last step that changed it, at the brightness of the final canvas (the paper's Figure 6d).
+    Works for any program through its step-wise protocol (``prog.stepwise``): a pixel takes
+    the colour of the last step that changed it, at the brightness of the final canvas (the
+    paper's Figure 6d). Each program's canvas after each step is one render (``prog.meter``).
     """
     names = list(actions)
     batch, steps = actions[names[0]].shape
     palette = torch.tensor(plt.get_cmap("tab20").colors, dtype=torch.float32)
-    state = prog.initial_state(batch, device=actions[names[0]].device)
-    previous = prog.draw_state(state)
+    device = actions[names[0]].device
+    stepwise = prog.stepwise
+    state = stepwise.initial(batch, device=device)
+    previous = prog.blank_canvas(batch, device=device)
     owner = torch.full((batch, *previous.shape[-2:]), -1, dtype=torch.long)
     for t in range(steps):
-        state = prog.advance(state, {name: value[:, t] for name, value in actions.items()})
-        canvas = prog.draw_state(state)
+        state = stepwise.advance(state, {name: value[:, t] for name, value in actions.items()})
+        canvas = stepwise.canvas(state)
         changed = (canvas - previous).abs().sum(1).cpu() > 1e-3
         owner[changed] = t
         previous = canvas

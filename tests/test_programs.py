@@ -134,11 +134,11 @@ def test_render_takes_any_leading_batch_and_counts_every_program(paint):
 
 def test_step_wise_protocol_matches_whole_programs(paint):
     actions = {c.name: torch.randint(0, c.size, (4, 2)) for c in paint.action_space}
-    state = paint.initial_state(4)
+    state = paint.stepwise.initial(4)
     for t in range(2):
-        state = paint.advance(state, {name: value[:, t] for name, value in actions.items()})
+        state = paint.stepwise.advance(state, {name: value[:, t] for name, value in actions.items()})
     before = paint.renders
-    torch.testing.assert_close(paint.canvas(state), paint.render(actions))
+    torch.testing.assert_close(paint.stepwise.canvas(state), paint.render(actions))
     assert paint.renders - before == 8  # 4 intermediate canvases + 4 whole programs
 
 
@@ -158,10 +158,10 @@ def test_custom_grammar_in_a_few_lines():
     trace = sp.programs.trace(prog, image[None, None])
     assert set(prog.site_names()) < set(trace.nodes)
     # The default step-wise protocol re-draws the prefix; the empty one is a blank canvas.
-    empty = prog.initial_state(1)
-    assert prog.canvas(empty).shape == (1, 1, 16, 16) and prog.canvas(empty).sum() == 0
-    state = prog.advance(empty, {k: v[:, 0] for k, v in actions.items()})
-    assert prog.canvas(state)[0, 0, 8:].sum() == 0
+    empty = prog.stepwise.initial(1)
+    assert prog.stepwise.canvas(empty).shape == (1, 1, 16, 16) and prog.stepwise.canvas(empty).sum() == 0
+    state = prog.stepwise.advance(empty, {k: v[:, 0] for k, v in actions.items()})
+    assert prog.stepwise.canvas(state)[0, 0, 8:].sum() == 0
 
 
 def test_a_program_must_declare_its_action_space():

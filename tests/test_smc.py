@@ -195,7 +195,7 @@ def test_bad_arguments_get_clear_errors(tiny):
     with pytest.raises(ValueError, match=r"images must have shape \(B, 1, 8, 8\)"):
         sp.inference.SMC().infer(prog, torch.zeros(1, 3, 8, 8), sp.Budget(renders=10))
 
-    class WrongBatch:
+    class WrongBatch(sp.inference.StepProposal):
         def propose(self, program, step, history, canvas, images):
             action = {c.name: torch.zeros(3, dtype=torch.long) for c in program.action_space}
             return action, torch.zeros(3)
@@ -203,7 +203,7 @@ def test_bad_arguments_get_clear_errors(tiny):
     with pytest.raises(ValueError, match=r"expected \(particles, targets\) = \(5, 1\)"):
         sp.inference.SMC(WrongBatch()).infer(prog, image, sp.Budget(renders=10))
 
-    class NotAProbability:
+    class NotAProbability(sp.inference.StepProposal):
         def propose(self, program, step, history, canvas, images):
             action = {c.name: torch.zeros(canvas.shape[:2], dtype=torch.long) for c in program.action_space}
             return action, torch.full(canvas.shape[:2], float("nan"))
@@ -219,12 +219,12 @@ def test_bad_arguments_get_clear_errors(tiny):
         sp.inference.SMC(partial_guide).infer(prog, image, sp.Budget(renders=10))
 
 
-def test_index_state_selects_particles_of_any_tensor_state(tiny):
+def test_stepwise_index_selects_particles_of_any_tensor_state(tiny):
     prog, _, _ = tiny
-    state = prog.initial_state(3)
-    state = prog.advance(state, {c.name: torch.tensor([0, 1, 2]) % c.size for c in prog.action_space})
-    picked = prog.index_state(state, torch.tensor([2, 2, 0]))
+    state = prog.stepwise.initial(3)
+    state = prog.stepwise.advance(state, {c.name: torch.tensor([0, 1, 2]) % c.size for c in prog.action_space})
+    picked = prog.stepwise.index(state, torch.tensor([2, 2, 0]))
     assert type(picked) is type(state) and picked.position.tolist() == [2, 2, 0]
     assert torch.equal(picked.canvas[0], state.canvas[2])
-    with pytest.raises(TypeError, match="override index_state"):
-        prog.index_state(object(), torch.tensor([0]))
+    with pytest.raises(TypeError, match="override index"):
+        prog.stepwise.index(object(), torch.tensor([0]))

@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from spiral_ppl.checks import optional_positive_int, positive_int
 from spiral_ppl.data.cache import default_root
 
 
@@ -33,10 +34,8 @@ class CelebA(Dataset):
     """
 
     def __init__(self, root: str | Path | None = None, image_size: int = 64, crop: int | None = None) -> None:
-        if not isinstance(image_size, int) or image_size < 1:
-            raise ValueError(f"image_size must be a positive int, got {image_size!r}")
-        if crop is not None and (not isinstance(crop, int) or crop < 1):
-            raise ValueError(f"crop must be a positive int or None, got {crop!r}")
+        positive_int("image_size", image_size)
+        optional_positive_int("crop", crop)
         self.root = Path(root).expanduser() if root is not None else default_root("celeba")
         folder = self.root / "img_align_celeba" if (self.root / "img_align_celeba").is_dir() else self.root
         self.files = sorted(folder.glob("*.jpg")) if folder.is_dir() else []

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from spiral_ppl.checks import positive_int
 from spiral_ppl.data.cache import default_root
 from spiral_ppl.data.download import ensure_files
 
@@ -84,8 +85,7 @@ class MNIST(Dataset):
     ) -> None:
         if split not in FILES:
             raise ValueError(f"split must be one of {sorted(FILES)}, got {split!r}")
-        if not isinstance(image_size, int) or image_size < 1:
-            raise ValueError(f"image_size must be a positive int, got {image_size!r}")
+        positive_int("image_size", image_size)
         self.root = Path(root) if root is not None else default_root("mnist")
         self.split = split
         self.image_size = image_size

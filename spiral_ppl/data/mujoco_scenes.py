@@ -56,6 +56,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from spiral_ppl.checks import non_negative_int, positive_int
 from spiral_ppl.data.cache import cache_root
 from spiral_ppl.io import atomic_path
 from spiral_ppl.renderers.mujoco_scene import (
@@ -99,7 +100,8 @@ def scene_expert(
 ) -> dict[str, torch.Tensor]:
     """The next edit that brings each scene closer to its ground-truth program: a DAgger expert.
 
-    ``state`` is a :class:`~spiral_ppl.renderers.mujoco_scene.SceneState` that some other
+    ``state`` is a :class:`~spiral_ppl.renderers.mujoco_scene.SceneState`, the step-wise
+    state of a :class:`~spiral_ppl.programs.SceneProgram` (``prog.stepwise``) that some other
     actor (a policy) built; ``programs`` are the targets' programs of add commands, as
     MUJOCO SCENES stores them. Each placed object, in the order they were added, claims the
     nearest unclaimed object of the program within ``tolerance`` grid cells in x and in y
@@ -195,11 +197,10 @@ class MujocoScenes(torch.utils.data.Dataset):
     ) -> None:
         if order not in ORDERS:
             raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
-        for name, value, low in (("size", size, 1), ("seed", seed, 0), ("min_objects", min_objects, 1)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"steps must be a positive int, got {steps!r}")
+        positive_int("size", size)
+        non_negative_int("seed", seed)
+        positive_int("min_objects", min_objects)
+        positive_int("steps", steps)
         if isinstance(max_objects, bool) or not isinstance(max_objects, int) or not min_objects <= max_objects <= steps:
             raise ValueError(
                 f"max_objects must be an int in [min_objects={min_objects}, steps={steps}], got {max_objects!r}"

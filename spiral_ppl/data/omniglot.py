@@ -39,6 +39,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from spiral_ppl.checks import positive_int
 from spiral_ppl.data.cache import default_root
 from spiral_ppl.data.download import ensure_files
 
@@ -101,8 +102,7 @@ class Omniglot(Dataset):
         valid = NPZ_SPLITS if source == "npz" else ZIP_SPLITS
         if split not in valid:
             raise ValueError(f"split must be one of {sorted(valid)} for source={source!r}, got {split!r}")
-        if not isinstance(image_size, int) or image_size < 1:
-            raise ValueError(f"image_size must be a positive int, got {image_size!r}")
+        positive_int("image_size", image_size)
         self.root = Path(root) if root is not None else default_root("omniglot")
         self.split, self.source, self.image_size = split, source, image_size
         if source == "npz":
@@ -129,7 +129,9 @@ class Omniglot(Dataset):
                         backgrounds.append(np.asarray(picture.convert("L"), dtype=np.uint8) > 127)
                     ids.append(int(match["id"]))
             if not backgrounds:
-                raise ValueError(f"{self.root / name} holds no Omniglot PNGs (<alphabet>/characterNN/<id>_<drawer>.png)")
+                raise ValueError(
+                    f"{self.root / name} holds no Omniglot PNGs (<alphabet>/characterNN/<id>_<drawer>.png)"
+                )
             self._background = torch.from_numpy(np.stack(backgrounds))
             self.character_ids = torch.tensor(ids)
 

@@ -2,8 +2,9 @@
 
 An engine subclasses :class:`Engine` and implements :meth:`Engine._infer`. The base class
 checks the inputs at the boundary, seeds the random number generators when asked, times the
-run and measures the renders spent through the program's render counter, so that every
-engine is held to the same accounting.
+run and measures the renders spent with the program's render meter (``prog.meter``, whose
+docstring states what counts as a render), so that every engine is held to the same
+accounting.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import time
 import pyro
 import torch
 
-from spiral_ppl.inference.budget import Budget, RenderMeter
+from spiral_ppl.inference.budget import Budget
 from spiral_ppl.inference.randomness import preserved_random_state
 from spiral_ppl.inference.result import Result
 from spiral_ppl.programs.base import Program
@@ -50,10 +51,10 @@ class Engine(abc.ABC):
             if seed is not None:
                 pyro.set_rng_seed(seed)
             started = time.perf_counter()
-            with RenderMeter(prog, targets=images.shape[0]) as meter:
+            with prog.meter.measure(targets=images.shape[0]) as measured:
                 result = self._infer(prog, images, budget)
             seconds = time.perf_counter() - started
-        spent = meter.per_target
+        spent = measured.per_target
         if spent > budget.renders:
             raise RuntimeError(f"{self.name} spent {spent} renders per target, over its budget of {budget.renders}")
         renders = torch.full((images.shape[0],), spent, dtype=torch.long)

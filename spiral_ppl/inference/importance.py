@@ -16,9 +16,10 @@ The guide is any Pyro callable ``guide(image)`` that samples the program's laten
 ``step_{t}/{component}`` (and no others) for a plate of targets at dim -1, such as the
 SPIRAL policy's ``spiral.guide``. Samples are drawn in vectorised chunks inside a
 ``particles`` plate at dim -2. A guide that renders canvases itself (the SPIRAL policy
-looks at the canvas before each action) declares it in an attribute
-``renders_per_sample``; each sample then costs ``1 + renders_per_sample`` renders and a
-budget of ``N`` renders draws ``N // (1 + renders_per_sample)`` samples.
+looks at the canvas before each action) subclasses :class:`RenderingGuide` and declares
+its cost in :attr:`RenderingGuide.renders_per_sample`; each sample then costs
+``1 + renders_per_sample`` renders and a budget of ``N`` renders draws
+``N // (1 + renders_per_sample)`` samples. Any other guide renders nothing.
 
 Example::
 
@@ -35,6 +36,7 @@ examples" (2013), chapter 9.
 
 from __future__ import annotations
 
+import abc
 import math
 from typing import Callable
 
@@ -43,6 +45,7 @@ import torch
 from pyro import poutine
 from tqdm.auto import tqdm
 
+from spiral_ppl.checks import non_negative_int, positive_int
 from spiral_ppl.inference.budget import Budget
 from spiral_ppl.inference.engine import Engine, hide_progress
 from spiral_ppl.inference.result import BestSoFar, Curve, Result
@@ -52,6 +55,32 @@ from spiral_ppl.programs.base import Program, mean_squared_error, sample_sites
 def effective_sample_size(log_weights: torch.Tensor, dim: int = 0) -> torch.Tensor:
     """Kish's effective sample size of normalised weights along ``dim``."""
     return torch.exp(2 * log_weights.logsumexp(dim) - (2 * log_weights).logsumexp(dim))
+
+
+class RenderingGuide(abc.ABC):
+    """Base class of Pyro guides that render canvases themselves, and declare how many.
+
+    A guide is called like any Pyro guide, ``guide(image)``; one that draws canvases with
+    the program's step-wise protocol while it samples (each charged to the program's meter)
+    subclasses this class, so that :class:`Importance` can keep its budget. A plain guide
+    function renders nothing and costs no render.
+
+    Example::
+
+        >>> class Peeking(RenderingGuide):
+        ...     renders_per_sample = 2  # it draws two canvases per sample
+        ...     def __call__(self, image):
+        ...         ...
+        >>> Importance(Peeking()).renders_per_sample(), Importance(lambda image: None).renders_per_sample()
+        (3, 1)
+    """
+
+    #: Canvases the guide draws per sample, on top of the model's one render.
+    renders_per_sample: int = 0
+
+    @abc.abstractmethod
+    def __call__(self, image, *args, **kwargs):
+        """Sample the program's sites ``step_{t}/{component}`` for the targets ``image``."""
 
 
 class Importance(Engine):
@@ -73,20 +102,17 @@ class Importance(Engine):
     ) -> None:
         if guide is not None and not callable(guide):
             raise TypeError(f"guide must be a callable Pyro guide or None, got {type(guide).__name__}")
-        if isinstance(max_canvases, bool) or not isinstance(max_canvases, int) or max_canvases < 1:
-            raise ValueError(f"max_canvases must be a positive int, got {max_canvases!r}")
         self.guide = guide
-        self.max_canvases = max_canvases
+        self.max_canvases = positive_int("max_canvases", max_canvases)
         self.progress = progress
         if guide is not None:
             self.name = "importance-guide"
 
     def renders_per_sample(self) -> int:
-        """Renders one sample costs: the model's render plus those the guide declares."""
-        cost = getattr(self.guide, "renders_per_sample", 0)
-        if isinstance(cost, bool) or not isinstance(cost, int) or cost < 0:
-            raise TypeError(f"guide.renders_per_sample must be a non-negative int, got {cost!r}")
-        return 1 + cost
+        """Renders one sample costs: the model's render plus those a :class:`RenderingGuide` declares."""
+        if not isinstance(self.guide, RenderingGuide):
+            return 1
+        return 1 + non_negative_int("guide.renders_per_sample", self.guide.renders_per_sample)
 
     def _infer(self, prog: Program, images: torch.Tensor, budget: Budget) -> Result:
         targets = images.shape[0]

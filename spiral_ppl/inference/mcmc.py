@@ -59,16 +59,10 @@ from pyro.ops.stats import effective_sample_size as chain_effective_sample_size
 from pyro.ops.stats import split_gelman_rubin
 from tqdm.auto import tqdm
 
+from spiral_ppl.checks import choice, positive_int
 from spiral_ppl.inference.budget import Budget
 from spiral_ppl.inference.engine import Engine, hide_progress
-from spiral_ppl.inference.moves import (
-    BLOCKS,
-    PROPOSALS,
-    BlockProposal,
-    check_choice,
-    metropolis_accept,
-    select_actions,
-)
+from spiral_ppl.inference.moves import BLOCKS, PROPOSALS, BlockProposal, metropolis_accept, select_actions
 from spiral_ppl.inference.result import BestSoFar, Curve, Result
 from spiral_ppl.programs.base import Program, site_name
 from spiral_ppl.squared_error import squared_error
@@ -107,10 +101,8 @@ class BlockedMetropolisHastings(MCMCKernel):
     def __init__(self, program: Program, *, chains: int = 1, blocks: str = "step", proposal: str = "prior") -> None:
         if not isinstance(program, Program):
             raise TypeError(f"program must be a spiral_ppl.programs.Program, got {type(program).__name__}")
-        if isinstance(chains, bool) or not isinstance(chains, int) or chains < 1:
-            raise ValueError(f"chains must be a positive int, got {chains!r}")
         self.program = program
-        self.chains = chains
+        self.chains = positive_int("chains", chains)
         self.propose = BlockProposal(program, blocks=blocks, proposal=proposal)
         # Discrete sites live in their own support: pyro.infer.MCMC needs no transforms.
         self.transforms: dict = {}
@@ -347,8 +339,7 @@ class MCMC(Engine):
         warmup: float = 0.5,
         progress: bool | None = None,
     ) -> None:
-        if isinstance(chains, bool) or not isinstance(chains, int) or chains < 1:
-            raise ValueError(f"chains must be a positive int, got {chains!r}")
+        positive_int("chains", chains)
         if not isinstance(warmup, (int, float)) or not 0 <= warmup < 1:
             raise ValueError(f"warmup must be a fraction in [0, 1), got {warmup!r}")
         self.chains = chains
@@ -357,8 +348,8 @@ class MCMC(Engine):
         self.warmup = float(warmup)
         self.progress = progress
         # Fail at construction rather than mid-run on a bad block or proposal name.
-        check_choice("blocks", blocks, BLOCKS)
-        check_choice("proposal", proposal, PROPOSALS)
+        choice("blocks", blocks, BLOCKS)
+        choice("proposal", proposal, PROPOSALS)
 
     def _infer(self, prog: Program, images: torch.Tensor, budget: Budget) -> Result:
         if budget.renders < self.chains:

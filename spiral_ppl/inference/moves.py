@@ -46,16 +46,11 @@ from typing import Mapping
 
 import torch
 
+from spiral_ppl.checks import choice
 from spiral_ppl.programs.base import Program
 
 BLOCKS = ("step", "site", "mixed")
 PROPOSALS = ("prior", "uniform")
-
-
-def check_choice(name: str, value: object, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
-    return value  # type: ignore[return-value]
 
 
 class BlockProposal:
@@ -74,8 +69,8 @@ class BlockProposal:
         if not isinstance(program, Program):
             raise TypeError(f"program must be a spiral_ppl.programs.Program, got {type(program).__name__}")
         self.program = program
-        self.blocks = check_choice("blocks", blocks, BLOCKS)
-        self.proposal = check_choice("proposal", proposal, PROPOSALS)
+        self.blocks = choice("blocks", blocks, BLOCKS)
+        self.proposal = choice("proposal", proposal, PROPOSALS)
 
     def __call__(self, actions: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         space = self.program.action_space

@@ -1,6 +1,6 @@
 r"""Step-wise proposals: how a particle method draws the next action of each program.
 
-A step proposal is any object with a method
+A step proposal subclasses :class:`StepProposal` and implements
 
 .. code-block:: python
 
@@ -13,15 +13,15 @@ where ``history`` holds the actions drawn so far, ``{name: LongTensor[N, B, step
 proposal probability :math:`\log q(a_t \mid a_{<t}, x)`, shape ``(N, B)``. Rendering is
 not the proposal's business: the engine renders and counts.
 
-A proposal that never looks at the canvases says so with an attribute
-``reads_canvas = False``; the engine then passes ``canvas=None`` and need not gather the
-canvases of resampled particles before the next step (they are replaced by the step's own
-canvases). Without the attribute, the canvases are passed.
+A proposal declares whether it looks at the canvases in :attr:`StepProposal.reads_canvas`
+(``True`` unless a subclass says otherwise). One that sets ``reads_canvas = False`` is passed
+``canvas=None``, and the engine need not gather the canvases of resampled particles before
+the next step (they are replaced by the step's own canvases).
 
 Two proposals are built in: :class:`PriorProposal` draws from the program's prior, and
 :class:`GuideProposal` turns any Pyro guide ``guide(image)`` over the sites
 ``step_{t}/{component}`` into step proposals by conditioning it on each particle's history.
-A policy that looks at the canvas (the SPIRAL agent) implements ``propose`` directly.
+A policy that looks at the canvas (the SPIRAL agent) subclasses :class:`StepProposal`.
 
 Example::
 
@@ -37,7 +37,8 @@ Example::
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Protocol, runtime_checkable
+import abc
+from typing import Any, Callable, Mapping
 
 import pyro
 import torch
@@ -46,25 +47,32 @@ from pyro import poutine
 from spiral_ppl.programs.base import Program, site_name
 
 
-@runtime_checkable
-class StepProposal(Protocol):
-    """The protocol of step proposals (see the module docstring)."""
+class StepProposal(abc.ABC):
+    """Base class of step proposals (see the module docstring)."""
 
+    #: Whether :meth:`propose` looks at the particles' canvases; ``False`` gets ``canvas=None``.
+    reads_canvas: bool = True
+
+    @abc.abstractmethod
     def propose(
         self,
         program: Program,
         step: int,
         history: Mapping[str, torch.Tensor],
-        canvas: torch.Tensor,
+        canvas: torch.Tensor | None,
         images: torch.Tensor,
-    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]: ...
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """The next action ``{name: LongTensor[N, B]}`` of every particle and its log proposal
+        probability ``(N, B)``, given the particles' ``history`` ``{name: LongTensor[N, B, step]}``,
+        their ``canvas`` ``(N, B, C, H, W)`` (``None`` unless :attr:`reads_canvas`) and the
+        targets ``images`` ``(B, C, H, W)``."""
 
 
 def _particles_and_targets(history: Mapping[str, torch.Tensor]) -> torch.Size:
     return next(iter(history.values())).shape[:2]
 
 
-class PriorProposal:
+class PriorProposal(StepProposal):
     """Draws each component of step ``t`` from the program's prior for it.
 
     All components of all particles are drawn in one call of the program's
@@ -83,7 +91,7 @@ class PriorProposal:
         return "PriorProposal()"
 
 
-class GuideProposal:
+class GuideProposal(StepProposal):
     """Step proposals from a Pyro guide over the program's sites.
 
     :param guide: a callable ``guide(image)`` that samples the sites
@@ -130,15 +138,20 @@ class GuideProposal:
         return f"GuideProposal({getattr(self.guide, '__name__', type(self.guide).__name__)})"
 
 
-def as_step_proposal(proposal: Any) -> Any:
-    """``None`` -> :class:`PriorProposal`; an object with ``propose`` as is; a guide -> :class:`GuideProposal`."""
+def as_step_proposal(proposal: Any) -> StepProposal:
+    """``None`` -> :class:`PriorProposal`; a :class:`StepProposal` as is; a guide -> :class:`GuideProposal`."""
     if proposal is None:
         return PriorProposal()
     if isinstance(proposal, StepProposal):
         return proposal
+    if hasattr(proposal, "propose"):
+        raise TypeError(
+            f"proposal {type(proposal).__name__} has a propose method but is no "
+            "spiral_ppl.inference.StepProposal; subclass StepProposal, which declares reads_canvas"
+        )
     if callable(proposal):
         return GuideProposal(proposal)
     raise TypeError(
-        "proposal must be None (the prior), an object with propose(program, step, history, canvas, images), "
+        "proposal must be None (the prior), a spiral_ppl.inference.StepProposal, "
         f"or a Pyro guide callable, got {type(proposal).__name__}"
     )

@@ -1,7 +1,7 @@
 r"""Sequential Monte Carlo over the steps of a program.
 
 Particles are programs grown one step at a time through the program's step-wise protocol
-(``initial_state``, ``advance``, ``canvas``), so any program works. The intermediate targets
+(``prog.stepwise``, :mod:`spiral_ppl.programs.stepwise`), so any program works. The intermediate targets
 score the partial canvas :math:`c_t` of the first :math:`t` steps,
 
 .. math::
@@ -31,7 +31,7 @@ likelihood favours prefixes that cover the target soonest, where the policy may 
 first and strokes after. ``intermediate="proposal"`` defers the prior/proposal ratio to the
 last step, and a small :math:`\beta_t` early on keeps the likelihood from selecting myopically;
 together they make resampling trust the policy early and the image late (measured on MNIST
-in benchmarks/RESULTS.md, issue 8). On programs whose partial canvases are already telling
+in benchmarks/RESULTS.md). On programs whose partial canvases are already telling
 (objects placed one at a time) the defaults do better. Like a twisted SMC (Whiteley and Lee
 2014) the intermediate targets are a design choice that changes the variance, never the
 target: the last step's weights and :math:`\hat Z` stay exact.
@@ -81,15 +81,16 @@ from typing import Any, Mapping, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from spiral_ppl.checks import choice, non_negative_int
 from spiral_ppl.inference.budget import Budget
 from spiral_ppl.inference.engine import Engine, hide_progress
 from spiral_ppl.inference.importance import effective_sample_size
-from spiral_ppl.inference.moves import BLOCKS, PROPOSALS, BlockProposal, check_choice, metropolis_accept, select_actions
+from spiral_ppl.inference.moves import BLOCKS, PROPOSALS, BlockProposal, metropolis_accept, select_actions
 from spiral_ppl.inference.proposals import as_step_proposal
 from spiral_ppl.inference.result import BestSoFar, Curve, Result
 from spiral_ppl.programs.base import Program, mean_squared_error
-from spiral_ppl.squared_error import squared_error
 from spiral_ppl.renderers.base import validate_actions
+from spiral_ppl.squared_error import squared_error
 
 
 def systematic_resample(log_weights: torch.Tensor, count: int) -> torch.Tensor:
@@ -169,9 +170,9 @@ def particle_schedule(renders: int, steps: int, moves: int = 0) -> list[int]:
 class SMC(Engine):
     """Sequential Monte Carlo over program steps, with optional resample-move rejuvenation.
 
-    :param proposal: ``None`` for the prior, an object with ``propose(program, step,
-        history, canvas, images)`` (see :mod:`~spiral_ppl.inference.proposals`), or a
-        Pyro guide ``guide(image)`` over the program's sites.
+    :param proposal: ``None`` for the prior, a
+        :class:`~spiral_ppl.inference.proposals.StepProposal`, or a Pyro guide
+        ``guide(image)`` over the program's sites.
     :param ess_threshold: resample a target's particles when their effective sample size
         falls under ``ess_threshold * N``; 0 never resamples (sequential importance
         sampling), 1 always does.
@@ -209,12 +210,12 @@ class SMC(Engine):
         progress: bool | None = None,
     ) -> None:
         self.proposal = as_step_proposal(proposal)
-        if isinstance(ess_threshold, bool) or not isinstance(ess_threshold, (int, float)) or not 0 <= ess_threshold <= 1:
+        number = isinstance(ess_threshold, (int, float)) and not isinstance(ess_threshold, bool)
+        if not number or not 0 <= ess_threshold <= 1:
             raise ValueError(f"ess_threshold must be a number in [0, 1], got {ess_threshold!r}")
-        if isinstance(rejuvenation_moves, bool) or not isinstance(rejuvenation_moves, int) or rejuvenation_moves < 0:
-            raise ValueError(f"rejuvenation_moves must be a non-negative int, got {rejuvenation_moves!r}")
+        non_negative_int("rejuvenation_moves", rejuvenation_moves)
         self.ess_threshold = float(ess_threshold)
-        self.intermediate = check_choice("intermediate", intermediate, INTERMEDIATE_TARGETS)
+        self.intermediate = choice("intermediate", intermediate, INTERMEDIATE_TARGETS)
         self.tempering = check_tempering(tempering)
         if rejuvenation_moves and self.intermediate == "proposal":
             raise ValueError(
@@ -222,8 +223,8 @@ class SMC(Engine):
                 "the proposal's density of a moved prefix would take replaying the proposal"
             )
         self.rejuvenation_moves = rejuvenation_moves
-        self.blocks = check_choice("blocks", blocks, BLOCKS)
-        self.move_proposal = check_choice("move_proposal", move_proposal, PROPOSALS)
+        self.blocks = choice("blocks", blocks, BLOCKS)
+        self.move_proposal = choice("move_proposal", move_proposal, PROPOSALS)
         self.progress = progress
         if proposal is not None:
             self.name = "smc-guide"
@@ -265,7 +266,7 @@ class _ParticleRun:
     item ``n * B + b`` is particle ``n`` of target ``b``.
 
     Resampling copies nothing large: the program states are advanced from their ancestors'
-    rows by the next step (:meth:`~spiral_ppl.programs.Program.advance_and_compare`), and the
+    rows by the next step (:meth:`~spiral_ppl.programs.Stepwise.advance_and_compare`), and the
     canvases are gathered only when something reads them (:attr:`canvas`); the next step
     replaces every canvas, so with a proposal that does not look at them
     (``reads_canvas = False``) and no rejuvenation they are never copied.
@@ -276,7 +277,8 @@ class _ParticleRun:
         self.engine, self.prog, self.images, self.tempering = engine, prog, images, tempering
         self.targets, self.device = images.shape[0], images.device
         self.particles = particles
-        self.state = prog.initial_state(particles * self.targets, device=self.device)
+        self.stepwise = prog.stepwise
+        self.state = self.stepwise.initial(particles * self.targets, device=self.device)
         #: Rows of :attr:`state` that the particles descend from since the last resampling,
         #: applied by the next step (``None``: the states are the particles' own).
         self.state_rows: torch.Tensor | None = None
@@ -284,9 +286,8 @@ class _ParticleRun:
             c.name: torch.zeros(particles, self.targets, 0, dtype=torch.long, device=self.device)
             for c in prog.action_space
         }
-        # The blank canvas is a constant of the program, the same for every particle and
-        # target, and no action has been rendered yet: drawing it once is not a render.
-        blank = prog.draw_state(prog.initial_state(1, device=self.device))
+        # Every particle and target starts from the program's blank canvas, which is no render.
+        blank = prog.blank_canvas(1, device=self.device)
         self.canvas = blank.expand(particles, self.targets, *blank.shape[1:])
         self.prior_table = prog.prior_table(self.device)
         # Per particle: its weight, and the parts of its intermediate target's density
@@ -327,7 +328,7 @@ class _ParticleRun:
         if self.state is None:  # rejuvenation changed the prefixes since the state was last derived
             self.state = self._replay(self.history)
         proposal = self.engine.proposal
-        canvas = self.canvas if getattr(proposal, "reads_canvas", True) else None
+        canvas = self.canvas if proposal.reads_canvas else None
         action, log_q = proposal.propose(self.prog, step, self.history, canvas, self.images)
         # This step replaces every canvas: letting the old ones go before painting lets the
         # allocator reuse their memory for the new ones.
@@ -337,9 +338,9 @@ class _ParticleRun:
         steps = torch.full((self.particles, self.targets), step, dtype=torch.long, device=self.device)
         log_prior = self.prior_table.log_prob(steps, action)
         flat_action = {name: value.reshape(-1) for name, value in action.items()}
-        self.state, error = self.prog.advance_and_compare(self.state, flat_action, self.images, self.state_rows)
+        self.state, error = self.stepwise.advance_and_compare(self.state, flat_action, self.images, self.state_rows)
         self.state_rows = None
-        self.canvas = self._view(self.prog.canvas(self.state))
+        self.canvas = self._view(self.stepwise.canvas(self.state))
         self.spent += self.particles
         # The squared errors, where they came with the canvases, spare reading them again.
         error = None if error is None else self._view(error)
@@ -372,7 +373,7 @@ class _ParticleRun:
         pending = self._canvas_ancestors
         self._canvas_ancestors = ancestors if pending is None else self._gather(pending, ancestors)
         self.history = {name: self._gather(value, ancestors) for name, value in self.history.items()}
-        # The next step advances the rows ``flat`` of the states (Program.advance_and_compare),
+        # The next step advances the rows ``flat`` of the states (Stepwise.advance_and_compare),
         # which a brush does without copying them first.
         self.state_rows = flat if self.state_rows is None else self.state_rows[flat]
         self.ancestry.append(ancestors)
@@ -382,7 +383,7 @@ class _ParticleRun:
         """One Metropolis-Hastings move of every particle's prefix, invariant for ``gamma_t``
         (with ``intermediate="model"``: the prior of the prefix times its tempered likelihood)."""
         proposed, log_q_ratio = self.mover(self.history)
-        canvas = self._view(self.prog.canvas(self._replay(proposed)))
+        canvas = self._view(self.stepwise.canvas(self._replay(proposed)))
         self.spent += self.particles
         # One pass over the pixels gives the likelihood and, for the candidates, the l2.
         error = squared_error(canvas, self.images)
@@ -411,9 +412,10 @@ class _ParticleRun:
     # -- the result -------------------------------------------------------------------------
 
     def result(self) -> Result:
+        last_step = torch.zeros(self.targets, dtype=torch.bool, device=self.device)  # nothing resampled after it
         diagnostics: dict[str, Any] = {
             "ess": torch.stack(self.ess),
-            "resampled": torch.stack(self.resampled + [torch.zeros(self.targets, dtype=torch.bool, device=self.device)]),
+            "resampled": torch.stack(self.resampled + [last_step]),
             "ancestry": self.ancestry,
         }
         if self.moves:
@@ -448,9 +450,10 @@ class _ParticleRun:
         self.curve_l2.append(self.best.l2.clone())
 
     def _replay(self, history: Mapping[str, torch.Tensor]) -> Any:
-        state = self.prog.initial_state(self.particles * self.targets, device=self.device)
+        stepwise = self.stepwise
+        state = stepwise.initial(self.particles * self.targets, device=self.device)
         for step in range(next(iter(history.values())).shape[-1]):
-            state = self.prog.advance(state, {name: value[..., step].reshape(-1) for name, value in history.items()})
+            state = stepwise.advance(state, {name: value[..., step].reshape(-1) for name, value in history.items()})
         return state
 
     def _view(self, canvas: torch.Tensor) -> torch.Tensor:

@@ -35,6 +35,8 @@ validation and render accounting come from the base class::
     >>> trace = sp.programs.trace(prog, image=torch.zeros(3, 1, 8, 8))
     >>> sorted(name for name in trace.nodes if name.startswith("step_0"))
     ['step_0/corner', 'step_0/present']
+    >>> prog.stepwise  # engines grow its programs step by step by re-drawing their prefixes
+    PrefixStepwise(Squares(steps=2, image=1x8, actions=[corner:16, present:2]))
 """
 
 from __future__ import annotations
@@ -48,9 +50,12 @@ import torch
 from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 
+from spiral_ppl.checks import positive_int, positive_number
 from spiral_ppl.programs.likelihood import PixelNormal
+from spiral_ppl.programs.meter import RenderMeter
 from spiral_ppl.programs.prior_table import PriorTable
-from spiral_ppl.renderers.base import Component, UnindexableState, index_batch, validate_actions
+from spiral_ppl.programs.stepwise import PrefixStepwise, Stepwise
+from spiral_ppl.renderers.base import Component, validate_actions
 from spiral_ppl.squared_error import mean_squared_error  # noqa: F401 - engines import it from here
 
 #: Default pixel noise of the likelihood: standard deviation 0.5, i.e. the paper's variance 0.25.
@@ -74,9 +79,9 @@ class Program(abc.ABC):
         its event shape must be ``(C, H, W)``.
 
     Subclasses set ``action_space``, ``channels`` and ``image_size`` and implement
-    :meth:`draw`. Programs that can paint one step at a time (a brush) also override the
-    step-wise protocol :meth:`initial_state`, :meth:`advance`, :meth:`draw_state`; the
-    default re-draws the prefix of actions, which is correct for any grammar.
+    :meth:`draw`. Programs that can paint one step at a time (a brush) also override
+    :attr:`stepwise`, the step-wise protocol engines use; the default re-draws the prefix of
+    actions, which is correct for any grammar.
     """
 
     action_space: tuple[Component, ...]
@@ -91,10 +96,8 @@ class Program(abc.ABC):
         pixel_scale: float = DEFAULT_PIXEL_SCALE,
         likelihood: Callable[[torch.Tensor], dist.Distribution] | None = None,
     ) -> None:
-        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-            raise ValueError(f"steps must be a positive int, got {steps!r}")
-        if not (isinstance(pixel_scale, (int, float)) and pixel_scale > 0 and pixel_scale < float("inf")):
-            raise ValueError(f"pixel_scale must be a positive finite number, got {pixel_scale!r}")
+        positive_int("steps", steps)
+        positive_number("pixel_scale", pixel_scale)
         for attribute in ("action_space", "channels", "image_size"):
             if not hasattr(self, attribute):
                 raise TypeError(f"{type(self).__name__} must define {attribute!r} (see spiral_ppl.programs.Program)")
@@ -107,8 +110,8 @@ class Program(abc.ABC):
         self._prior_logits = self._build_priors(priors or {})
         self._prior_cache: dict[torch.device, dict[str, torch.Tensor]] = {}
         self._prior_tables: dict[torch.device, PriorTable] = {}
-        #: Canvases rendered through this program so far (see :meth:`render`, :meth:`canvas`).
-        self.renders = 0
+        #: Counts the canvases this program hands out (:meth:`render`, ``stepwise.canvas``).
+        self.meter = RenderMeter()
 
     # -- what subclasses provide ------------------------------------------------------------
 
@@ -121,7 +124,10 @@ class Program(abc.ABC):
         """
 
     def blank_canvas(self, batch_size: int, device: torch.device | str | None = None) -> torch.Tensor:
-        """Images ``(N, C, H, W)`` of the empty program (default: zeros); override for another background."""
+        """Images ``(N, C, H, W)`` of the empty program (default: zeros); override for another background.
+
+        Not a render: the blank canvas is a constant of the program, which no action drew.
+        """
         return torch.zeros(batch_size, self.channels, self.image_size, self.image_size, device=device)
 
     def _draw_any(self, actions: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -130,63 +136,27 @@ class Program(abc.ABC):
             return self.blank_canvas(first.shape[0], device=first.device)
         return self.draw(actions)
 
-    def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> Any:
-        """State of ``batch_size`` empty programs (default: the empty prefix of actions)."""
-        device = torch.device(device or "cpu")
-        return {c.name: torch.zeros(batch_size, 0, dtype=torch.long, device=device) for c in self.action_space}
+    @property
+    def stepwise(self) -> Stepwise:
+        """The step-wise protocol engines grow these programs with (:mod:`spiral_ppl.programs.stepwise`).
 
-    def advance(self, state: Any, action: Mapping[str, torch.Tensor]) -> Any:
-        """State after one more action ``{name: LongTensor[N]}`` (default: extend the prefix)."""
-        return {name: torch.cat([prefix, action[name][:, None]], dim=1) for name, prefix in state.items()}
-
-    def draw_state(self, state: Any) -> torch.Tensor:
-        """Images ``(N, C, H, W)`` of a state, uncounted (default: draw the prefix)."""
-        return self._draw_any(state)
-
-    def index_state(self, state: Any, index: torch.Tensor) -> Any:
-        """The states of the batch items ``index`` (a LongTensor into the batch), uncounted.
-
-        Particle methods use it to resample. The default handles any state that is a tensor
-        or a (named) tuple, list or dict of them with the batch first, which covers the
-        default prefix state and :class:`~spiral_ppl.renderers.BrushState`; programs with
-        other states override it.
+        The default, :class:`~spiral_ppl.programs.stepwise.PrefixStepwise`, re-draws the
+        prefix of actions, which is right for any grammar; a program that can paint one step
+        at a time returns its own :class:`~spiral_ppl.programs.stepwise.Stepwise`.
         """
-        try:
-            return index_batch(state, index)
-        except UnindexableState as error:
-            raise TypeError(
-                f"{type(self).__name__}.index_state {error}; override index_state for this program's states"
-            ) from None
+        return PrefixStepwise(self)
 
-    def advance_and_compare(
-        self,
-        state: Any,
-        action: Mapping[str, torch.Tensor],
-        targets: torch.Tensor,
-        rows: torch.Tensor | None = None,
-    ) -> tuple[Any, torch.Tensor | None]:
-        """:meth:`advance` (of the batch items ``rows`` of ``state``, if given), plus the squared
-        pixel error of each new canvas against its target where the program gets it while
-        painting; uncounted, like :meth:`advance`.
+    # -- counted rendering -----------------------------------------------------------------
 
-        Particle methods call it with ``rows``, the particles they resampled, and ``targets``
-        ``(M, C, H, W)``: canvas ``r`` is compared with target ``r % M``. Returns the new state
-        and the errors ``(R,)``, or ``None`` for the errors where the program would have to
-        draw the canvases to get them (the default, which advances
-        ``index_state(state, rows)``); the caller then scores the canvases it reads.
-        :class:`~spiral_ppl.programs.RendererProgram` asks its renderer
-        (:meth:`~spiral_ppl.renderers.Renderer.step_and_compare`).
-        """
-        if rows is not None:
-            state = self.index_state(state, rows)
-        return self.advance(state, action), None
-
-    # -- counted rendering: the one place renderer calls are accounted for -------------------
+    @property
+    def renders(self) -> int:
+        """Renders this program has handed out so far, ``meter.count`` (the rule: :mod:`~spiral_ppl.programs.meter`)."""
+        return self.meter.count
 
     def render(self, actions: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Render programs ``{name: LongTensor[*batch, T]}`` to images ``(*batch, C, H, W)``.
 
-        Every program rendered counts as one render in :attr:`renders`. No Pyro needed.
+        Every program rendered is charged one render to :attr:`meter`. No Pyro needed.
         """
         shape = validate_actions(self.action_space, actions)
         if len(shape) < 2:
@@ -199,14 +169,8 @@ class Program(abc.ABC):
             raise ValueError(f"this program has {self.steps} steps, got actions for {steps}")
         flat = {name: value.reshape(-1, steps) for name, value in actions.items()}
         images = self._draw_any(flat)
-        self.renders += flat[self.action_space[0].name].shape[0]
+        self.meter.charge(images.shape[0])
         return images.reshape(*batch_shape, *images.shape[1:])
-
-    def canvas(self, state: Any) -> torch.Tensor:
-        """Images of an intermediate state; each canvas counts as one render."""
-        images = self.draw_state(state)
-        self.renders += images.shape[0]
-        return images
 
     # -- priors and likelihood ---------------------------------------------------------------
 
@@ -255,7 +219,7 @@ class Program(abc.ABC):
 
         :param squared_error: the canvases' squared pixel errors against the images, summed
             over the pixels, if the caller has them (a brush computes them while painting, see
-            :meth:`advance_and_compare`); the default likelihood is a function of them alone,
+            ``stepwise.advance_and_compare``); the default likelihood is a function of them alone,
             which spares another pass over the pixels. Other likelihoods ignore them.
         """
         likelihood = self.likelihood(canvas)

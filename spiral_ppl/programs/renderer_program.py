@@ -7,15 +7,16 @@ from typing import Any, Mapping
 import torch
 
 from spiral_ppl.programs.base import Program
+from spiral_ppl.programs.stepwise import RendererStepwise
 from spiral_ppl.renderers.base import Renderer
 
 
 class RendererProgram(Program):
     """A program of ``steps`` actions of ``renderer``, with the renderer's action space.
 
-    The step-wise protocol uses the renderer's own state (a canvas and a brush position for
-    a brush), so engines that look at intermediate canvases pay one stroke per step rather
-    than re-drawing the prefix.
+    The step-wise protocol (:attr:`stepwise`) uses the renderer's own state (a canvas and a
+    brush position for a brush), so engines that look at intermediate canvases pay one
+    stroke per step rather than re-drawing the prefix.
 
     :param renderer: any :class:`~spiral_ppl.renderers.Renderer`.
     :param steps: number of actions.
@@ -34,26 +35,13 @@ class RendererProgram(Program):
     def draw(self, actions: Mapping[str, torch.Tensor]) -> torch.Tensor:
         return self.renderer.render(actions)
 
-    def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> Any:
-        return self.renderer.initial_state(batch_size, device=device)
-
-    def advance(self, state: Any, action: Mapping[str, torch.Tensor]) -> Any:
-        return self.renderer.step(state, action)
-
-    def advance_and_compare(
-        self,
-        state: Any,
-        action: Mapping[str, torch.Tensor],
-        targets: torch.Tensor,
-        rows: torch.Tensor | None = None,
-    ) -> tuple[Any, torch.Tensor]:
-        return self.renderer.step_and_compare(state, action, targets, rows)
+    @property
+    def stepwise(self) -> RendererStepwise:
+        """The renderer's own step-wise states (:class:`~spiral_ppl.programs.stepwise.RendererStepwise`)."""
+        return RendererStepwise(self, self.renderer)
 
     def blank_canvas(self, batch_size: int, device: torch.device | str | None = None) -> torch.Tensor:
         return self.renderer.canvas(self.renderer.initial_state(batch_size, device=device))
-
-    def draw_state(self, state: Any) -> torch.Tensor:
-        return self.renderer.canvas(state)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.renderer!r}, steps={self.steps})"

@@ -3,8 +3,10 @@
 A renderer is a pure image maker. It knows nothing of Pyro, of priors or of inference: it
 declares an *action space* (an ordered tuple of :class:`Component`) and turns integer
 actions into images, either a whole program at once (:meth:`Renderer.render`) or one step
-at a time (:meth:`Renderer.initial_state`, :meth:`Renderer.step`, :meth:`Renderer.canvas`),
-which is what step-wise engines (SMC, the SPIRAL policy) need.
+at a time (:meth:`Renderer.initial_state`, :meth:`Renderer.step`, :meth:`Renderer.canvas`).
+These are uncounted primitives: engines never call them, but go through a program
+(:class:`~spiral_ppl.programs.RendererProgram`), whose ``render`` and step-wise protocol
+``stepwise`` are built on them and charge the renders (:mod:`spiral_ppl.programs.meter`).
 
 Conventions shared by every renderer:
 
@@ -33,6 +35,7 @@ from typing import Any, Literal, Mapping
 
 import torch
 
+from spiral_ppl.checks import positive_int
 from spiral_ppl.squared_error import tiled_squared_error
 
 ComponentKind = Literal["scalar", "location"]
@@ -56,8 +59,7 @@ class Component:
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name or "/" in self.name:
             raise ValueError(f"a component name must be a non-empty string without '/', got {self.name!r}")
-        if not isinstance(self.size, int) or self.size < 1:
-            raise ValueError(f"component {self.name!r}: size must be a positive int, got {self.size!r}")
+        positive_int(f"component {self.name!r}: size", self.size)
         if self.kind not in ("scalar", "location"):
             raise ValueError(f"component {self.name!r}: kind must be 'scalar' or 'location', got {self.kind!r}")
         if self.kind == "location" and math.isqrt(self.size) ** 2 != self.size:
@@ -157,7 +159,10 @@ class Renderer(abc.ABC):
     """Base class of every renderer.
 
     Subclasses set :attr:`action_space`, :attr:`channels` and :attr:`image_size`, and
-    implement the step-wise protocol; :meth:`render` is derived from it.
+    implement :meth:`initial_state`, :meth:`step` and :meth:`canvas`; :meth:`render` is
+    derived from them. A renderer that can score its canvases against targets while it paints
+    also overrides :meth:`step_and_compare`, which a program's step-wise protocol then declares
+    (:attr:`~spiral_ppl.programs.Stepwise.compares_while_painting`).
     """
 
     #: The ordered components of one action.
@@ -195,9 +200,11 @@ class Renderer(abc.ABC):
         :param rows: if given, ``(R,)`` batch items of ``state`` to apply the action to (the
             particles a particle method resampled), as ``step(index_batch(state, rows), action)``.
 
-        Returns the new state and the errors ``(R,)``. The default steps, then compares;
-        a renderer that can gather the rows and compare while it paints overrides it, so that
-        a particle method neither copies resampled states nor reads every canvas twice.
+        Returns the new state and the errors ``(R,)``. The default steps, then draws the
+        canvases and compares; a renderer that can gather the rows and compare while it paints
+        overrides it, so that a particle method neither copies resampled states nor reads
+        every canvas twice. Only an override is used by the engines: without one, the
+        program's step-wise protocol advances and lets the engine score the canvas it reads.
         """
         if rows is not None:
             state = index_batch(state, rows)

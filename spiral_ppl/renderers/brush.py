@@ -60,6 +60,7 @@ from typing import Callable, Mapping, NamedTuple, Sequence
 
 import torch
 
+from spiral_ppl.checks import positive_int
 from spiral_ppl.compiling import CompiledWithFallback, compile_allowed
 from spiral_ppl.renderers.paint import DEFAULT_SIZES, PaintRenderer
 from spiral_ppl.squared_error import tiled_squared_error
@@ -251,8 +252,7 @@ class Brush(PaintRenderer):
     # -- the step-wise protocol ------------------------------------------------------------
 
     def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> BrushState:
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        positive_int("batch_size", batch_size)
         device = torch.device(device or "cpu")
         canvas = self.background.to(device).view(1, self.channels, 1, 1)
         canvas = canvas.expand(batch_size, self.channels, self.canvas_size, self.canvas_size).clone()

@@ -80,6 +80,7 @@ from typing import Any, Mapping, NamedTuple, Sequence
 import numpy as np
 import torch
 
+from spiral_ppl.checks import non_negative_int, positive_int
 from spiral_ppl.renderers.base import Component, Renderer, validate_actions
 
 #: Commands of the ``command`` component.
@@ -153,8 +154,7 @@ class MujocoScene(Renderer):
             raise ValueError(f"sizes must be a non-empty list of half-extents in (0, 1], got {sizes!r}")
         if isinstance(color_bins, bool) or not isinstance(color_bins, int) or color_bins < 2:
             raise ValueError(f"color_bins must be an int >= 2, got {color_bins!r}")
-        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
-            raise ValueError(f"workers must be a non-negative int (0 renders in this process), got {workers!r}")
+        non_negative_int("workers", workers, hint="0 renders in this process")
         self.image_size = image_size
         self.grid_size = grid_size
         self.max_objects = max_objects
@@ -196,8 +196,7 @@ class MujocoScene(Renderer):
     # -- the step-wise protocol: cheap edits of object slots --------------------------------
 
     def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> SceneState:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        positive_int("batch_size", batch_size)
         device = torch.device(device or "cpu")
         objects = torch.zeros(batch_size, self.max_objects, len(OBJECT_FIELDS), dtype=torch.long, device=device)
         return SceneState(objects, torch.zeros(batch_size, dtype=torch.long, device=device))

@@ -60,6 +60,7 @@ from typing import Any, Mapping, NamedTuple, Sequence
 import numpy as np
 import torch
 
+from spiral_ppl.checks import non_negative_int, positive_int
 from spiral_ppl.renderers.base import validate_actions
 from spiral_ppl.renderers.libmypaint import (
     FIXED_ONE,
@@ -138,12 +139,10 @@ class MyPaint(PaintRenderer):
             background=background,
             width_scale=width_scale,
         )
-        if not isinstance(substeps, int) or substeps < 1:
-            raise ValueError(f"substeps must be a positive int, got {substeps!r}")
+        positive_int("substeps", substeps)
         if not isinstance(dtime, (int, float)) or not 0 < dtime <= 1:
             raise ValueError(f"dtime must be a number of seconds in (0, 1], got {dtime!r}")
-        if not isinstance(workers, int) or workers < 0:
-            raise ValueError(f"workers must be a non-negative int, got {workers!r}")
+        non_negative_int("workers", workers)
         self.brush = brush
         self.substeps = substeps
         self.dtime = float(dtime)
@@ -175,8 +174,7 @@ class MyPaint(PaintRenderer):
     # -- the step-wise protocol ------------------------------------------------------------
 
     def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> MyPaintState:
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        positive_int("batch_size", batch_size)
         device = torch.device(device or "cpu")
         size = self.canvas_size
         layer = torch.zeros(batch_size, 4, size, size, device=device)

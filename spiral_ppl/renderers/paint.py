@@ -43,6 +43,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
+from spiral_ppl.checks import positive_int
 from spiral_ppl.renderers.base import Component, Renderer, validate_actions
 
 #: Brush sizes of the reference agents (the ``brush_size`` action picks one of them).
@@ -90,8 +91,7 @@ class PaintRenderer(Renderer):
         sizes = tuple(float(s) for s in sizes)
         if not sizes or any(not math.isfinite(s) or s <= 0 for s in sizes):
             raise ValueError(f"sizes must be a non-empty list of positive numbers, got {sizes!r}")
-        if not isinstance(pressure_levels, int) or pressure_levels < 1:
-            raise ValueError(f"pressure_levels must be a positive int, got {pressure_levels!r}")
+        positive_int("pressure_levels", pressure_levels)
         if not isinstance(color_bins, int) or color_bins < 2:
             raise ValueError(f"color_bins must be an int >= 2, got {color_bins!r}")
         if not isinstance(width_scale, (int, float)) or not math.isfinite(width_scale) or width_scale <= 0:

@@ -260,7 +260,7 @@ class RayEpisodes(EpisodeSource):
         with agent.learner.autocast():
             episode = replay(agent.policy, actions, canvases, targets, noise, blind=agent.blind)
         renders = sum(t.renders for t in batch)
-        agent.prog.renders += renders  # the workers' copies of the program did the rendering
+        agent.prog.meter.charge(renders)  # the workers' copies of the program did the rendering
         metrics = {"policy_lag": lag, "renders": float(renders), "learner_wait_seconds": waited,
                    "worker_restarts": float(max(0, len(self.ledger.worker_pids) - self.workers))}
         return EpisodeBatch(episode, targets, behaviour, metrics)

@@ -40,12 +40,13 @@ import pyro.distributions as dist
 import torch
 from pyro.poutine.runtime import get_plates
 
+from spiral_ppl.inference.importance import RenderingGuide
 from spiral_ppl.inference.spiral.policy import check_temperature
 from spiral_ppl.inference.spiral.rollout import rollout
 from spiral_ppl.programs.base import site_name
 
 
-class SpiralGuide:
+class SpiralGuide(RenderingGuide):
     """A callable Pyro guide ``guide(image)`` backed by a SPIRAL agent's policy.
 
     :param agent: a :class:`~spiral_ppl.inference.Spiral`.

@@ -33,6 +33,7 @@ from typing import Mapping
 
 import torch
 
+from spiral_ppl.inference.proposals import StepProposal
 from spiral_ppl.inference.spiral.policy import StepOutput, check_temperature
 from spiral_ppl.inference.spiral.rollout import replay
 
@@ -78,7 +79,7 @@ def _step_in_chunks(policy, chunk, canvas, targets, previous, noise, hidden, tem
     )
 
 
-class SpiralProposal:
+class SpiralProposal(StepProposal):
     r"""Step proposals from a SPIRAL agent's policy (see the module docstring).
 
     :param agent: a :class:`~spiral_ppl.inference.Spiral` agent for the program.

@@ -3,7 +3,7 @@
 An episode of a ``T``-step program starts from an empty canvas. Before the first action
 the agent sees a canvas of zeros ("nothing drawn yet"; no renderer call); after each
 action the program advances its state and, where the agent needs to see it, draws the new
-canvas with :meth:`~spiral_ppl.programs.Program.canvas`, which counts one render per
+canvas with :meth:`~spiral_ppl.programs.Stepwise.canvas`, which counts one render per
 canvas. A sighted agent therefore spends ``T`` renders per episode (the last canvas is the
 result), a blind one ``1``. The whole batch moves in lock-step on the policy's device;
 renderers that draw on the CPU (MuJoCo) are called as they are.
@@ -98,17 +98,17 @@ def rollout(
     nothing_drawn = torch.zeros(shape, device=device)
     noise = torch.randn(batch, policy.noise_size, device=device) if policy.noise_size else None
     hidden = policy.initial_hidden(batch, device)
-    state = prog.initial_state(batch, device=device)
+    state = prog.stepwise.initial(batch, device=device)
     seen, previous = nothing_drawn, None
     outputs, canvases = [], []
     for t in range(prog.steps):
         out = policy.step(seen, targets, previous, noise, hidden, choose=lambda c, logits: choose(t, c, logits),
                           temperature=temperature)
-        state = prog.advance(state, out.action)
+        state = prog.stepwise.advance(state, out.action)
         last = t == prog.steps - 1
         canvas = None
         if (last and draw_final) or (not last and (observe_all or not blind)):
-            canvas = prog.canvas(state).to(device)
+            canvas = prog.stepwise.canvas(state).to(device)
         canvases.append(canvas)
         if not blind and canvas is not None:
             seen = canvas
