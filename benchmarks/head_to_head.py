@@ -1,4 +1,4 @@
-"""The head-to-head measurement of issue 8: held-out targets, every engine, the same budgets.
+"""The head-to-head measurement: held-out targets, every engine, the same budgets.
 
 ``python benchmarks/head_to_head.py mnist OUT [TARGETS] [PASSES] [SEARCH_RENDERS] [SEARCH_ENGINES]``
 inverts MNIST test digits with the program of the shipped ``mnist-recon-cpu`` agent; ``scenes``

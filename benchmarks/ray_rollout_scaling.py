@@ -17,10 +17,9 @@ import os
 import sys
 import time
 from pathlib import Path
-
-import ray
 from typing import Callable
 
+import ray
 import torch
 
 import spiral_ppl as sp

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 import spiral_ppl as sp
-from spiral_ppl.inference.spiral.episodes import episode_source
 from spiral_ppl.inference.spiral import RayEpisodes, SpiralConfig, replay, rollout, vtrace
+from spiral_ppl.inference.spiral.episodes import episode_source
 from spiral_ppl.inference.spiral.rewards import discounted_returns
 
 

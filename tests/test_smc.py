@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import spiral_ppl as sp
-from spiral_ppl.inference.smc import particle_schedule, systematic_resample, tempering_schedule
+from spiral_ppl.inference.smc_schedules import particle_schedule, systematic_resample, tempering_schedule
 from tests.paint_helpers import check_recovers_planted
 
 pytestmark = pytest.mark.usefixtures("single_thread")

@@ -9,8 +9,8 @@ from pyro import poutine
 
 import spiral_ppl as sp
 from spiral_ppl.inference.spiral import Critic, Policy, SpiralConfig, TrainingDiverged, rollout, wgan_gp_loss
-from spiral_ppl.inference.spiral.training import denormals_flushed
 from spiral_ppl.inference.spiral.rewards import discounted_returns, new_stroke_starts, step_rewards
+from spiral_ppl.inference.spiral.training import denormals_flushed
 from tests.test_programs import Rectangles
 
 

@@ -204,7 +204,7 @@ def test_proposals_and_guides_declare_what_they_read_and_render():
     assert not sp.inference.GuideProposal(lambda image: None).reads_canvas
     assert sp.inference.StepProposal.reads_canvas
     agent = sp.inference.Spiral(sp.programs.PaintProgram(sp.renderers.Brush(canvas_size=16, grid_size=4), steps=3),
-                                reward="l2", config=sp.inference.SpiralConfig.small(), device="cpu")
+                                config=sp.inference.SpiralConfig.small(reward={"kind": "l2"}), device="cpu")
     assert isinstance(agent.proposal, sp.inference.StepProposal) and agent.proposal.reads_canvas
     assert isinstance(agent.guide, sp.inference.RenderingGuide) and agent.guide.renders_per_sample == 2
     assert sp.inference.Importance(agent.guide).renders_per_sample() == 3

@@ -88,83 +88,17 @@ from spiral_ppl.inference.importance import effective_sample_size
 from spiral_ppl.inference.moves import BLOCKS, PROPOSALS, BlockProposal, metropolis_accept, select_actions
 from spiral_ppl.inference.proposals import as_step_proposal
 from spiral_ppl.inference.result import BestSoFar, Curve, Result
+from spiral_ppl.inference.smc_schedules import (
+    check_tempering,
+    particle_schedule,
+    systematic_resample,
+    tempering_schedule,
+)
 from spiral_ppl.programs.base import Program, mean_squared_error
 from spiral_ppl.renderers.base import validate_actions
 from spiral_ppl.squared_error import squared_error
 
-
-def systematic_resample(log_weights: torch.Tensor, count: int) -> torch.Tensor:
-    """Ancestor indices ``(count, B)`` drawn in proportion to ``exp(log_weights)`` ``(N, B)``.
-
-    Systematic resampling: one uniform offset per target and ``count`` evenly spaced points
-    on the weights' cumulative sum, which keeps the number of copies of each particle
-    within one of its expectation.
-    """
-    total = log_weights.logsumexp(0)
-    if not bool(torch.isfinite(total).all()):
-        dead = (~torch.isfinite(total)).nonzero().flatten().tolist()
-        raise ValueError(
-            f"every particle of targets {dead} has zero (or undefined) weight: the proposal drew actions the prior "
-            "rules out, or the weights became NaN; give the proposal support only where the prior has it"
-        )
-    probs = (log_weights - total).exp().T  # (B, N)
-    cumulative = probs.cumsum(-1)
-    points = (torch.rand(probs.shape[0], 1, device=probs.device) + torch.arange(count, device=probs.device)) / count
-    ancestors = torch.searchsorted(cumulative, points * cumulative[:, -1:])
-    return ancestors.clamp_(max=probs.shape[1] - 1).T
-
-
 INTERMEDIATE_TARGETS = ("model", "proposal")
-
-
-def check_tempering(tempering: float | Sequence[float] | None) -> float | tuple[float, ...] | None:
-    """``tempering`` as :class:`SMC` takes it: ``None``, a first exponent in (0, 1], or exponents in [0, 1]."""
-    def exponent(value: Any) -> bool:
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1
-    if tempering is None:
-        return None
-    if exponent(tempering) and tempering > 0:
-        return float(tempering)
-    if isinstance(tempering, Sequence) and not isinstance(tempering, str) and tempering \
-            and all(exponent(value) for value in tempering) and tempering[-1] == 1:
-        return tuple(float(value) for value in tempering)
-    raise ValueError(
-        "tempering must be None (no tempering), the first step's exponent in (0, 1] (then geometric up to 1), "
-        f"or one exponent in [0, 1] per step ending with 1, got {tempering!r}"
-    )
-
-
-def tempering_schedule(tempering: float | Sequence[float] | None, steps: int) -> list[float]:
-    """The exponents :math:`\\beta_1 \\dots \\beta_T` of the partial canvases' likelihoods.
-
-    A number :math:`\\beta_1` gives the geometric schedule :math:`\\beta_t =
-    \\beta_1^{(T - t) / (T - 1)}`, which multiplies the exponent by the same factor at
-    every step and reaches 1 at the last.
-
-    >>> tempering_schedule(0.01, 3)
-    [0.01, 0.1, 1.0]
-    """
-    tempering = check_tempering(tempering)
-    if tempering is None:
-        return [1.0] * steps
-    if isinstance(tempering, float):
-        return [tempering ** ((steps - 1 - t) / (steps - 1)) if steps > 1 else 1.0 for t in range(steps)]
-    if len(tempering) != steps:
-        raise ValueError(f"tempering has {len(tempering)} exponents; the program has {steps} steps, one each")
-    return list(tempering)
-
-
-def particle_schedule(renders: int, steps: int, moves: int = 0) -> list[int]:
-    """Particles ``N_t`` per step that spend at most ``renders``: as many and as even as possible.
-
-    Step ``t`` renders ``N_t`` canvases; the population is then resampled to ``N_{t+1}``
-    and the ``moves`` rejuvenation moves of step ``t`` run on those (the last step's on
-    ``N_{T-1}``). One more particle for the first ``e < steps`` steps therefore costs
-    ``e + moves * (e - 1)`` renders.
-    """
-    particles, spare = divmod(renders, steps * (1 + moves))
-    extra_steps = min((spare + moves) // (1 + moves), steps - 1) if spare else 0
-    return [particles + (t < extra_steps) for t in range(steps)]
 
 
 class SMC(Engine):

@@ -52,7 +52,8 @@ from spiral_ppl.inference.budget import Budget
 from spiral_ppl.inference.engine import Engine
 from spiral_ppl.inference.randomness import set_random_state
 from spiral_ppl.inference.result import Result
-from spiral_ppl.inference.smc import INTERMEDIATE_TARGETS, SMC, check_tempering, tempering_schedule
+from spiral_ppl.inference.smc import INTERMEDIATE_TARGETS, SMC
+from spiral_ppl.inference.smc_schedules import check_tempering, tempering_schedule
 from spiral_ppl.inference.spiral import checkpoints, engine, imitation, training
 from spiral_ppl.inference.spiral.config import SpiralConfig
 from spiral_ppl.inference.spiral.critic import Critic
