@@ -235,8 +235,9 @@ def train_experiment(
         agent = build_agent(config, prog, device)
     started = time.perf_counter()
     agent = recipe.run(agent, train, out, eval_data=test, program=lambda steps: _with_steps(config, steps),
+                       steps=prog.steps,
                        backend=RayEpisodes(workers, address=ray_address) if workers else "local", progress=progress,
-                       stop=None if minutes is None else lambda: time.perf_counter() - started > 60 * minutes)
+                       stop=None if minutes is None else lambda _: time.perf_counter() - started > 60 * minutes)
     agent.save(out / "agent.pt", training_state=False)
     _plot_training_curve(out / "eval.csv", out / "curve.png", title=config.get("name", ""))
     return agent

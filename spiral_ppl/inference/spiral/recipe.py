@@ -11,8 +11,9 @@ update for a number of updates:
   towards those programs (:func:`~spiral_ppl.inference.spiral.imitation.best_of_passes`).
 
 A phase may change hyper-parameters that leave the networks alone (``settings``, e.g.
-``{"a2c.lr": 3e-4}``) and the program's number of steps (``program_steps``: the agent is
-re-targeted, :meth:`Spiral.retargeted`). In a TOML configuration::
+``{"a2c.lr": 3e-4}``, kept by the phases after it) and run on programs of another number of
+steps (``program_steps``; phases without it run on the run's own program): the agent is
+re-targeted between phases (:meth:`Spiral.retargeted`). In a TOML configuration::
 
     [[train.phases]]
     kind = "a2c"
@@ -104,14 +105,18 @@ def phase_ends(phases: tuple[Phase, ...]) -> list[int]:
 
 
 def run(agent: "Spiral", data: Any, out: str | Path, *, eval_data: Any = None,
-        program: Callable[[int], "Program"] | None = None, backend: Any = "local", progress: bool | None = None,
-        stop: Callable[[], bool] | None = None) -> "Spiral":
+        program: Callable[[int], "Program"] | None = None, steps: int | None = None, backend: Any = "local",
+        progress: bool | None = None,
+        stop: Callable[["Spiral"], bool] | None = None) -> "Spiral":
     """Carry out ``agent.config.train.phases`` on ``data`` into the run folder ``out``.
 
     :param data: training images (a tensor or a Dataset; of ``(image, program)`` items for imitation).
     :param eval_data: held-out targets of the evaluations (default: the last ``train.eval_size`` of ``data``).
-    :param program: ``steps -> Program``, to re-target the agent when a phase sets ``program_steps``.
-    :param stop: asked between chunks; ``True`` stops the run there (a time limit).
+    :param program: ``steps -> Program``, to re-target the agent to a phase's number of steps.
+    :param steps: the run's own number of program steps, on which phases without
+        ``program_steps`` run (default: the agent's; give it when resuming a re-targeted agent).
+    :param stop: ``stop(agent)`` is asked between chunks of updates; ``True`` stops the run
+        there, checkpointed (a time limit, say).
     :returns: the agent (a new one when a phase re-targeted it), checkpointed in ``out/checkpoint.pt``.
     """
     phases = agent.config.train.phases
@@ -125,6 +130,7 @@ def run(agent: "Spiral", data: Any, out: str | Path, *, eval_data: Any = None,
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     prog = agent.prog
+    steps = checks.positive_int("steps", steps) if steps is not None else prog.steps
     train_data, held_out = split_held_out(data, eval_data, agent.config.train.eval_size, prog.channels,
                                           prog.image_size)
     log = TrainingLog(out)
@@ -132,16 +138,17 @@ def run(agent: "Spiral", data: Any, out: str | Path, *, eval_data: Any = None,
         for phase, end in zip(phases, phase_ends(phases)):
             if agent.learner.updates >= end:
                 continue
-            if phase.program_steps is not None and phase.program_steps != agent.prog.steps:
+            phase_steps = phase.program_steps or steps
+            if phase_steps != agent.prog.steps:
                 if program is None:
-                    raise ValueError(f"a {phase.kind} phase runs on {phase.program_steps}-step programs: pass "
-                                     "program=steps -> Program to re-target the agent")
-                agent = agent.retargeted(program(phase.program_steps))
+                    raise ValueError(f"a {phase.kind} phase runs on {phase_steps}-step programs and the agent's "
+                                     f"has {agent.prog.steps}: pass program=steps -> Program to re-target it")
+                agent = agent.retargeted(program(phase_steps))
             if phase.settings:
                 agent.set_hyperparameters(phase.settings)
             agent = _run_phase(agent, phase, end, train_data, eval_data if eval_data is not None else held_out,
                                held_out, out, log, backend, progress, stop)
-            if stop is not None and stop():
+            if stop is not None and stop(agent):
                 break
     finally:
         log.close()
@@ -150,13 +157,13 @@ def run(agent: "Spiral", data: Any, out: str | Path, *, eval_data: Any = None,
 
 def _run_phase(agent: "Spiral", phase: Phase, end: int, data: Any, eval_data: Any, held_out: torch.Tensor,
                out: Path, log: TrainingLog, backend: Any, progress: bool | None,
-               stop: Callable[[], bool] | None) -> "Spiral":
+               stop: Callable[["Spiral"], bool] | None) -> "Spiral":
     """Updates of one phase until the count reaches ``end``, in checkpointed chunks."""
     train = agent.config.train
     checkpoint = out / "checkpoint.pt"
     chunk_size = train.checkpoint_every or train.eval_every or phase.updates
     images = None if phase.kind != "self_imitation" else ImageSource(data, agent.prog.channels, agent.prog.image_size)
-    while agent.learner.updates < end and not (stop is not None and stop()):
+    while agent.learner.updates < end and not (stop is not None and stop(agent)):
         chunk = min(chunk_size - agent.learner.updates % chunk_size, end - agent.learner.updates)
         if phase.kind == "a2c":
             agent.fit(data, chunk, eval_data=eval_data, log_dir=out, checkpoint=checkpoint, progress=progress,
