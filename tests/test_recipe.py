@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import spiral_ppl as sp
-from spiral_ppl.inference.spiral import Decoding, Phase, SpiralConfig, recipe
+from spiral_ppl.inference.spiral import Decoding, SpiralConfig, recipe
 
 
 @pytest.fixture(autouse=True)
