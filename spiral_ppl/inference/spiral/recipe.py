@@ -146,8 +146,7 @@ def run(agent: "Spiral", data: Any, out: str | Path, *, eval_data: Any = None,
                 agent = agent.retargeted(program(phase_steps))
             if phase.settings:
                 agent.set_hyperparameters(phase.settings)
-            agent = _run_phase(agent, phase, end, train_data, eval_data if eval_data is not None else held_out,
-                               held_out, out, log, backend, progress, stop)
+            _run_phase(agent, phase, end, train_data, held_out, out, log, backend, progress, stop)
             if stop is not None and stop(agent):
                 break
     finally:
@@ -155,9 +154,8 @@ def run(agent: "Spiral", data: Any, out: str | Path, *, eval_data: Any = None,
     return agent
 
 
-def _run_phase(agent: "Spiral", phase: Phase, end: int, data: Any, eval_data: Any, held_out: torch.Tensor,
-               out: Path, log: TrainingLog, backend: Any, progress: bool | None,
-               stop: Callable[["Spiral"], bool] | None) -> "Spiral":
+def _run_phase(agent: "Spiral", phase: Phase, end: int, data: Any, held_out: torch.Tensor, out: Path,
+               log: TrainingLog, backend: Any, progress: bool | None, stop: Callable[["Spiral"], bool] | None) -> None:
     """Updates of one phase until the count reaches ``end``, in checkpointed chunks."""
     train = agent.config.train
     checkpoint = out / "checkpoint.pt"
@@ -166,7 +164,7 @@ def _run_phase(agent: "Spiral", phase: Phase, end: int, data: Any, eval_data: An
     while agent.learner.updates < end and not (stop is not None and stop(agent)):
         chunk = min(chunk_size - agent.learner.updates % chunk_size, end - agent.learner.updates)
         if phase.kind == "a2c":
-            agent.fit(data, chunk, eval_data=eval_data, log_dir=out, checkpoint=checkpoint, progress=progress,
+            agent.fit(data, chunk, eval_data=held_out, log_dir=out, checkpoint=checkpoint, progress=progress,
                       backend=backend)
             continue
         if phase.kind == "imitation":
@@ -187,4 +185,3 @@ def _run_phase(agent: "Spiral", phase: Phase, end: int, data: Any, eval_data: An
         phase_over = agent.learner.updates >= end
         report(agent, dict(history[-1]), phase_over, held_out=held_out, log=log, log_dir=out, checkpoint=checkpoint,
                table=None)
-    return agent
