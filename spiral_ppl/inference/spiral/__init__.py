@@ -20,6 +20,7 @@ from spiral_ppl.inference.spiral.agent import Decoding, Spiral
 from spiral_ppl.inference.spiral.config import (
     A2CConfig,
     CriticConfig,
+    Phase,
     PolicyConfig,
     RewardConfig,
     SpiralConfig,
@@ -31,7 +32,6 @@ from spiral_ppl.inference.spiral.episodes import EpisodeBatch, EpisodeSource, Lo
 from spiral_ppl.inference.spiral.guide import SpiralGuide
 from spiral_ppl.inference.spiral.policy import Policy
 from spiral_ppl.inference.spiral.proposal import SpiralProposal
-from spiral_ppl.inference.spiral.recipe import Phase
 from spiral_ppl.inference.spiral.replay import ReplayBuffer
 from spiral_ppl.inference.spiral.rollout import Episode, replay, rollout
 from spiral_ppl.inference.spiral.training import Learner, TrainingDiverged

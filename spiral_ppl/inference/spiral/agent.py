@@ -297,16 +297,38 @@ class Spiral(Engine):
     # -- files ----------------------------------------------------------------------------------
 
     def save(self, path: str | Path, *, training_state: bool = True) -> None:
-        """Write the agent atomically, with its training state unless ``training_state=False``
-        (see :func:`~spiral_ppl.inference.spiral.checkpoints.save`)."""
+        """Write the agent atomically, with its training state (optimisers, replay buffer, random
+        streams, update count) unless ``training_state=False`` (the weights only, for inference)."""
         checkpoints.save(self, path, training_state=training_state)
 
     @classmethod
     def load(cls, path: str | Path, prog: Program | None = None, *,
              device: torch.device | str | None = None) -> "Spiral":
-        """Read an agent written by :meth:`save`; :meth:`fit` then resumes exactly where it stopped
-        (see :func:`~spiral_ppl.inference.spiral.checkpoints.load`)."""
-        return checkpoints.load(path, prog, device=device)
+        """Read an agent written by :meth:`save`; :meth:`fit` then resumes exactly where it stopped.
+
+        :param prog: the program to act on; required unless the checkpoint can rebuild its own
+            (a brush or MuJoCo program, whose renderer it describes). It must match the
+            checkpoint's action space, images and steps.
+        """
+        state = checkpoints.read(path)
+        prog = checkpoints.check_recorded_program(state, prog, path)
+        try:
+            config, decoding = SpiralConfig.from_dict(state["config"]), Decoding(**state["decoding"])
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{path}: its settings are not valid here: {error}") from None
+        agent = cls(prog, conditional=state["conditional"], blind=state["blind"], config=config, decoding=decoding,
+                    device=device)
+        try:
+            agent.policy.load_state_dict(state["policy"])
+            if agent.critic is not None:
+                agent.critic.load_state_dict(state["critic"])
+            if state["learner"] is not None:
+                agent.learner.load_state_dict(state["learner"])
+        except (RuntimeError, KeyError, ValueError) as error:
+            raise ValueError(f"{path}: the weights do not fit the agent they describe: {str(error)[:300]}") from None
+        agent.train_seconds = float(state["train_seconds"])
+        agent._source_state, agent._resume_rng = state["source_state"], state["rng"]
+        return agent
 
     @staticmethod
     def pretrained_names() -> list[str]:
@@ -315,8 +337,15 @@ class Spiral(Engine):
 
     @classmethod
     def pretrained(cls, name: str, *, device: torch.device | str | None = None) -> "Spiral":
-        """A pretrained agent shipped with the package, with the program it was trained on."""
-        return checkpoints.pretrained(name, device=device)
+        """A pretrained agent shipped with the package, with the program it was trained on.
+
+        Example::
+
+            agent = Spiral.pretrained("mnist-recon-cpu")
+            result = agent.infer(agent.prog, digits, sp.Budget(renders=agent.prog.steps))
+        """
+        with checkpoints.pretrained_path(name) as path:
+            return cls.load(path, device=device)
 
     @staticmethod
     def model_card(name: str) -> str:

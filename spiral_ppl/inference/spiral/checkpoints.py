@@ -8,10 +8,12 @@ Files of the first format (one flat table of settings, one list of policy module
 layer) are upgraded as they are read.
 
 The agents shipped in ``spiral_ppl/pretrained/`` each come with a model card (``<name>.md``).
+:meth:`Spiral.load <spiral_ppl.inference.Spiral.load>` builds an agent from what :func:`read` returns.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from spiral_ppl.inference.randomness import random_state
-from spiral_ppl.inference.spiral.config import SpiralConfig, from_flat
+from spiral_ppl.inference.spiral.config import from_flat
 from spiral_ppl.inference.spiral.policy import upgrade_state_dict
 from spiral_ppl.io import atomic_path
 from spiral_ppl.programs.base import Program
@@ -79,7 +81,7 @@ def save(agent: "Spiral", path: str | Path, *, training_state: bool = True) -> N
         "conditional": agent.conditional,
         "blind": agent.blind,
         "config": agent.config.to_dict(),
-        "decoding": _decoding_dict(agent.decoding),
+        "decoding": dataclasses.asdict(agent.decoding),
         "policy": agent.policy.state_dict(),
         "critic": agent.critic.state_dict() if agent.critic is not None else None,
         "learner": agent.learner.state_dict() if training_state else None,
@@ -109,49 +111,22 @@ def read(path: str | Path) -> dict[str, Any]:
     return state
 
 
-def load(path: str | Path, prog: Program | None = None, *, device: torch.device | str | None = None) -> "Spiral":
-    """Read an agent written by :func:`save`.
-
-    :param prog: the program to act on; required unless the checkpoint's program is one the
-        file can rebuild (a brush or MuJoCo program, whose renderer it describes). It must
-        match the checkpoint's action space, images and steps.
-    """
-    from spiral_ppl.inference.spiral.agent import Decoding, Spiral
-
-    path = Path(path)
-    state = read(path)
+def check_recorded_program(state: dict[str, Any], prog: Program | None, path: str | Path) -> Program:
+    """The program a checkpoint's agent acts on: ``prog`` if it matches what the checkpoint
+    recorded (action space, images and steps), else the program rebuilt from the record."""
     recorded = state["program"]
     if prog is None:
-        prog = _rebuild_program(recorded, path)
-    elif not isinstance(prog, Program):
+        return _rebuild_program(recorded, Path(path))
+    if not isinstance(prog, Program):
         raise TypeError(f"prog must be a spiral_ppl.programs.Program, got {type(prog).__name__}")
-    else:
-        differ = description_differences(describe_program(prog), recorded)
-        if differ:
-            raise ValueError(
-                f"{path} holds an agent for a {recorded['class']} with {recorded['steps']} steps, images "
-                f"{recorded['channels']}x{recorded['image_size']} and actions "
-                f"{[tuple(c) for c in recorded['action_space']]}; the program given differs in {differ}"
-            )
-    try:
-        config = SpiralConfig.from_dict(state["config"])
-        decoding = Decoding(**state["decoding"])
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"{path}: its settings are not valid here: {error}") from None
-    agent = Spiral(prog, conditional=state["conditional"], blind=state["blind"], config=config, decoding=decoding,
-                   device=device)
-    try:
-        agent.policy.load_state_dict(state["policy"])
-        if agent.critic is not None:
-            agent.critic.load_state_dict(state["critic"])
-        if state["learner"] is not None:
-            agent.learner.load_state_dict(state["learner"])
-    except (RuntimeError, KeyError, ValueError) as error:
-        raise ValueError(f"{path}: the weights do not fit the agent they describe: {str(error)[:300]}") from None
-    agent.train_seconds = float(state["train_seconds"])
-    agent._source_state = state["source_state"]
-    agent._resume_rng = state["rng"]
-    return agent
+    differ = description_differences(describe_program(prog), recorded)
+    if differ:
+        raise ValueError(
+            f"{path} holds an agent for a {recorded['class']} with {recorded['steps']} steps, images "
+            f"{recorded['channels']}x{recorded['image_size']} and actions "
+            f"{[tuple(c) for c in recorded['action_space']]}; the program given differs in {differ}"
+        )
+    return prog
 
 
 def pretrained_names() -> list[str]:
@@ -160,19 +135,13 @@ def pretrained_names() -> list[str]:
     return sorted(entry.name[: -len(".pt")] for entry in folder.iterdir() if entry.name.endswith(".pt"))
 
 
-def pretrained(name: str, *, device: torch.device | str | None = None) -> "Spiral":
-    """A pretrained agent shipped with the package, with the program it was trained on.
-
-    Example::
-
-        agent = Spiral.pretrained("mnist-recon-cpu")
-        result = agent.infer(agent.prog, digits, sp.Budget(renders=agent.prog.steps))
-    """
+def pretrained_path(name: str):
+    """The file of a pretrained agent shipped with the package (a context manager, as
+    :func:`importlib.resources.as_file` gives it)."""
     names = pretrained_names()
     if name not in names:
         raise ValueError(f"no pretrained agent {name!r}; available: {names}")
-    with resources.as_file(resources.files("spiral_ppl") / "pretrained" / f"{name}.pt") as path:
-        return load(path, device=device)
+    return resources.as_file(resources.files("spiral_ppl") / "pretrained" / f"{name}.pt")
 
 
 def model_card(name: str) -> str:
@@ -181,11 +150,6 @@ def model_card(name: str) -> str:
     if not card.is_file():
         raise ValueError(f"no model card for {name!r}; pretrained agents: {pretrained_names()}")
     return card.read_text()
-
-
-def _decoding_dict(decoding) -> dict[str, Any]:
-    return {"temperature": decoding.temperature, "greedy_first": decoding.greedy_first,
-            "smc_intermediate": decoding.smc_intermediate, "smc_tempering": decoding.smc_tempering}
 
 
 def _upgrade_first_format(state: dict[str, Any]) -> dict[str, Any]:

@@ -13,7 +13,7 @@ section      class                 what it sets
 ``train``    :class:`TrainConfig`    evaluation, logging and checkpoint cadence, and the recipe
 ===========  ====================  ==========================================================
 
-A recipe is a tuple of phases (:class:`~spiral_ppl.inference.spiral.recipe.Phase`:
+A recipe is a tuple of phases (:class:`Phase`:
 behaviour cloning, A2C, self-imitation) that :func:`~spiral_ppl.inference.spiral.recipe.run`
 carries out in order; it is configuration like the rest.
 
@@ -155,7 +155,7 @@ class TrainConfig:
     checkpoint_every: int = 0  #: write the checkpoint every this many updates (0: only at the end)
     mixed_precision: bool = True  #: bfloat16 autocast for forward passes, on CUDA only
     #: the recipe: phases run in order by :func:`~spiral_ppl.inference.spiral.recipe.run`
-    #: (each a :class:`~spiral_ppl.inference.spiral.recipe.Phase` or its dict)
+    #: (each a :class:`Phase` or its dict)
     phases: tuple = ()
 
     def __post_init__(self) -> None:
@@ -163,8 +163,6 @@ class TrainConfig:
             checks.non_negative_int(f"train.{name}", getattr(self, name))
         checks.positive_int("train.eval_size", self.eval_size)
         checks.switch("train.mixed_precision", self.mixed_precision)
-        from spiral_ppl.inference.spiral.recipe import Phase
-
         phases = tuple(Phase.from_dict(phase) if isinstance(phase, Mapping) else phase for phase in self.phases)
         for index, phase in enumerate(phases):
             if not isinstance(phase, Phase):
@@ -235,6 +233,51 @@ class SpiralConfig:
         if unknown:
             raise ValueError(f"unknown SpiralConfig sections {unknown}; the sections are {list(SECTIONS)}")
         return cls(**{name: _section(kind, name, values.get(name, {})) for name, kind in SECTIONS.items()})
+
+
+PHASES = ("imitation", "a2c", "self_imitation")
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One phase of a recipe, run by :func:`spiral_ppl.inference.spiral.recipe.run` (see that module)."""
+
+    kind: str
+    updates: int
+    settings: Mapping[str, Any] = field(default_factory=dict)  #: hyper-parameter changes, ``{"a2c.lr": 3e-4}``
+    program_steps: int | None = None  #: re-target the agent to programs of this many steps first
+    passes: int = 10  #: self-imitation: passes per target, the best of which is imitated
+    targets: int = 128  #: self-imitation: training images per round
+    round_updates: int = 16  #: self-imitation: behaviour-cloning updates per round
+
+    def __post_init__(self) -> None:
+        checks.choice("phase kind", self.kind, PHASES)
+        checks.positive_int("phase updates", self.updates)
+        checks.optional_positive_int("phase program_steps", self.program_steps)
+        for name in ("passes", "targets", "round_updates"):
+            checks.positive_int(f"phase {name}", getattr(self, name))
+        if not isinstance(self.settings, Mapping):
+            raise TypeError(f"phase settings must be a table of section.field = value, got {self.settings!r}")
+        fixed = sorted(SHAPES & set(self.settings))
+        if fixed:
+            raise ValueError(f"phase settings {fixed} would change the networks' shapes; a recipe keeps one network")
+        SpiralConfig().replace(dict(self.settings))  # unknown settings fail here, not mid-run
+        object.__setattr__(self, "settings", dict(self.settings))
+
+    def to_dict(self) -> dict[str, Any]:
+        values = {"kind": self.kind, "updates": self.updates, "settings": dict(self.settings),
+                  "passes": self.passes, "targets": self.targets, "round_updates": self.round_updates}
+        if self.program_steps is not None:
+            values["program_steps"] = self.program_steps
+        return values
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "Phase":
+        known = {"kind", "updates", "settings", "program_steps", "passes", "targets", "round_updates"}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown phase settings {unknown}; a phase has {sorted(known)}")
+        return cls(**values)
 
 
 def _section(kind: type, name: str, values: Mapping[str, Any]):

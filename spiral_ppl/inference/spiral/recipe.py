@@ -1,7 +1,8 @@
 """Training recipes as data: phases, run in order by one driver, resumable mid-phase.
 
-A recipe is ``config.train.phases``, a tuple of :class:`Phase`. Each phase is one kind of
-update for a number of updates:
+A recipe is ``config.train.phases``, a tuple of
+:class:`~spiral_ppl.inference.spiral.config.Phase`. Each phase is one kind of update for a
+number of updates:
 
 - ``"imitation"``: behaviour cloning of the training data's ground-truth programs (data sets
   whose items are ``(image, program)``, such as MUJOCO SCENES; :mod:`.imitation`);
@@ -32,13 +33,13 @@ middle of a phase resumes there.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
 from spiral_ppl import checks
+from spiral_ppl.inference.spiral.config import Phase
 from spiral_ppl.inference.spiral.imitation import best_of_passes, holds_programs
 from spiral_ppl.inference.spiral.logs import TrainingLog
 from spiral_ppl.inference.spiral.sources import ImageSource, split_held_out
@@ -47,53 +48,6 @@ from spiral_ppl.inference.spiral.training import report
 if TYPE_CHECKING:
     from spiral_ppl.inference.spiral.agent import Spiral
     from spiral_ppl.programs.base import Program
-
-PHASES = ("imitation", "a2c", "self_imitation")
-
-
-@dataclass(frozen=True)
-class Phase:
-    """One phase of a recipe (see the module docstring)."""
-
-    kind: str
-    updates: int
-    settings: Mapping[str, Any] = field(default_factory=dict)  #: hyper-parameter changes, ``{"a2c.lr": 3e-4}``
-    program_steps: int | None = None  #: re-target the agent to programs of this many steps first
-    passes: int = 10  #: self-imitation: passes per target, the best of which is imitated
-    targets: int = 128  #: self-imitation: training images per round
-    round_updates: int = 16  #: self-imitation: behaviour-cloning updates per round
-
-    def __post_init__(self) -> None:
-        checks.choice("phase kind", self.kind, PHASES)
-        checks.positive_int("phase updates", self.updates)
-        checks.optional_positive_int("phase program_steps", self.program_steps)
-        for name in ("passes", "targets", "round_updates"):
-            checks.positive_int(f"phase {name}", getattr(self, name))
-        if not isinstance(self.settings, Mapping):
-            raise TypeError(f"phase settings must be a table of section.field = value, got {self.settings!r}")
-        from spiral_ppl.inference.spiral.config import SHAPES, SpiralConfig
-
-        fixed = sorted(SHAPES & set(self.settings))
-        if fixed:
-            raise ValueError(f"phase settings {fixed} would change the networks' shapes; a recipe keeps one network")
-        SpiralConfig().replace(dict(self.settings))  # unknown settings fail here, not mid-run
-        object.__setattr__(self, "settings", dict(self.settings))
-
-    def to_dict(self) -> dict[str, Any]:
-        values = {"kind": self.kind, "updates": self.updates, "settings": dict(self.settings),
-                  "passes": self.passes, "targets": self.targets, "round_updates": self.round_updates}
-        if self.program_steps is not None:
-            values["program_steps"] = self.program_steps
-        return values
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> "Phase":
-        known = {"kind", "updates", "settings", "program_steps", "passes", "targets", "round_updates"}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown phase settings {unknown}; a phase has {sorted(known)}")
-        return cls(**values)
-
 
 def phase_ends(phases: tuple[Phase, ...]) -> list[int]:
     """The update count at the end of each phase."""
