@@ -105,6 +105,9 @@ def compare(
     seeds: Iterable[int] = (0,),
 ) -> Comparison:
     """Run every engine on ``images`` at every budget (renders per target) and seed."""
+    if not isinstance(engines, Mapping):
+        raise TypeError("engines must map a name to each engine, e.g. {'importance': sp.inference.Importance()}, "
+                        f"got {type(engines).__name__}")
     if not engines:
         raise ValueError("engines must name at least one engine, e.g. {'importance': sp.inference.Importance()}")
     for name, engine in engines.items():

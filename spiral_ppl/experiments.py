@@ -222,15 +222,19 @@ def train_experiment(
     at ``ray_address`` when given).
     """
     from spiral_ppl.inference.spiral import RayEpisodes, Spiral, recipe
-    from spiral_ppl.inference.spiral.checkpoints import read
+    from spiral_ppl.inference.spiral.checkpoints import newest_readable
+    from spiral_ppl.io import atomic_path
 
     prog, train, test, out = _prepare_run(config, out)
     checkpoint = out / "checkpoint.pt"
+    atomic_path.remove_stale(checkpoint)  # left by a run killed while it wrote
     if checkpoint.exists():
-        steps = read(checkpoint)["program"]["steps"]  # a phase may have re-targeted the agent
-        agent = Spiral.load(checkpoint, _with_steps(config, steps), device=device)
+        keep = spiral_config(config).train.keep_checkpoints
+        readable, state = newest_readable(checkpoint, keep)
+        steps = state["program"]["steps"]  # a phase may have re-targeted the agent
+        agent = Spiral.load(readable, _with_steps(config, steps), device=device)
         agent.set_hyperparameters({"train.phases": spiral_config(config).train.phases})
-        print(f"resuming {checkpoint} at update {agent.learner.updates}")
+        print(f"resuming {readable} at update {agent.learner.updates}")
     else:
         agent = build_agent(config, prog, device)
     started = time.perf_counter()

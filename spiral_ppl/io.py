@@ -211,6 +211,25 @@ class atomic_path:
             # Flush to disk before the rename, so a crash cannot leave a renamed empty file.
             with open(self.temporary, "rb+") as stream:
                 os.fsync(stream.fileno())
+            # mkstemp makes the file private (0600); a file the user keeps gets what the umask
+            # gives any new file (0644 under the usual 022).
+            os.chmod(self.temporary, 0o666 & ~_umask())
             os.replace(self.temporary, self.path)
         else:
             Path(self.temporary).unlink(missing_ok=True)
+
+    @staticmethod
+    def remove_stale(path: str | Path) -> list[Path]:
+        """Delete the temporary files that writes of ``path`` left behind when their process was
+        killed mid-write; returns them. Call it only where no other process is writing ``path``."""
+        path = Path(path)
+        stale = sorted(path.parent.glob(f".{path.name}.*.tmp")) if path.parent.is_dir() else []
+        for leftover in stale:
+            leftover.unlink(missing_ok=True)
+        return stale
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -46,6 +46,8 @@ class Engine(abc.ABC):
             raise TypeError(f"prog must be a spiral_ppl.programs.Program, got {type(prog).__name__}")
         images = prog.check_images(images, name="images")
         budget = Budget.check(budget)
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32):
+            raise ValueError(f"seed must be an int in [0, 2**32) or None (no seeding), got {seed!r}")
         rng = preserved_random_state() if seed is not None else contextlib.nullcontext()
         with rng, torch.no_grad():
             if seed is not None:

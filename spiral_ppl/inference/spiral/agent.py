@@ -296,10 +296,11 @@ class Spiral(Engine):
 
     # -- files ----------------------------------------------------------------------------------
 
-    def save(self, path: str | Path, *, training_state: bool = True) -> None:
+    def save(self, path: str | Path, *, training_state: bool = True, keep: int = 1) -> None:
         """Write the agent atomically, with its training state (optimisers, replay buffer, random
-        streams, update count) unless ``training_state=False`` (the weights only, for inference)."""
-        checkpoints.save(self, path, training_state=training_state)
+        streams, update count) unless ``training_state=False`` (the weights only, for inference);
+        ``keep`` > 1 keeps that many of the newest files (see :func:`.checkpoints.save`)."""
+        checkpoints.save(self, path, training_state=training_state, keep=keep)
 
     @classmethod
     def load(cls, path: str | Path, prog: Program | None = None, *,

@@ -1,25 +1,31 @@
-"""SPIRAL agents on disk: save, load, the shipped agents, and what a checkpoint says of its program.
+"""SPIRAL agents on disk: save, read, the shipped agents, and what a checkpoint says of its program.
 
 A checkpoint is one ``torch.save`` file, written atomically (a crash leaves the previous file
-whole), holding the agent's weights, configuration, decoding and a description of its program
-(:func:`describe_program`); with its training state (optimisers, replay buffer, random
-streams, update count) :meth:`Spiral.fit <spiral_ppl.inference.Spiral.fit>` resumes exactly.
-Files of the first format (one flat table of settings, one list of policy modules per kind of
-layer) are upgraded as they are read.
+whole), holding the agent's weights, configuration, decoding, a description of its program
+(:func:`describe_program`) and a checksum of all of it, which :func:`read` verifies. With its
+training state (optimisers, replay buffer, random streams, update count)
+:meth:`Spiral.fit <spiral_ppl.inference.Spiral.fit>` resumes exactly. Training keeps the
+``train.keep_checkpoints`` newest (``checkpoint.pt``, ``checkpoint.1.pt``, ...), and
+:func:`newest_readable` falls back on an older one when the newest is damaged. Files of the
+first format (one flat table of settings, one list of policy modules per kind of layer, no
+checksum) are upgraded as they are read.
 
 The agents shipped in ``spiral_ppl/pretrained/`` each come with a model card (``<name>.md``).
 :meth:`Spiral.load <spiral_ppl.inference.Spiral.load>` builds an agent from what :func:`read` returns.
 """
-
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import os
+import sys
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
+from spiral_ppl import checks
 from spiral_ppl.inference.randomness import random_state
 from spiral_ppl.inference.spiral.config import from_flat
 from spiral_ppl.inference.spiral.policy import upgrade_state_dict
@@ -69,12 +75,43 @@ def program_differences(first: Program, second: Program, keys: tuple[str, ...] =
     return description_differences(describe_program(first), describe_program(second), keys)
 
 
-def save(agent: "Spiral", path: str | Path, *, training_state: bool = True) -> None:
+def content_checksum(value: Any, digest=None) -> str:
+    """SHA-256 of a checkpoint's content: every tensor's dtype, shape and bytes and every other
+    value's text, in a fixed order. A flipped byte anywhere changes it."""
+    digest = hashlib.sha256() if digest is None else digest
+    if isinstance(value, torch.Tensor):
+        tensor = value.detach().cpu().contiguous().reshape(-1)  # 0-d tensors cannot be viewed as bytes
+        digest.update(f"tensor {value.dtype} {tuple(value.shape)};".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    elif isinstance(value, dict):
+        digest.update(f"dict {len(value)};".encode())
+        for key in sorted(value, key=repr):
+            digest.update(f"{key!r}:".encode())
+            content_checksum(value[key], digest)
+    elif isinstance(value, (list, tuple)):
+        digest.update(f"{type(value).__name__} {len(value)};".encode())
+        for item in value:
+            content_checksum(item, digest)
+    else:
+        digest.update(f"{value!r};".encode())
+    return digest.hexdigest()
+
+
+def older(path: str | Path, generation: int) -> Path:
+    """The name of the ``generation``-th older copy of a checkpoint: ``checkpoint.1.pt``, ..."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.{generation}{path.suffix}")
+
+
+def save(agent: "Spiral", path: str | Path, *, training_state: bool = True, keep: int = 1) -> None:
     """Write ``agent`` atomically, with its training state unless ``training_state=False``.
 
     Without the training state the file holds the weights only (smaller, for inference;
-    training after loading it starts with fresh optimisers).
+    training after loading it starts with fresh optimisers). With ``keep`` > 1 the file
+    already at ``path`` is kept as ``NAME.1.pt`` (and that one as ``NAME.2.pt``, ...), so the
+    ``keep`` newest checkpoints stay on disk and a run can fall back on an older one.
     """
+    keep = checks.positive_int("keep", keep, hint="checkpoints kept on disk")
     state = {
         "format": CHECKPOINT_FORMAT,
         "program": describe_program(agent.prog),
@@ -89,6 +126,11 @@ def save(agent: "Spiral", path: str | Path, *, training_state: bool = True) -> N
         "source_state": agent._source_state if training_state else None,
         "rng": random_state() if training_state else None,
     }
+    state["checksum"] = content_checksum(state)
+    for generation in range(keep - 1, 0, -1):
+        newer = older(path, generation - 1) if generation > 1 else Path(path)
+        if newer.exists():
+            os.replace(newer, older(path, generation))
     with atomic_path(path) as temporary:
         torch.save(state, temporary)
 
@@ -104,11 +146,38 @@ def read(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"{path} is not a readable SPIRAL checkpoint (corrupt, truncated or another kind of file): "
                          f"{type(error).__name__}: {str(error)[:200]}") from None
     found = state.get("format") if isinstance(state, dict) else type(state).__name__
-    if found == FIRST_FORMAT:
-        state = _upgrade_first_format(state)
-    elif found != CHECKPOINT_FORMAT:
+    if found == FIRST_FORMAT:  # written before checkpoints carried a checksum
+        return _upgrade_first_format(state)
+    if found != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a SPIRAL checkpoint of format {CHECKPOINT_FORMAT!r} (found {found!r})")
+    recorded = state.pop("checksum", None)
+    if recorded != content_checksum(state):
+        raise ValueError(f"{path} is damaged: its content does not match the checksum written with it (a disk or copy "
+                         "error changed it); use an older checkpoint (NAME.1.pt beside it, if training kept one) or "
+                         "the run's agent.pt")
     return state
+
+
+def newest_readable(path: str | Path, keep: int) -> tuple[Path, dict[str, Any]]:
+    """The newest of ``path`` and its ``keep - 1`` older copies that reads without error, and
+    its content; says on stderr which it skipped and why. Raises the newest file's error if none reads."""
+    first_error = None
+    for generation in range(keep):
+        candidate = Path(path) if generation == 0 else older(path, generation)
+        if not candidate.exists():
+            continue
+        try:
+            state = read(candidate)
+        except ValueError as error:
+            first_error = first_error or error
+            print(f"skipping {candidate}: {error}", file=sys.stderr)
+            continue
+        if first_error is not None:
+            print(f"resuming from the older checkpoint {candidate}", file=sys.stderr)
+        return candidate, state
+    if first_error is not None:
+        raise first_error
+    raise FileNotFoundError(f"no SPIRAL checkpoint at {path}")
 
 
 def check_recorded_program(state: dict[str, Any], prog: Program | None, path: str | Path) -> Program:

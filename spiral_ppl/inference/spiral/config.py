@@ -153,6 +153,7 @@ class TrainConfig:
     eval_size: int = 64  #: targets held out of the training data for those evaluations
     log_every: int = 10  #: write ``train.csv`` every this many updates (0: never)
     checkpoint_every: int = 0  #: write the checkpoint every this many updates (0: only at the end)
+    keep_checkpoints: int = 3  #: the newest checkpoints kept on disk, to fall back on if one is damaged
     mixed_precision: bool = True  #: bfloat16 autocast for forward passes, on CUDA only
     #: the recipe: phases run in order by :func:`~spiral_ppl.inference.spiral.recipe.run`
     #: (each a :class:`Phase` or its dict)
@@ -162,6 +163,7 @@ class TrainConfig:
         for name in ("eval_every", "log_every", "checkpoint_every"):
             checks.non_negative_int(f"train.{name}", getattr(self, name))
         checks.positive_int("train.eval_size", self.eval_size)
+        checks.positive_int("train.keep_checkpoints", self.keep_checkpoints)
         checks.switch("train.mixed_precision", self.mixed_precision)
         phases = tuple(Phase.from_dict(phase) if isinstance(phase, Mapping) else phase for phase in self.phases)
         for index, phase in enumerate(phases):

@@ -77,7 +77,7 @@ def best_of_passes(agent: "Spiral", prog: Program, images: torch.Tensor, budget:
 def one_pass(agent: "Spiral", targets: torch.Tensor) -> torch.Tensor:
     """Final canvases of one pass on ``targets``, decoded as the first pass of :func:`best_of_passes`,
     leaving the global random streams as they were (training resumes identically)."""
-    targets = targets.to(agent.device)
+    targets = agent.prog.check_images(targets, name="targets").to(agent.device)
     devices = [agent.device] if agent.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices), torch.no_grad():
         episode = decode(agent, agent.prog, targets, greedy=agent.decoding.greedy_first)

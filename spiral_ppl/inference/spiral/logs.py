@@ -61,6 +61,22 @@ class TrainingLog:
                 if key != "update":
                     self.tensorboard.add_scalar(f"{table}/{key}", value, global_step=int(row["update"]))
 
+    def discard_after(self, update: int) -> None:
+        """Drop the rows of every table logged after ``update``: a run resumed from a checkpoint
+        of that update redoes them, and each update should appear once."""
+        for path in sorted(self.log_dir.glob("*.csv")):
+            with path.open(newline="") as stream:
+                reader = csv.DictReader(stream)
+                header, rows = list(reader.fieldnames or []), list(reader)
+            if "update" not in header:
+                continue
+            kept = [row for row in rows if int(float(row["update"])) <= update]
+            if len(kept) < len(rows):
+                with atomic_path(path) as temporary, open(temporary, "w", newline="") as stream:
+                    writer = csv.DictWriter(stream, fieldnames=header)
+                    writer.writeheader()
+                    writer.writerows(kept)
+
     def close(self) -> None:
         if self.tensorboard is not None:
             self.tensorboard.close()

@@ -88,6 +88,7 @@ def run(agent: "Spiral", data: Any, out: str | Path, *, eval_data: Any = None,
     train_data, held_out = split_held_out(data, eval_data, agent.config.train.eval_size, prog.channels,
                                           prog.image_size)
     log = TrainingLog(out)
+    log.discard_after(agent.learner.updates)
     try:
         for phase, end in zip(phases, phase_ends(phases)):
             if agent.learner.updates >= end:

@@ -46,7 +46,11 @@ class ImageSource:
         if len(self.indices) == 0:
             raise ValueError("data holds no images; give at least one")
         self.generator = torch.Generator().manual_seed(int(torch.randint(2**62, ())))
-        self.check(self.images(self.indices[:1]))
+        if isinstance(data, torch.Tensor):  # all of it now, rather than a bad image mid-run
+            for start in range(0, len(self.indices), 4096):
+                self.images(self.indices[start:start + 4096])
+        else:  # a Dataset may be large and slow to read: its items are checked as they are drawn
+            self.images(self.indices[:1])
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -54,16 +58,19 @@ class ImageSource:
     def images(self, indices: torch.Tensor) -> torch.Tensor:
         """The images at ``indices`` (positions in the underlying data), checked."""
         if isinstance(self.data, torch.Tensor):
-            return self.check(self.data[indices].float())
+            return self.check(self.data[indices].float(), indices)
         items = [self.data[int(i)] for i in indices]
-        return self.check(torch.stack([item[0] if isinstance(item, (tuple, list)) else item for item in items]))
+        return self.check(torch.stack([item[0] if isinstance(item, (tuple, list)) else item for item in items]),
+                          indices)
 
     def batch(self, count: int) -> torch.Tensor:
         """``count`` images drawn uniformly with replacement."""
         chosen = self.indices[torch.randint(len(self.indices), (count,), generator=self.generator)]
         return self.images(chosen)
 
-    def check(self, images: torch.Tensor) -> torch.Tensor:
+    def check(self, images: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        """``images``, items ``indices`` of the data, if they are float images of the program's
+        shape, finite and in ``[0, 1]``; else an error that names the first bad item."""
         expected = (self.channels, self.image_size, self.image_size)
         if not isinstance(images, torch.Tensor) or not images.is_floating_point():
             raise TypeError(f"data items must be float image tensors {expected} in [0, 1]")
@@ -71,8 +78,14 @@ class ImageSource:
             raise ValueError(
                 f"data images must have shape {expected} to match the program, got {tuple(images.shape[1:])}"
             )
-        if not bool(torch.isfinite(images).all()) or float(images.min()) < 0 or float(images.max()) > 1:
-            raise ValueError("data images must be finite with values in [0, 1]")
+        bad = (~torch.isfinite(images) | (images < 0) | (images > 1)).flatten(1).any(1)
+        if bool(bad.any()):
+            first = int(bad.nonzero()[0])
+            image = images[first]
+            found = "NaN or infinite values" if not bool(torch.isfinite(image).all()) else \
+                f"values in [{float(image.min()):.3g}, {float(image.max()):.3g}]"
+            raise ValueError(f"data item {int(indices[first])} has {found}; training images must be finite with "
+                             "values in [0, 1] (for uint8 pixels use images.float() / 255)")
         return images
 
 

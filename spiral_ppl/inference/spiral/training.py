@@ -61,7 +61,7 @@ from spiral_ppl.inference.spiral.rewards import (
 from spiral_ppl.inference.spiral.rollout import Episode
 from spiral_ppl.inference.spiral.sources import ImageSource, hold_out
 from spiral_ppl.inference.spiral.vtrace import vtrace
-from spiral_ppl.io import atomic_write_bytes
+from spiral_ppl.io import atomic_path, atomic_write_bytes
 from spiral_ppl.programs.base import mean_squared_error
 
 if TYPE_CHECKING:
@@ -100,6 +100,43 @@ def check_finite(name: str, value: torch.Tensor, update: int) -> None:
             "this loss, and the last checkpoint (written only after good updates) is untouched: resume from it "
             "with Spiral.load, with lower learning rates or stronger gradient clipping, or check the data."
         )
+
+
+def check_weights(name: str, optimiser: torch.optim.Optimizer, update: int) -> None:
+    """Stop training with :class:`TrainingDiverged` if an optimiser step left a weight or a
+    moment estimate NaN or infinite (a learning rate far too high, say): the checkpoint is
+    written only after this check, so the last one on disk stays good."""
+    finite = []
+    for group in optimiser.param_groups:
+        for parameter in group["params"]:
+            moments = optimiser.state.get(parameter, {}).values()
+            finite += [torch.isfinite(tensor).all() for tensor in (parameter.detach(), *moments)
+                       if isinstance(tensor, torch.Tensor) and tensor.is_floating_point()]
+    if finite and not bool(torch.stack(finite).all()):  # one device synchronisation
+        raise TrainingDiverged(
+            f"the {name}'s weights (or its optimiser's moments) became NaN or infinite at update {update}; "
+            "training stopped before writing them, and the last checkpoint is untouched: resume from it "
+            "with Spiral.load, with lower learning rates or stronger gradient clipping."
+        )
+
+
+def check_outputs(agent: "Spiral") -> None:
+    """Stop training with :class:`TrainingDiverged` if the policy's weights, finite as they may
+    be, give non-finite action probabilities or values on a blank canvas, the first thing the
+    next update would meet: weights blown up by a learning rate far too high are not written."""
+    blank = agent.learner.empty_canvas()
+    noise = torch.zeros(1, agent.policy.noise_size, device=blank.device) if agent.policy.noise_size else None
+    try:
+        with torch.no_grad(), agent.learner.autocast():
+            out = agent.policy.step(blank, blank if agent.conditional else None, None, noise,
+                                    agent.policy.initial_hidden(1, blank.device))
+        if not bool(torch.isfinite(out.value).all()):
+            raise FloatingPointError("the policy's value became non-finite")
+    except FloatingPointError as error:
+        raise TrainingDiverged(
+            f"{error} after update {agent.learner.updates}; training stopped before writing these weights, and the "
+            "last checkpoint is untouched: resume from it with lower learning rates or stronger gradient clipping."
+        ) from None
 
 
 class Learner:
@@ -232,6 +269,7 @@ class Learner:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.config.a2c.max_grad_norm)
         self.policy_optimiser.step()
+        check_weights("policy", self.policy_optimiser, self.updates + 1)
 
     def update_critic(self, real_images: Callable[[int], torch.Tensor], update: int) -> dict[str, float]:
         """``critic.steps`` WGAN-GP steps on renders from the replay buffer."""
@@ -248,6 +286,7 @@ class Learner:
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.critic.parameters(), self.config.a2c.max_grad_norm)
             self.critic_optimiser.step()
+            check_weights("critic", self.critic_optimiser, update)
         return {"critic_loss": loss.item(), **{name: float(value) for name, value in parts.items()}}
 
     # -- checkpoints ----------------------------------------------------------------------------
@@ -286,6 +325,10 @@ def fit(agent: "Spiral", data: Any, steps: int, *, eval_data: Any = None, log_di
     agent.restore_training_streams(images)
     source = episode_source(backend)
     log = TrainingLog(log_dir) if log_dir is not None else None
+    if log is not None:
+        log.discard_after(agent.learner.updates)
+    if checkpoint is not None:
+        atomic_path.remove_stale(checkpoint)
     history: list[dict[str, float]] = []
     episode_steps = agent.config.a2c.batch_size * prog.steps
     try:
@@ -333,7 +376,8 @@ def report(agent: "Spiral", metrics: dict[str, float], last: bool, *, held_out: 
         if log_dir is not None and "eval_l2" in evaluation:
             keep_if_best(agent, evaluation["eval_l2"], Path(log_dir))
     if checkpoint is not None and ((train.checkpoint_every and update % train.checkpoint_every == 0) or last):
-        agent.save(checkpoint)
+        check_outputs(agent)
+        agent.save(checkpoint, keep=train.keep_checkpoints)
 
 
 def keep_if_best(agent: "Spiral", eval_l2: float, folder: Path) -> None:
@@ -351,7 +395,7 @@ def evaluate(agent: "Spiral", targets: torch.Tensor, log_dir: str | Path | None 
     """One pass on ``targets`` (see :meth:`Spiral.evaluate`)."""
     from spiral_ppl.plots import plt, reconstruction_grid
 
-    targets = targets.to(agent.device)
+    targets = agent.prog.check_images(targets, name="targets").to(agent.device)
     images = agent.one_pass(targets)
     if agent.conditional:
         empty = agent.learner.empty_canvas().expand_as(targets)
