@@ -149,3 +149,11 @@ def test_brush_specific_constructor_checks():
     with pytest.raises(ValueError, match="opacity_exponent"):
         sp.renderers.Brush(opacity_exponent=0)
     assert sp.renderers.Brush(softness=0.5).with_canvas_size(128).softness == 0.5
+
+
+def test_brush_settings_of_the_wrong_kind_are_refused_not_coerced():
+    with pytest.raises(ValueError, match="sizes must be a non-empty list of positive numbers"):
+        sp.renderers.Brush(16, 8, sizes=5)
+    with pytest.raises(ValueError, match="color must be true or false, got 'false'"):
+        sp.renderers.Brush(16, 8, color="false")  # a string from a configuration file is not True
+    assert sp.renderers.Brush(16, 8, sizes=[2, 4.5]).sizes == (2.0, 4.5)

@@ -39,10 +39,12 @@ Example::
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, Mapping, Sequence
 
 import torch
 
+from spiral_ppl import checks
 from spiral_ppl.checks import positive_int
 from spiral_ppl.renderers.base import Component, Renderer, validate_actions
 
@@ -88,6 +90,10 @@ class PaintRenderer(Renderer):
             raise ValueError(f"canvas_size must be an int >= 2, got {canvas_size!r}")
         if not isinstance(grid_size, int) or not 2 <= grid_size <= canvas_size:
             raise ValueError(f"grid_size must be an int in [2, canvas_size={canvas_size}], got {grid_size!r}")
+        if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__iter__") or not all(
+                isinstance(size, numbers.Real) and not isinstance(size, bool) for size in sizes):
+            raise ValueError(f"sizes must be a non-empty list of positive numbers (brush widths in pixels), "
+                             f"got {sizes!r}")
         sizes = tuple(float(s) for s in sizes)
         if not sizes or any(not math.isfinite(s) or s <= 0 for s in sizes):
             raise ValueError(f"sizes must be a non-empty list of positive numbers, got {sizes!r}")
@@ -99,7 +105,7 @@ class PaintRenderer(Renderer):
         self.image_size = canvas_size
         self.canvas_size = canvas_size
         self.grid_size = grid_size
-        self.color = bool(color)
+        self.color = checks.switch("color", color)  # "false" from a configuration is not a colour brush
         self.channels = 3 if color else 1
         self.sizes = sizes
         self.pressure_levels = pressure_levels
