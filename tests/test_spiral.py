@@ -1,6 +1,7 @@
 """SPIRAL: learning on real renderers, exact resume, divergence, guides, any grammar, bad input."""
 
 import math
+from importlib import resources
 
 import pyro
 import pytest
@@ -573,10 +574,13 @@ def test_greedy_first_pass_and_temperature_change_only_inference(tmp_path):
     agent.save(tmp_path / "agent.pt")
     loaded = sp.inference.Spiral.load(tmp_path / "agent.pt", prog, device="cpu")
     assert (loaded.decoding.temperature, loaded.decoding.greedy_first) == (0.5, True)
-    state = torch.load(tmp_path / "agent.pt", weights_only=True)
-    state["decoding"] = {}
+    # A checkpoint of the first format written before the decoding options existed.
+    with resources.as_file(resources.files("spiral_ppl") / "pretrained" / "mnist-recon-cpu.pt") as shipped:
+        state = torch.load(shipped, weights_only=True)
+    for name in ("temperature", "greedy_first", "smc_intermediate", "smc_tempering"):
+        del state[name]
     torch.save(state, tmp_path / "old.pt")
-    old = sp.inference.Spiral.load(tmp_path / "old.pt", prog, device="cpu")
+    old = sp.inference.Spiral.load(tmp_path / "old.pt", device="cpu")
     assert (old.decoding.temperature, old.decoding.greedy_first) == (1.0, False)
 
     for bad in (0, -1.0, math.nan, math.inf, "0.5", True):

@@ -128,8 +128,10 @@ def check_outputs(agent: "Spiral") -> None:
     noise = torch.zeros(1, agent.policy.noise_size, device=blank.device) if agent.policy.noise_size else None
     try:
         with torch.no_grad(), agent.learner.autocast():
+            # Greedy choices draw no random numbers, so training's random streams stay as they were.
             out = agent.policy.step(blank, blank if agent.conditional else None, None, noise,
-                                    agent.policy.initial_hidden(1, blank.device))
+                                    agent.policy.initial_hidden(1, blank.device),
+                                    choose=lambda component, logits: logits.argmax(-1))
         if not bool(torch.isfinite(out.value).all()):
             raise FloatingPointError("the policy's value became non-finite")
     except FloatingPointError as error:
