@@ -225,6 +225,7 @@ def train_experiment(
     from spiral_ppl.inference.spiral.checkpoints import newest_readable
     from spiral_ppl.io import atomic_path
 
+    spiral_config(config)  # a bad setting is named before any data is read or folder made
     prog, train, test, out = _prepare_run(config, out)
     checkpoint = out / "checkpoint.pt"
     atomic_path.remove_stale(checkpoint)  # left by a run killed while it wrote

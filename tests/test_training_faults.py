@@ -11,12 +11,7 @@ import spiral_ppl as sp
 from spiral_ppl.inference.spiral import SpiralConfig, TrainingDiverged, checkpoints
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")  # small networks: one thread is faster
 
 
 def program():
