@@ -10,7 +10,6 @@ import torch
 import spiral_ppl as sp
 from spiral_ppl.inference.spiral import Decoding, SpiralConfig, recipe
 
-
 pytestmark = pytest.mark.usefixtures("single_thread")  # small networks: one thread is faster
 
 

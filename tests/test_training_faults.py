@@ -10,7 +10,6 @@ import torch
 import spiral_ppl as sp
 from spiral_ppl.inference.spiral import SpiralConfig, TrainingDiverged, checkpoints
 
-
 pytestmark = pytest.mark.usefixtures("single_thread")  # small networks: one thread is faster
 
 
