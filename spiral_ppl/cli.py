@@ -89,16 +89,31 @@ def _shipped() -> list[str]:
     return experiments.list_configs()
 
 
+#: The brush options of ``infer`` and their defaults (``None`` in the parser, to tell a given one).
+BRUSH_DEFAULTS = {"steps": 20, "canvas_size": 64, "grid_size": 32, "color": False}
+
+
 def _add_brush_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--steps", type=int, default=20, help="strokes per program (default: 20)")
-    parser.add_argument("--canvas-size", type=int, default=64, help="canvas side in pixels (default: 64)")
-    parser.add_argument("--grid-size", type=int, default=32, help="side of the grid of stroke points (default: 32)")
-    parser.add_argument("--color", action="store_true", help="paint in colour (RGB components)")
+    parser.add_argument("--steps", type=int, default=None, help="strokes per program (default: 20)")
+    parser.add_argument("--canvas-size", type=int, default=None, help="canvas side in pixels (default: 64)")
+    parser.add_argument("--grid-size", type=int, default=None, help="side of the grid of stroke points (default: 32)")
+    parser.add_argument("--color", action="store_true", default=None, help="paint in colour (RGB components)")
 
 
 def _brush_program(options: argparse.Namespace) -> sp.programs.PaintProgram:
-    brush = sp.renderers.Brush(canvas_size=options.canvas_size, grid_size=options.grid_size, color=options.color)
-    return sp.programs.PaintProgram(brush, steps=options.steps)
+    settings = {name: default if getattr(options, name) is None else getattr(options, name)
+                for name, default in BRUSH_DEFAULTS.items()}
+    brush = sp.renderers.Brush(canvas_size=settings["canvas_size"], grid_size=settings["grid_size"],
+                               color=settings["color"])
+    return sp.programs.PaintProgram(brush, steps=settings["steps"])
+
+
+def _output_folder(path: str | Path, option: str = "--out") -> Path:
+    """``path`` as a folder to write into, refused if a file is in the way."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{option} {path} is a file; give a folder to write the results into")
+    return path
 
 
 def command_render(options: argparse.Namespace) -> int:
@@ -114,12 +129,16 @@ def command_render(options: argparse.Namespace) -> int:
 
 def command_infer(options: argparse.Namespace) -> int:
     agent = _load_agent(options.agent, options)
+    out = _output_folder(options.out)
     # An agent brings its program; otherwise the brush options describe one.
+    given = [f"--{name.replace('_', '-')}" for name in BRUSH_DEFAULTS if getattr(options, name) is not None]
+    if agent is not None and given:
+        raise ValueError(f"{' '.join(given)} describe a brush program, but --agent brings its own ({agent.prog!r}); "
+                         "drop them, or drop --agent")
     prog = agent.prog if agent is not None else _brush_program(options)
     target = io.load_image(options.image, prog.channels, prog.image_size, invert=options.invert)
     engine = _build_engines([options.engine], agent)[options.engine]
     result = engine.infer(prog, target, sp.Budget(renders=options.renders), seed=options.seed)
-    out = Path(options.out)
     io.save_image(out / "reconstruction.png", result.images[0])
     summary = {
         "engine": result.engine,
@@ -160,14 +179,14 @@ def command_compare(options: argparse.Namespace) -> int:
     agent = _load_agent(options.agent, options)
     engines = options.engines or _default_engines(agent)
     report = _comparison(options.config, options.set, engines, options.budgets, options.targets, options.seeds,
-                         Path(options.out), agent)
+                         _output_folder(options.out), agent)
     print(f"wrote {report}")
     return 0
 
 
 def command_demo(options: argparse.Namespace) -> int:
     """Search engines and the shipped pretrained agents on MNIST digits and MUJOCO SCENES."""
-    out = Path(options.out)
+    out = _output_folder(options.out)
     sections = []
     for config_name, agent_name in (("mnist-recon", "mnist-recon-cpu"), ("scenes-recon", "scenes-recon-cpu")):
         agent = _load_agent(agent_name) if agent_name in sp.inference.Spiral.pretrained_names() else None
@@ -188,7 +207,7 @@ def command_train(options: argparse.Namespace) -> int:
     from spiral_ppl import experiments
 
     config = experiments.load_config(options.config, options.set)
-    out = Path(options.out or Path("runs") / config["name"])
+    out = _output_folder(options.out or Path("runs") / config["name"])
     agent = experiments.train_experiment(config, out, device=options.device, minutes=options.minutes,
                                          workers=options.workers, ray_address=options.ray_address)
     print(f"trained {agent.learner.updates} updates; run folder {out}")
@@ -199,7 +218,7 @@ def command_pbt(options: argparse.Namespace) -> int:
     from spiral_ppl import experiments
 
     config = experiments.load_config(options.config, options.set)
-    out = Path(options.out or Path("runs") / f"{config['name']}-pbt")
+    out = _output_folder(options.out or Path("runs") / f"{config['name']}-pbt")
     result = experiments.pbt_experiment(config, out, population=options.population, interval=options.interval,
                                         device=options.device, progress=True)
     print(f"best member: {result.best_hyperparameters}; run folder {out} (population.png, best.pt)")
@@ -276,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     options = build_parser().parse_args(argv)
     try:
         return options.run(options)
-    except (ValueError, TypeError, FileNotFoundError, ImportError) as error:
+    except (ValueError, TypeError, OSError, ImportError) as error:  # the user's input or files, not a bug
         print(f"spiral-ppl {options.command}: error: {error}", file=sys.stderr)
         return 2
 

@@ -122,6 +122,11 @@ def load_program(path: str | Path) -> tuple[Renderer, dict[str, torch.Tensor]]:
         document = json.loads(Path(path).read_text())
     except FileNotFoundError:
         raise FileNotFoundError(f"no program file at {path}") from None
+    except IsADirectoryError:
+        raise ValueError(f"{path} is a folder; a program file is JSON, as `spiral-ppl infer` writes it") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not a program file: it is not text (an image?); a program file is JSON, as "
+                         "`spiral-ppl infer` writes it (program.json)") from None
     except json.JSONDecodeError as error:
         raise ValueError(f"{path} is not valid JSON: {error}") from None
     if not isinstance(document, dict) or "steps" not in document:
@@ -154,7 +159,7 @@ def load_image(path: str | Path, channels: int, size: int, invert: bool = False)
         raise ValueError(f"channels must be 1 or 3, got {channels}")
     try:
         with Image.open(path) as image:
-            image = image.convert("L" if channels == 1 else "RGB")
+            image = _eight_bit(image).convert("L" if channels == 1 else "RGB")
     except FileNotFoundError:
         raise FileNotFoundError(f"no image at {path}") from None
     except OSError as error:
@@ -169,17 +174,35 @@ def load_image(path: str | Path, channels: int, size: int, invert: bool = False)
     return pixels[None].contiguous()
 
 
+def _eight_bit(image: Image.Image) -> Image.Image:
+    """A 16- or 32-bit grayscale image scaled to 8 bits (Pillow's own conversion clips at 255,
+    which turns almost every 16-bit pixel white); other images as they are."""
+    if image.mode not in ("I", "I;16", "I;16B", "I;16L", "F"):
+        return image
+    pixels = np.asarray(image, dtype=np.float64)
+    top = 1.0 if image.mode == "F" else 65535.0 if image.mode.startswith("I;16") or pixels.max() > 255 else 255.0
+    return Image.fromarray(np.clip(pixels / top * 255.0, 0, 255).round().astype(np.uint8), mode="L")
+
+
+#: Image formats :func:`save_image` writes, by file extension.
+IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF"}
+
+
 def save_image(path: str | Path, image: torch.Tensor) -> None:
-    """Write a ``(C, H, W)`` or ``(1, C, H, W)`` tensor in ``[0, 1]`` as a PNG (atomically)."""
+    """Write a ``(C, H, W)`` or ``(1, C, H, W)`` tensor in ``[0, 1]`` as an image (atomically), in
+    the format its extension names (``.png``, ``.jpg``, ...)."""
+    path = Path(path)
+    if path.suffix.lower() not in IMAGE_FORMATS:
+        raise ValueError(f"cannot tell an image format from {path.name!r}; end the name with one of "
+                         f"{sorted(IMAGE_FORMATS)}")
     if image.dim() == 4 and image.shape[0] == 1:
         image = image[0]
     if image.dim() != 3 or image.shape[0] not in (1, 3):
         raise ValueError(f"save_image expects (C, H, W) with C in (1, 3), got {tuple(image.shape)}")
     pixels = (image.detach().cpu().clamp(0, 1) * 255).round().to(torch.uint8)
     array = pixels[0].numpy() if pixels.shape[0] == 1 else pixels.permute(1, 2, 0).numpy()
-    path = Path(path)
     with atomic_path(path) as temporary:
-        Image.fromarray(array).save(temporary, format="PNG")
+        Image.fromarray(array).save(temporary, format=IMAGE_FORMATS[path.suffix.lower()])
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

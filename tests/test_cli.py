@@ -175,3 +175,42 @@ def test_compare_with_the_pretrained_agent_on_real_digits(tmp_path, data_root, m
     report = (tmp_path / "report.md").read_text()
     for engine in ("spiral", "spiral-smc", "spiral-is", "smc"):
         assert f"| {engine} | 30 |" in report
+
+
+def test_files_of_the_wrong_kind_and_outputs_in_the_way_are_named(tmp_path, capsys):
+    image = tmp_path / "gray.png"
+    Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(image)
+    assert cli.main(["render", str(image)]) == 2  # a PNG where a program file is expected
+    assert "is not a program file: it is not text" in capsys.readouterr().err
+    path = tmp_path / "program.json"
+    path.write_text(json.dumps(PROGRAM))
+    assert cli.main(["render", str(path), "-o", str(tmp_path / "canvas.jpg")]) == 0
+    with Image.open(tmp_path / "canvas.jpg") as written:
+        assert written.format == "JPEG"  # the format its name says, not PNG bytes under a .jpg name
+    assert cli.main(["render", str(path), "-o", str(tmp_path / "canvas.xyz")]) == 2
+    assert "cannot tell an image format" in capsys.readouterr().err
+    in_the_way = tmp_path / "results"
+    in_the_way.write_text("not a folder")
+    assert cli.main(["infer", str(tmp_path / "canvas.jpg"), "--renders", "10", "--out", str(in_the_way)]) == 2
+    assert "--out" in capsys.readouterr().err and in_the_way.read_text() == "not a folder"
+    assert cli.main(["infer", str(image), "--engine", "spiral", "--agent", "mnist-recon-cpu", "--steps", "5"]) == 2
+    assert "--steps describe a brush program, but --agent brings its own" in capsys.readouterr().err
+
+
+def test_a_sixteen_bit_grayscale_image_keeps_its_levels(tmp_path):
+    levels = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 1024)  # 0 .. 64,512 of 65,535
+    Image.fromarray(levels).save(tmp_path / "deep.png")
+    pixels = io.load_image(tmp_path / "deep.png", channels=1, size=8)
+    np.testing.assert_allclose(pixels[0, 0].numpy(), np.round(levels / 65535 * 255) / 255, atol=1e-6)
+
+
+def test_a_truncated_mnist_file_is_named(tmp_path):
+    import gzip
+
+    from spiral_ppl.data.mnist import IMAGE_MAGIC, read_idx
+
+    path = tmp_path / "t10k-images-idx3-ubyte.gz"
+    whole = gzip.compress(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    path.write_bytes(whole[: len(whole) // 2])  # a download cut off half-way
+    with pytest.raises(ValueError, match=r"t10k-images-idx3-ubyte.gz is truncated or corrupt"):
+        read_idx(path, IMAGE_MAGIC)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import gzip
 import struct
+import zlib
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
@@ -48,8 +49,12 @@ IMAGE_MAGIC, LABEL_MAGIC = 2051, 2049
 def read_idx(path: Path, magic: int) -> np.ndarray:
     """Read a (possibly gzipped) IDX file of unsigned bytes, checking its magic number."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as stream:
-        data = stream.read()
+    try:
+        with opener(path, "rb") as stream:
+            data = stream.read()
+    except (EOFError, gzip.BadGzipFile, zlib.error) as error:
+        raise ValueError(f"{path} is truncated or corrupt ({type(error).__name__}: {error}); delete it and download "
+                         "it again: sp.data.MNIST fetches missing files when online") from None
     if len(data) < 8:
         raise ValueError(f"{path} is too short to be an IDX file")
     found, count = struct.unpack(">ii", data[:8])
