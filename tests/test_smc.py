@@ -228,3 +228,9 @@ def test_stepwise_index_selects_particles_of_any_tensor_state(tiny):
     assert torch.equal(picked.canvas[0], state.canvas[2])
     with pytest.raises(TypeError, match="override index"):
         prog.stepwise.index(object(), torch.tensor([0]))
+
+
+def test_a_budget_whose_particles_cannot_fit_in_memory_is_refused_up_front():
+    prog = sp.programs.PaintProgram(sp.renderers.Brush(canvas_size=16, grid_size=4, compile=False), steps=2)
+    with pytest.raises(ValueError, match=r"would hold 500,000,000,000,000 particles' canvases .* GiB"):
+        sp.inference.SMC().infer(prog, torch.zeros(1, 1, 16, 16), sp.Budget(renders=10**15))

@@ -76,6 +76,7 @@ JRSS B 2001.
 from __future__ import annotations
 
 import math
+import os
 from typing import Any, Mapping, Sequence
 
 import torch
@@ -176,6 +177,7 @@ class SMC(Engine):
 
     def _infer(self, prog: Program, images: torch.Tensor, budget: Budget) -> Result:
         schedule = self.particles_for(prog, budget)
+        check_memory(max(schedule) * images.shape[0], prog)
         run = _ParticleRun(self, prog, images, schedule[0], tempering_schedule(self.tempering, prog.steps))
         last = prog.steps - 1
         for t in tqdm(range(prog.steps), desc=self.name, unit="step", disable=hide_progress(self.progress)):
@@ -191,6 +193,23 @@ class SMC(Engine):
         result.diagnostics["particles"] = schedule
         result.diagnostics["tempering"] = run.tempering
         return result
+
+
+def check_memory(canvases: int, prog: Program) -> None:
+    """Refuse a run whose particles' canvases alone would not fit in this machine's memory.
+
+    All particles of all targets step together, each with its canvas (and the canvases being
+    compared, resampled and proposed beside it: about four copies), so that is the least a
+    run holds; a budget far beyond it would otherwise fail deep inside the allocator.
+    """
+    needed = 4 * canvases * prog.channels * prog.image_size ** 2 * 4  # float32 bytes
+    available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else None
+    if available and needed > available:
+        raise ValueError(
+            f"this SMC run would hold {canvases:,} particles' canvases at once (particles per target times "
+            f"targets), about {needed / 2**30:,.1f} GiB, more than this machine's {available / 2**30:,.1f} GiB: give "
+            "a smaller budget, or infer fewer targets at a time"
+        )
 
 
 class _ParticleRun:
