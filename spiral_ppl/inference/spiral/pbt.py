@@ -26,7 +26,7 @@ Example (needs ``pip install spiral_ppl[distributed]``)::
     import spiral_ppl as sp
     from spiral_ppl.inference.spiral.pbt import population_based_training
 
-    agent = sp.inference.Spiral(prog, reward="l2")
+    agent = sp.inference.Spiral(prog, config=sp.inference.SpiralConfig(reward={"kind": "l2"}))
     population = population_based_training(agent, digits, population=12, updates=20_000, interval=500,
                                            storage="runs/pbt")
     population.best_agent.save("best.pt")
