@@ -86,23 +86,23 @@ def apply_override(config: dict[str, Any], override: str) -> None:
     except tomllib.TOMLDecodeError:
         value = raw.strip()
     node: Any = config
-    for depth, part in enumerate(path[:-1]):
-        node = _child(node, part, override, create=depth == 0 or isinstance(node, dict))
-    last = path[-1]
+    for part in path[:-1]:
+        node = _child(node, part, override)
     if isinstance(node, list):
-        node[_index(node, last, override)] = value
+        node[_index(node, path[-1], override)] = value
+    elif isinstance(node, dict):
+        node[path[-1]] = value
     else:
-        node[last] = value
+        raise ValueError(f"override {override!r}: {path[-2]!r} is a value, not a table or a list")
 
 
-def _child(node: Any, part: str, override: str, create: bool) -> Any:
+def _child(node: Any, part: str, override: str) -> Any:
+    """The item ``part`` of a table (made if missing) or of a list, on the way down an override's path."""
     if isinstance(node, list):
         return node[_index(node, part, override)]
-    if part not in node:
-        if not create:
-            raise ValueError(f"override {override!r}: no {part!r} there")
-        node[part] = {}
-    return node[part]
+    if not isinstance(node, dict):
+        raise ValueError(f"override {override!r}: {part!r} is inside a value, not a table or a list")
+    return node.setdefault(part, {})
 
 
 def _index(items: list, part: str, override: str) -> int:
@@ -233,7 +233,7 @@ def train_experiment(
         keep = spiral_config(config).train.keep_checkpoints
         readable, state = newest_readable(checkpoint, keep)
         steps = state["program"]["steps"]  # a phase may have re-targeted the agent
-        agent = Spiral.load(readable, _with_steps(config, steps), device=device)
+        agent = Spiral.from_checkpoint(state, _with_steps(config, steps), device=device, source=readable)
         agent.set_hyperparameters({"train.phases": spiral_config(config).train.phases})
         print(f"resuming {readable} at update {agent.learner.updates}")
     else:

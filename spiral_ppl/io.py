@@ -236,7 +236,7 @@ class atomic_path:
                 os.fsync(stream.fileno())
             # mkstemp makes the file private (0600); a file the user keeps gets what the umask
             # gives any new file (0644 under the usual 022).
-            os.chmod(self.temporary, 0o666 & ~_umask())
+            os.chmod(self.temporary, 0o666 & ~_UMASK)
             os.replace(self.temporary, self.path)
         else:
             Path(self.temporary).unlink(missing_ok=True)
@@ -252,7 +252,10 @@ class atomic_path:
         return stale
 
 
-def _umask() -> int:
-    mask = os.umask(0)
+def _read_umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it: once, at import, before any thread writes
     os.umask(mask)
     return mask
+
+
+_UMASK = _read_umask()

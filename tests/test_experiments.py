@@ -51,7 +51,7 @@ def test_overrides_are_parsed_as_toml():
 @pytest.mark.parametrize(
     "override, message",
     [("steps=3", "table.key=value"), ("model.steps=3", "unknown table"), ("train.steps", "table.key=value"),
-     ("train.phases.5.updates=3", "not an index")],
+     ("train.phases.5.updates=3", "not an index"), ("a2c.lr.x=3", "'lr' is a value, not a table")],
 )
 def test_bad_overrides(override, message):
     with pytest.raises(ValueError, match=message):

@@ -90,10 +90,18 @@ def test_the_toml_tables_are_the_configuration_one_to_one():
      "would change the networks' shapes"),
     ({"train": {"phases": [{"kind": "a2c", "updates": 3, "settings": {"a2c.learning_rate": 1}}]}},
      "unknown setting 'a2c.learning_rate'"),
+    ({"train": {"phases": [{"kind": "a2c", "updates": 3, "settings": {"train.phases": []}}]}},
+     "cannot change train.phases"),
 ])
 def test_bad_settings_are_named(values, message):
     with pytest.raises((ValueError, TypeError), match=message):
         SpiralConfig.from_dict(values)
+
+
+def test_small_takes_a_dict_per_section():
+    assert SpiralConfig.small(a2c={"lr": 3e-4}).a2c.lr == 3e-4
+    with pytest.raises(TypeError, match=r"small\(a2c=...\) takes a dict of a2c settings"):
+        SpiralConfig.small(a2c=3e-4)
 
 
 def test_a_recipe_runs_its_phases_retargets_and_resumes_in_the_middle_of_a_phase(tmp_path):

@@ -49,6 +49,8 @@ class Dots(Renderer):
 class ComparingDots(Dots):
     """:class:`Dots` that scores its canvases while it paints them, without drawing them."""
 
+    compares_while_painting = True
+
     def step_and_compare(self, state, action, targets, rows=None):
         if rows is not None:
             state = DotsState(state.canvas[rows], state.steps[rows])

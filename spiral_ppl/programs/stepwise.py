@@ -172,16 +172,16 @@ class RendererStepwise(Stepwise):
     renderer's own state, advanced by :meth:`Renderer.step <spiral_ppl.renderers.Renderer.step>`
     and drawn by :meth:`Renderer.canvas <spiral_ppl.renderers.Renderer.canvas>`.
 
-    :attr:`compares_while_painting` holds when the renderer overrides
-    :meth:`Renderer.step_and_compare <spiral_ppl.renderers.Renderer.step_and_compare>` (the
-    brush fuses painting, gathering the resampled rows and scoring in one kernel). Otherwise
+    :attr:`compares_while_painting` is the renderer's own declaration
+    (:attr:`Renderer.compares_while_painting <spiral_ppl.renderers.Renderer.compares_while_painting>`:
+    the brush fuses painting, gathering the resampled rows and scoring in one kernel). Otherwise
     :meth:`advance_and_compare` only advances, so that a canvas is not drawn twice.
     """
 
     def __init__(self, program: "Program", renderer: Renderer) -> None:
         super().__init__(program)
         self.renderer = renderer
-        self.compares_while_painting = type(renderer).step_and_compare is not Renderer.step_and_compare
+        self.compares_while_painting = renderer.compares_while_painting
 
     def initial(self, batch_size: int, device: torch.device | str | None = None) -> Any:
         return self.renderer.initial_state(batch_size, device=device)

@@ -161,9 +161,13 @@ class Renderer(abc.ABC):
     Subclasses set :attr:`action_space`, :attr:`channels` and :attr:`image_size`, and
     implement :meth:`initial_state`, :meth:`step` and :meth:`canvas`; :meth:`render` is
     derived from them. A renderer that can score its canvases against targets while it paints
-    also overrides :meth:`step_and_compare`, which a program's step-wise protocol then declares
-    (:attr:`~spiral_ppl.programs.Stepwise.compares_while_painting`).
+    overrides :meth:`step_and_compare` and declares it in :attr:`compares_while_painting`.
     """
+
+    #: Whether :meth:`step_and_compare` is this renderer's own, scoring canvases while it paints
+    #: them; a program's step-wise protocol then uses it (otherwise it only steps, and the
+    #: caller scores the canvases it reads, so that none is drawn twice).
+    compares_while_painting: bool = False
 
     #: The ordered components of one action.
     action_space: tuple[Component, ...]

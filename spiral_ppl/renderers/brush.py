@@ -201,6 +201,8 @@ class Brush(PaintRenderer):
         a warning when compiling fails.
     """
 
+    compares_while_painting = True  #: :meth:`step_and_compare` paints, gathers and scores in one pass
+
     def __init__(
         self,
         canvas_size: int = 64,

@@ -311,12 +311,18 @@ class Spiral(Engine):
             (a brush or MuJoCo program, whose renderer it describes). It must match the
             checkpoint's action space, images and steps.
         """
-        state = checkpoints.read(path)
-        prog = checkpoints.check_recorded_program(state, prog, path)
+        return cls.from_checkpoint(checkpoints.read(path), prog, device=device, source=path)
+
+    @classmethod
+    def from_checkpoint(cls, state: dict[str, Any], prog: Program | None = None, *,
+                        device: torch.device | str | None = None, source: str | Path = "the checkpoint") -> "Spiral":
+        """The agent a checkpoint's content describes (what :func:`.checkpoints.read` returns), as
+        :meth:`load` builds it; ``source`` names the file in errors."""
+        prog = checkpoints.check_recorded_program(state, prog, source)
         try:
             config, decoding = SpiralConfig.from_dict(state["config"]), Decoding(**state["decoding"])
         except (TypeError, ValueError) as error:
-            raise ValueError(f"{path}: its settings are not valid here: {error}") from None
+            raise ValueError(f"{source}: its settings are not valid here: {error}") from None
         agent = cls(prog, conditional=state["conditional"], blind=state["blind"], config=config, decoding=decoding,
                     device=device)
         try:
@@ -326,7 +332,7 @@ class Spiral(Engine):
             if state["learner"] is not None:
                 agent.learner.load_state_dict(state["learner"])
         except (RuntimeError, KeyError, ValueError) as error:
-            raise ValueError(f"{path}: the weights do not fit the agent they describe: {str(error)[:300]}") from None
+            raise ValueError(f"{source}: the weights do not fit the agent they describe: {str(error)[:300]}") from None
         agent.train_seconds = float(state["train_seconds"])
         agent._source_state, agent._resume_rng = state["source_state"], state["rng"]
         return agent

@@ -207,7 +207,11 @@ class SpiralConfig:
         unknown = sorted(set(sections) - set(SECTIONS))
         if unknown:
             raise ValueError(f"unknown SpiralConfig sections {unknown}; the sections are {list(SECTIONS)}")
-        return cls.from_dict({name: {**sizes.get(name, {}), **dict(sections.get(name, {}))} for name in SECTIONS})
+        for name, values in sections.items():
+            if not isinstance(values, Mapping):
+                raise TypeError(f"SpiralConfig.small({name}=...) takes a dict of {name} settings, "
+                                f"e.g. {name}={{...}}, got {type(values).__name__}")
+        return cls.from_dict({name: {**sizes.get(name, {}), **sections.get(name, {})} for name in SECTIONS})
 
     def replace(self, changes: Mapping[str, Any]) -> "SpiralConfig":
         """A copy with ``{"section.field": value}`` changed, e.g. ``{"a2c.lr": 3e-4}``."""
@@ -260,6 +264,8 @@ class Phase:
             checks.positive_int(f"phase {name}", getattr(self, name))
         if not isinstance(self.settings, Mapping):
             raise TypeError(f"phase settings must be a table of section.field = value, got {self.settings!r}")
+        if "train.phases" in self.settings:
+            raise ValueError("phase settings cannot change train.phases: a phase is part of the recipe, not its author")
         fixed = sorted(SHAPES & set(self.settings))
         if fixed:
             raise ValueError(f"phase settings {fixed} would change the networks' shapes; a recipe keeps one network")

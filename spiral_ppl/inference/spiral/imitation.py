@@ -47,7 +47,8 @@ def expert_labels(prog: Program, expert: Expert, actions: dict[str, torch.Tensor
     """
     first = next(iter(actions.values()))
     batch, steps = first.shape
-    state = prog.stepwise.initial(batch, device=first.device)
+    stepwise = prog.stepwise
+    state = stepwise.initial(batch, device=first.device)
     labels = []
     for t in range(steps):
         label = expert(state, programs)
@@ -56,7 +57,7 @@ def expert_labels(prog: Program, expert: Expert, actions: dict[str, torch.Tensor
         except (TypeError, ValueError) as error:
             raise type(error)(f"the expert's action at step {t} is not an action of this program: {error}") from None
         labels.append(label)
-        state = prog.stepwise.advance(state, {name: value[:, t] for name, value in actions.items()})
+        state = stepwise.advance(state, {name: value[:, t] for name, value in actions.items()})
     return {name: torch.stack([label[name].to(first.device) for label in labels], dim=1) for name in actions}
 
 

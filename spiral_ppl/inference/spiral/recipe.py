@@ -33,6 +33,7 @@ middle of a phase resumes there.
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -51,11 +52,7 @@ if TYPE_CHECKING:
 
 def phase_ends(phases: tuple[Phase, ...]) -> list[int]:
     """The update count at the end of each phase."""
-    ends, total = [], 0
-    for phase in phases:
-        total += phase.updates
-        ends.append(total)
-    return ends
+    return list(itertools.accumulate(phase.updates for phase in phases))
 
 
 def run(agent: "Spiral", data: Any, out: str | Path, *, eval_data: Any = None,

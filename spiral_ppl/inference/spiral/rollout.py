@@ -98,17 +98,18 @@ def rollout(
     nothing_drawn = torch.zeros(shape, device=device)
     noise = torch.randn(batch, policy.noise_size, device=device) if policy.noise_size else None
     hidden = policy.initial_hidden(batch, device)
-    state = prog.stepwise.initial(batch, device=device)
+    stepwise = prog.stepwise
+    state = stepwise.initial(batch, device=device)
     seen, previous = nothing_drawn, None
     outputs, canvases = [], []
     for t in range(prog.steps):
         out = policy.step(seen, targets, previous, noise, hidden, choose=lambda c, logits: choose(t, c, logits),
                           temperature=temperature)
-        state = prog.stepwise.advance(state, out.action)
+        state = stepwise.advance(state, out.action)
         last = t == prog.steps - 1
         canvas = None
         if (last and draw_final) or (not last and (observe_all or not blind)):
-            canvas = prog.stepwise.canvas(state).to(device)
+            canvas = stepwise.canvas(state).to(device)
         canvases.append(canvas)
         if not blind and canvas is not None:
             seen = canvas

@@ -98,14 +98,14 @@ def hold_out(data: Any, eval_data: Any, eval_size: int, channels: int, image_siz
     """
     checks.positive_int("eval_size", eval_size, hint="targets to hold out")
     if eval_data is not None:
-        held_out = ImageSource(eval_data, channels, image_size).images(torch.arange(min(eval_size, len(eval_data))))
-        return None, held_out
+        held = ImageSource(eval_data, channels, image_size, indices=range(min(eval_size, len(eval_data))))
+        return None, held.images(held.indices)
     total = len(data)
     if total <= eval_size:
         raise ValueError(f"data holds {total} images, too few to hold out eval_size={eval_size}; "
                          "pass eval_data= or a smaller eval_size")
-    return range(total - eval_size), ImageSource(data, channels, image_size).images(torch.arange(total - eval_size,
-                                                                                                 total))
+    held = ImageSource(data, channels, image_size, indices=range(total - eval_size, total))
+    return range(total - eval_size), held.images(held.indices)
 
 
 def split_held_out(data: Any, eval_data: Any, eval_size: int, channels: int, image_size: int
