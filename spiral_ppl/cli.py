@@ -108,11 +108,11 @@ def _brush_program(options: argparse.Namespace) -> sp.programs.PaintProgram:
     return sp.programs.PaintProgram(brush, steps=settings["steps"])
 
 
-def _output_folder(path: str | Path, option: str = "--out") -> Path:
-    """``path`` as a folder to write into, refused if a file is in the way."""
+def _output_folder(path: str | Path) -> Path:
+    """``--out`` as a folder to write into, refused if a file is in the way."""
     path = Path(path)
     if path.exists() and not path.is_dir():
-        raise ValueError(f"{option} {path} is a file; give a folder to write the results into")
+        raise ValueError(f"--out {path} is a file; give a folder to write the results into")
     return path
 
 

@@ -204,7 +204,7 @@ class RayEpisodes(EpisodeSource):
         self.episodes = self.task_size(agent.config.a2c.batch_size)
         self.ledger = Ledger()
         self._actors = spawn_workers(agent, self.workers, cpus=self.worker_cpus, max_restarts=self.max_restarts,
-                                      observe_all=agent.config.reward.temporal)
+                                     observe_all=agent.config.reward.temporal)
         self._failures = [0] * self.workers
         self._unavailable_since: list[float | None] = [None] * self.workers
         self._pending: dict[Any, tuple[int, RolloutTask]] = {}
