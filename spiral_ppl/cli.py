@@ -210,7 +210,8 @@ def command_train(options: argparse.Namespace) -> int:
     out = _output_folder(options.out or Path("runs") / config["name"])
     agent = experiments.train_experiment(config, out, device=options.device, minutes=options.minutes,
                                          workers=options.workers, ray_address=options.ray_address)
-    print(f"trained {agent.learner.updates} updates; run folder {out}")
+    print(f"trained {agent.learner.updates} updates in {agent.train_seconds / 60:.1f} minutes of training time; "
+          f"run folder {out}")
     return 0
 
 

@@ -273,9 +273,11 @@ def pbt_experiment(
 
     agent_config = spiral_config(config)
     phases = agent_config.train.phases
-    if not phases or any(phase.kind != "a2c" or phase.settings or phase.program_steps for phase in phases):
-        raise ValueError("population-based training runs A2C only, with the hyper-parameters it tunes: give a "
-                         "recipe of plain a2c phases, or warm-start with `spiral-ppl train` first")
+    if not phases or any(phase.kind != "a2c" or phase.settings or phase.program_steps or phase.updates is None
+                         for phase in phases):
+        raise ValueError("population-based training runs A2C only, for a number of updates, with the hyper-parameters "
+                         "it tunes: give a recipe of plain a2c phases measured in updates, or warm-start with "
+                         "`spiral-ppl train` first")
     prog, train, test, out = _prepare_run(config, out)
     agent = build_agent(config, prog, device)
     result = population_based_training(agent, train, updates=sum(phase.updates for phase in phases),

@@ -254,3 +254,17 @@ def test_custom_likelihood_is_used():
     canvas = trace.nodes["_RETURN"]["value"]
     expected = dist.Laplace(canvas, 0.2).to_event(3).log_prob(torch.zeros(2, 1, 16, 16))
     torch.testing.assert_close(trace.nodes["image"]["log_prob"], expected)
+
+
+def test_sample_prior_draws_whole_programs_from_the_priors():
+    prog = Rectangles(steps=3, priors={"present": [0.0, 1.0], "shade": [[1, 0], [0, 1], [1, 1]]})
+    programs = prog.sample_prior(400, generator=torch.Generator().manual_seed(0))
+    assert set(programs) == {c.name for c in prog.action_space}
+    assert all(value.shape == (400, 3) and value.dtype == torch.long for value in programs.values())
+    assert bool((programs["present"] == 1).all())  # a value of prior probability 0 is never drawn
+    assert programs["shade"][:, 0].eq(0).all() and programs["shade"][:, 1].eq(1).all()  # per-step priors
+    assert 0.4 < programs["shade"][:, 2].float().mean() < 0.6 and 5 < programs["corner"].float().mean() < 10
+    again = prog.sample_prior(400, generator=torch.Generator().manual_seed(0))
+    assert all(torch.equal(programs[name], again[name]) for name in programs)  # the generator decides
+    with pytest.raises(ValueError, match="count must be a positive int"):
+        prog.sample_prior(0)

@@ -83,7 +83,14 @@ def test_the_toml_tables_are_the_configuration_one_to_one():
     ({"a2c": {"betas": [0.9, 1.5]}}, "a2c.betas must be two numbers"),
     ({"a2c": {"vtrace_c_clip": 2.0}}, "must not exceed"),
     ({"reward": {"kind": "l1"}}, "reward.kind must be one of"),
-    ({"train": {"phases": [{"kind": "sleep", "updates": 3}]}}, "phase kind must be one of"),
+    ({"train": {"phases": [{"kind": "dream", "updates": 3}]}}, "phase kind must be one of"),
+    ({"train": {"phases": [{"kind": "sleep"}]}}, "needs its length as updates or as minutes"),
+    ({"train": {"phases": [{"kind": "sleep", "updates": 3, "minutes": 1.0}]}}, "one of the two"),
+    ({"train": {"phases": [{"kind": "sleep", "minutes": -1.0}]}}, "phase minutes must be positive"),
+    ({"train": {"phases": [{"kind": "sleep", "updates": 3}, {"kind": "a2c", "minutes": 1.0}]}},
+     "mixes phases measured in updates with phases measured in minutes"),
+    ({"train": {"phases": [{"kind": "self_imitation", "updates": 3, "search": "beam"}]}},
+     "phase search must be one of"),
     ({"train": {"phases": [{"kind": "a2c", "updates": 0}]}}, "phase updates must be a positive int"),
     ({"train": {"phases": [{"kind": "a2c", "updates": 3, "epochs": 2}]}}, r"unknown phase settings \['epochs'\]"),
     ({"train": {"phases": [{"kind": "a2c", "updates": 3, "settings": {"policy.lstm_size": 8}}]}},
@@ -174,3 +181,163 @@ def test_a_shipped_agent_saved_in_the_current_format_acts_the_same(tmp_path):
     after = again.infer(again.prog, targets, sp.Budget(renders=10), seed=0)
     assert again.config == agent.config and again.decoding == agent.decoding
     assert all(torch.equal(before.actions[name], after.actions[name]) for name in before.actions)
+
+
+# -- the label-free recipe: sleep, wake, self-imitation ------------------------------------------
+
+
+def discs(steps=2):
+    from tests.grammars import Discs
+
+    return Discs(steps=steps)
+
+
+def tiny_config(phases, **train):
+    return SpiralConfig.small(policy={"channels": 8, "lstm_size": 32}, a2c={"batch_size": 16, "lr": 3e-3},
+                              reward={"kind": "l2", "scale": 10.0}, train={"phases": phases, **train})
+
+
+def prior_accuracy(agent, count=256, seed=99):
+    """How often the policy's most probable value of each component, forced along programs drawn
+    from the prior, is that program's, at the steps that draw a disc (an absent disc's other
+    components are drawn but not seen, so nothing can predict them)."""
+    from spiral_ppl.inference.spiral.rollout import rollout
+
+    prog = agent.prog
+    programs = prog.sample_prior(count, generator=torch.Generator().manual_seed(seed))
+    images = prog.render(programs)
+    drawn = programs["present"] == 1
+    hits, total = 0, 0
+
+    def forced(t, component, logits):
+        nonlocal hits, total
+        truth = programs[component.name][:, t]
+        hits += int(((logits.argmax(-1) == truth) & drawn[:, t]).sum())
+        total += int(drawn[:, t].sum())
+        return truth
+
+    with torch.no_grad():
+        rollout(agent.policy, prog, count, images, choose=forced, draw_final=False)
+    return hits / total
+
+
+def test_sleep_learns_the_programs_own_prior_samples_without_any_data():
+    torch.manual_seed(0)
+    prog = discs()
+    agent = sp.inference.Spiral(prog, config=tiny_config([{"kind": "sleep", "updates": 80}]), device="cpu")
+    before = prior_accuracy(agent)
+    rendered = prog.renders
+    recipe.run(agent, progress=False)  # no data: sleep needs none
+    assert agent.learner.updates == 80
+    # Every update renders its 16 prior programs, then the policy's canvases along them after each
+    # step but the last: 16 x 2 renders.
+    assert prog.renders - rendered == 80 * 16 * prog.steps
+    after = prior_accuracy(agent)
+    assert after > before + 0.3, (before, after)
+
+
+def test_self_imitation_lowers_the_one_pass_l2_on_its_targets():
+    torch.manual_seed(0)
+    prog = discs()
+    targets = prog.render(prog.sample_prior(32, generator=torch.Generator().manual_seed(5)))
+    phases = [{"kind": "sleep", "updates": 30},
+              {"kind": "self_imitation", "updates": 40, "passes": 8, "targets": 32, "round_updates": 4}]
+    agent = sp.inference.Spiral(prog, config=tiny_config(phases), device="cpu")
+    recipe.run(agent, targets, phases=(agent.config.train.phases[0],), progress=False)
+
+    def one_pass():
+        return float(sp.programs.base.mean_squared_error(agent.one_pass(targets), targets).mean())
+
+    before = one_pass()
+    recipe.run(agent, targets, progress=False)  # the sleep phase is done: self-imitation alone runs
+    assert agent.learner.updates == 70
+    assert one_pass() < 0.8 * before
+
+
+@pytest.mark.parametrize("search", ["passes", "smc"])
+def test_a_label_free_recipe_resumed_mid_phase_is_the_uninterrupted_run(tmp_path, search):
+    prog = discs()
+    images = prog.render(prog.sample_prior(40, generator=torch.Generator().manual_seed(3)))
+    phases = [{"kind": "sleep", "updates": 3},
+              {"kind": "self_imitation", "updates": 5, "passes": 2, "targets": 6, "round_updates": 2,
+               "search": search},
+              {"kind": "a2c", "updates": 2}]
+    config = tiny_config(phases, checkpoint_every=1)
+
+    def fresh():
+        torch.manual_seed(0)
+        return sp.inference.Spiral(prog, config=config, device="cpu")
+
+    whole = recipe.run(fresh(), images, tmp_path / "whole", progress=False)
+    for stop_at in (2, 5, 9):  # in the middle of the sleep, self-imitation and A2C phases
+        out = tmp_path / f"stopped_{stop_at}"
+        recipe.run(fresh(), images, out, progress=False, stop=lambda agent: agent.learner.updates >= stop_at)
+        resumed = sp.inference.Spiral.load(out / "checkpoint.pt", prog, device="cpu")
+        assert resumed.learner.updates == stop_at
+        resumed = recipe.run(resumed, images, out, progress=False)
+        assert resumed.learner.updates == whole.learner.updates == 10
+        for name, value in whole.policy.state_dict().items():
+            assert torch.equal(value, resumed.policy.state_dict()[name]), (stop_at, name)
+
+
+class GuardedPrograms(dict):
+    """Ground-truth programs that fail the test if anything reads them."""
+
+    def __getitem__(self, name):
+        raise AssertionError("training read a ground-truth program")
+
+    def values(self):
+        raise AssertionError("training read a ground-truth program")
+
+    items = keys = __iter__ = values
+
+
+class ScenesWithPrograms(torch.utils.data.Dataset):
+    def __init__(self, images):
+        self.images = images
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, index):
+        return self.images[index], GuardedPrograms()
+
+
+class ImagesOnly(torch.utils.data.Dataset):
+    def __init__(self, images):
+        self.images = images
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, index):
+        return self.images[index]
+
+
+@pytest.mark.parametrize("dataset", [ScenesWithPrograms, ImagesOnly])
+def test_fit_in_minutes_runs_the_default_label_free_schedule_and_never_reads_programs(dataset):
+    torch.manual_seed(0)
+    prog = discs()
+    images = prog.render(prog.sample_prior(24, generator=torch.Generator().manual_seed(4)))
+    agent = sp.inference.Spiral(prog, config=tiny_config([]), device="cpu")
+    history = agent.fit(dataset(images), minutes=0.05, progress=False)
+    kinds = ["sleep" if row["seconds"] <= 0.5 * 0.05 * 60 else "self_imitation" for row in history]
+    assert kinds[0] == "sleep" and kinds[-1] == "self_imitation"  # both phases of the default schedule ran
+    assert history[-1]["seconds"] >= 0.05 * 60 and agent.learner.updates == len(history)
+    assert agent.config.a2c.lr == recipe.DEFAULT_SCHEDULE[-1][2]["a2c.lr"]  # the phases' settings applied
+    again = agent.fit(images, minutes=0.02, progress=False)  # a second call trains that much more
+    assert again[0]["update"] == len(history) + 1 and again[-1]["seconds"] >= history[-1]["seconds"] + 0.02 * 60
+
+
+def test_fit_takes_steps_or_minutes():
+    prog = discs()
+    images = prog.render(prog.sample_prior(8))
+    agent = sp.inference.Spiral(prog, config=tiny_config([]), device="cpu")
+    for arguments in ({}, {"steps": 2, "minutes": 1.0}):
+        with pytest.raises(ValueError, match="fit takes steps= .* or minutes="):
+            agent.fit(images, **arguments)
+    with pytest.raises(ValueError, match="minutes must be positive"):
+        agent.fit(images, minutes=0)
+    assert len(agent.fit(images, steps=2, progress=False)) == 2  # A2C updates, as before
+    with pytest.raises(ValueError, match="train on target images: pass data"):
+        recipe.run(agent, phases=(recipe.Phase("a2c", 1),))

@@ -62,7 +62,8 @@ def test_unconditional_critic_moves_the_image_statistics_toward_the_data():
     torch.manual_seed(0)
     prog = stroke_program(grid_size=4)
     data = one_stroke_targets(prog, 512, seed=3)
-    config = SpiralConfig.small(a2c={"lr": 3e-4, "batch_size": 32}, critic={"lr": 3e-4, "steps": 2})
+    config = SpiralConfig.small(a2c={"lr": 3e-4, "batch_size": 32}, critic={"lr": 3e-4, "steps": 2},
+                                policy={"location_decoder": "paper"})  # the paper's agent
     agent = sp.inference.Spiral(prog, conditional=False, config=config.replace({"reward.kind": "critic"}), device="cpu")
     data_ink = float(data.mean())
 
@@ -418,7 +419,8 @@ def test_location_readout_reads_the_target_where_the_location_points():
         for name in ("end_point", "control_point"):
             reading.decoders[name].readout.weight.zero_()
             reading.decoders[name].readout.bias.zero_()
-        plain = Policy(prog.action_space, 1, 16, conditional=True, config=SpiralConfig.small())
+        plain = Policy(prog.action_space, 1, 16, conditional=True,
+                       config=SpiralConfig.small(policy={"location_decoder": "paper"}))
         plain.load_state_dict({k: v for k,
                                v in reading.state_dict().items() if ".readout." not in k and not k.endswith(".where")})
         hidden = plain.initial_hidden(4, torch.device("cpu"))
@@ -759,3 +761,30 @@ def test_training_logs_widen_their_header_when_a_resumed_run_logs_more_metrics(t
     assert [row["update"] for row in rows] == ["1", "2", "3"]
     assert [row["policy_lag"] for row in rows] == ["", "1", ""] and rows[2]["l2"] == "0.125"
     assert not list(tmp_path.glob(".train.csv.*"))  # no temporary file left behind
+
+
+@pytest.mark.parametrize("conditional, contrast", [(True, 1.0), (True, 4.0), (False, 1.0)])
+def test_an_episodes_fixed_features_are_the_first_convolution_of_target_and_coordinates(conditional, contrast):
+    """The first convolution, split by input, computes what one convolution of all inputs does."""
+    from spiral_ppl.inference.spiral.policy import coordinate_channels
+
+    torch.manual_seed(0)
+    prog = sp.programs.PaintProgram(sp.renderers.Brush(canvas_size=16, grid_size=4, compile=False), steps=2)
+    policy = sp.inference.spiral.Policy(prog.action_space, 1, 16, conditional=conditional,
+                                        config=SpiralConfig.small(policy={"input_contrast": contrast}))
+    canvas, target = torch.rand(3, 1, 16, 16), torch.rand(3, 1, 16, 16)
+    stretch = (lambda x: 0.5 + contrast * (x - 0.5))
+    inputs = [stretch(canvas)] + ([stretch(target)] if conditional else []) + [coordinate_channels(3, 16, "cpu",
+                                                                                                  torch.float32)]
+    whole = policy.stem(torch.cat(inputs, dim=1))
+    fixed = policy.fixed_features(target if conditional else None, 3, torch.device("cpu"))
+    split = torch.nn.functional.conv2d(stretch(canvas), policy.stem.weight[:, :1], padding=2) + fixed
+    assert torch.allclose(split, whole, atol=1e-5)
+    hidden = policy.initial_hidden(3, torch.device("cpu"))
+    noise = None if conditional else torch.zeros(3, policy.noise_size)
+    first = {c.name: torch.zeros(3, dtype=torch.long) for c in prog.action_space}
+    given = policy.step(canvas, target if conditional else None, None, noise, hidden, choose=lambda c, _: first[c.name],
+                        fixed=fixed)
+    computed = policy.step(canvas, target if conditional else None, None, noise, hidden,
+                           choose=lambda c, _: first[c.name])
+    assert torch.equal(given.log_prob, computed.log_prob) and torch.equal(given.value, computed.value)

@@ -234,6 +234,17 @@ class Program(abc.ABC):
             self._prior_tables[device] = PriorTable(self.action_space, self._prior_logits, device)
         return self._prior_tables[device]
 
+    def sample_prior(self, count: int, *, generator: torch.Generator | None = None,
+                     device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
+        """``count`` whole programs ``{name: LongTensor[count, steps]}`` drawn from the prior (not rendered).
+
+        :param generator: the random stream to draw from (default: torch's global one); it
+            must live on ``device``.
+        """
+        positive_int("count", count)
+        table = self.prior_table(device)
+        return table.sample(table.program_steps((count, self.steps), table.log_probs.device), generator)
+
     def log_prior(self, actions: Mapping[str, torch.Tensor], *, check: bool = True) -> torch.Tensor:
         """Log prior probability of whole programs (or prefixes) ``{name: LongTensor[*batch, T]}``, ``T <= steps``.
 

@@ -77,10 +77,10 @@ class PriorTable:
         """Segments ``(K, *batch)`` of every component at steps ``(*batch)``."""
         return self._component_offsets.view(-1, *([1] * step.dim())) + step
 
-    def sample(self, step: torch.Tensor) -> dict[str, torch.Tensor]:
+    def sample(self, step: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """Fresh values ``{name: LongTensor[*batch]}`` of every component at steps ``step`` ``(*batch)``."""
         segments = self._segments(step)
-        uniform = torch.rand(segments.shape, device=segments.device).double()  # float32 draws: see the module doc
+        uniform = torch.rand(segments.shape, device=segments.device, generator=generator).double()  # float32 draws: see the module doc
         flat = torch.searchsorted(self.boundaries, segments + uniform, right=True)
         return dict(zip(self.names, (flat - self.segment_start[segments]).unbind(0)))
 

@@ -54,7 +54,7 @@ from spiral_ppl.inference.randomness import set_random_state
 from spiral_ppl.inference.result import Result
 from spiral_ppl.inference.smc import INTERMEDIATE_TARGETS, SMC
 from spiral_ppl.inference.smc_schedules import check_tempering, tempering_schedule
-from spiral_ppl.inference.spiral import checkpoints, engine, imitation, training
+from spiral_ppl.inference.spiral import checkpoints, engine, imitation, recipe, training
 from spiral_ppl.inference.spiral.config import SpiralConfig
 from spiral_ppl.inference.spiral.critic import Critic
 from spiral_ppl.inference.spiral.guide import SpiralGuide
@@ -217,13 +217,27 @@ class Spiral(Engine):
 
     # -- training -------------------------------------------------------------------------------
 
-    def fit(self, data: Any, steps: int, *, eval_data: Any = None, log_dir: str | Path | None = None,
-            checkpoint: str | Path | None = None, progress: bool | None = None, backend: Any = "local",
-            callback: Callable[[dict[str, float]], Any] | None = None) -> list[dict[str, float]]:
-        """Train for ``steps`` more A2C updates of ``a2c.batch_size`` episodes each (:mod:`.training`).
+    def fit(self, data: Any, steps: int | None = None, *, minutes: float | None = None, eval_data: Any = None,
+            log_dir: str | Path | None = None, checkpoint: str | Path | None = None, progress: bool | None = None,
+            backend: Any = "local", callback: Callable[[dict[str, float]], Any] | None = None
+            ) -> list[dict[str, float]]:
+        """Train on unlabelled target images: ``steps`` more A2C updates (:mod:`.training`), or
+        ``minutes`` more minutes of training time by a recipe (:mod:`.recipe`).
+
+        With ``minutes``, the recipe is the configuration's phases (``train.phases``), cut at
+        ``minutes``, or, when it has none, the label-free default
+        (:func:`~spiral_ppl.inference.spiral.recipe.default_phases`): sleep on the program's
+        own prior samples, then self-imitation of the agent's best passes on ``data``. Either
+        way the phases start where the agent stands now. Example::
+
+            agent = sp.inference.Spiral(prog)
+            agent.fit(images, minutes=5)
+            result = agent.infer(prog, targets, sp.Budget(renders=prog.steps))
 
         :param data: target images: a tensor ``(N, C, H, W)`` in ``[0, 1]`` or a ``Dataset``
             of images or ``(image, label)`` tuples (e.g. :class:`spiral_ppl.data.MNIST`).
+        :param steps: A2C updates of ``a2c.batch_size`` episodes each; give this or ``minutes``.
+        :param minutes: training time, in minutes, of the recipe.
         :param eval_data: held-out targets for the evaluations every ``train.eval_every``
             updates; by default the last ``train.eval_size`` items of ``data`` are held out.
         :param log_dir: folder of ``train.csv``, ``eval.csv`` and sample grids.
@@ -234,8 +248,29 @@ class Spiral(Engine):
         :param callback: called with each update's metrics once it is logged and checkpointed.
         :returns: the metrics of every update of this call.
         """
-        return training.fit(self, data, steps, eval_data=eval_data, log_dir=log_dir, checkpoint=checkpoint,
-                            progress=progress, backend=backend, callback=callback)
+        if (steps is None) == (minutes is None):
+            raise ValueError(f"fit takes steps= (A2C updates) or minutes= (training time of the recipe), one of the "
+                             f"two; got steps={steps!r}, minutes={minutes!r}")
+        if steps is not None:
+            return training.fit(self, data, steps, eval_data=eval_data, log_dir=log_dir, checkpoint=checkpoint,
+                                progress=progress, backend=backend, callback=callback)
+        minutes = checks.positive_number("minutes", minutes)
+        phases = self.config.train.phases or recipe.default_phases(minutes)
+        if any(phase.program_steps not in (None, self.prog.steps) for phase in phases):
+            raise ValueError("this configuration's recipe re-targets the agent to other numbers of steps, which "
+                             "fit cannot do in place: run it with spiral_ppl.inference.spiral.recipe.run")
+        history: list[dict[str, float]] = []
+        deadline = self.train_seconds + 60.0 * minutes
+
+        def collect(metrics: dict[str, float]) -> None:
+            history.append(metrics)
+            if callback is not None:
+                callback(metrics)
+
+        recipe.run(self, data, log_dir, eval_data=eval_data, phases=phases, checkpoint=checkpoint,
+                   origin=(self.learner.updates, self.train_seconds), backend=backend, progress=progress,
+                   stop=lambda agent: agent.train_seconds >= deadline, callback=collect)
+        return history
 
     def imitate(self, data: Any, steps: int, *, expert: imitation.Expert | None = None,
                 progress: bool | None = None) -> list[dict[str, float]]:
@@ -286,6 +321,11 @@ class Spiral(Engine):
         """Put the random streams where the checkpoint this agent was loaded from left them."""
         if self._source_state is not None:
             images.generator.set_state(self._source_state)
+        self.restore_random_state()
+
+    def restore_random_state(self) -> None:
+        """Put the global random streams where the checkpoint this agent was loaded from left
+        them (once: later calls leave them alone)."""
         if self._resume_rng is not None:
             set_random_state(self._resume_rng)
             self._resume_rng = None

@@ -13,7 +13,7 @@ section      class                 what it sets
 ``train``    :class:`TrainConfig`    evaluation, logging and checkpoint cadence, and the recipe
 ===========  ====================  ==========================================================
 
-A recipe is a tuple of phases (:class:`Phase`:
+A recipe is a tuple of phases (:class:`Phase`: sleep,
 behaviour cloning, A2C, self-imitation) that :func:`~spiral_ppl.inference.spiral.recipe.run`
 carries out in order; it is configuration like the rest.
 
@@ -60,10 +60,12 @@ class PolicyConfig:
     #: objects on MuJoCo's grey platform barely move a fresh network's features; a contrast of 4
     #: lets behaviour cloning find them.
     input_contrast: float = 1.0
-    #: ``"paper"``: the LSTM state alone decodes a location; ``"readout"``: what follows a
-    #: location also reads the image features there; ``"spatial"``: the readout, plus location
-    #: logits read off the image at every cell (see :mod:`~spiral_ppl.inference.spiral.decoders`).
-    location_decoder: str = "paper"
+    #: ``"paper"``: the LSTM state alone decodes a location (the paper's); ``"readout"``: what
+    #: follows a location also reads the image features there; ``"spatial"``: the readout, plus
+    #: location logits read off the image at every cell (see
+    #: :mod:`~spiral_ppl.inference.spiral.decoders`). Spatial logits learn where things are in a
+    #: fraction of the updates the paper's decoder needs, so they are the default.
+    location_decoder: str = "spatial"
 
     def __post_init__(self) -> None:
         for name in ("channels", "lstm_size", "action_embedding", "location_channels"):
@@ -169,6 +171,9 @@ class TrainConfig:
         for index, phase in enumerate(phases):
             if not isinstance(phase, Phase):
                 raise TypeError(f"train.phases[{index}] must be a Phase or a table of one, got {type(phase).__name__}")
+        if len({phase.minutes is None for phase in phases}) > 1:
+            raise ValueError("train.phases mixes phases measured in updates with phases measured in minutes; "
+                             "measure them all one way")
         object.__setattr__(self, "phases", phases)
 
 
@@ -241,27 +246,44 @@ class SpiralConfig:
         return cls(**{name: _section(kind, name, values.get(name, {})) for name, kind in SECTIONS.items()})
 
 
-PHASES = ("imitation", "a2c", "self_imitation")
+#: Kinds of phase: learning from the program's own prior samples (``sleep``), from a data set's
+#: ground-truth programs (``imitation``), by A2C on target images (``a2c``, the wake phase), and
+#: from the agent's own search on target images (``self_imitation``, expert iteration).
+PHASES = ("sleep", "imitation", "a2c", "self_imitation")
+#: How a self-imitation phase searches for the programs it imitates.
+SEARCHES = ("passes", "smc")
 
 
 @dataclass(frozen=True)
 class Phase:
-    """One phase of a recipe, run by :func:`spiral_ppl.inference.spiral.recipe.run` (see that module)."""
+    """One phase of a recipe, run by :func:`spiral_ppl.inference.spiral.recipe.run` (see that module).
+
+    Its length is ``updates`` or ``minutes`` of training time, one of the two; the phases of a
+    recipe all measure their length the same way.
+    """
 
     kind: str
-    updates: int
+    updates: int | None = None
     settings: Mapping[str, Any] = field(default_factory=dict)  #: hyper-parameter changes, ``{"a2c.lr": 3e-4}``
     program_steps: int | None = None  #: re-target the agent to programs of this many steps first
-    passes: int = 10  #: self-imitation: passes per target, the best of which is imitated
+    minutes: float | None = None  #: the phase's length in minutes of training time, instead of ``updates``
+    passes: int = 10  #: self-imitation: renders per target of the search, in passes (``search="smc"``: particles)
     targets: int = 128  #: self-imitation: training images per round
     round_updates: int = 16  #: self-imitation: behaviour-cloning updates per round
+    search: str = "passes"  #: self-imitation: the best of ``passes`` passes, or the guided SMC (``"smc"``)
 
     def __post_init__(self) -> None:
         checks.choice("phase kind", self.kind, PHASES)
-        checks.positive_int("phase updates", self.updates)
+        if (self.updates is None) == (self.minutes is None):
+            raise ValueError(f"a {self.kind} phase needs its length as updates or as minutes (one of the two), "
+                             f"got updates={self.updates!r}, minutes={self.minutes!r}")
+        checks.optional_positive_int("phase updates", self.updates)
+        if self.minutes is not None:
+            checks.positive_number("phase minutes", self.minutes)
         checks.optional_positive_int("phase program_steps", self.program_steps)
         for name in ("passes", "targets", "round_updates"):
             checks.positive_int(f"phase {name}", getattr(self, name))
+        checks.choice("phase search", self.search, SEARCHES)
         if not isinstance(self.settings, Mapping):
             raise TypeError(f"phase settings must be a table of section.field = value, got {self.settings!r}")
         if "train.phases" in self.settings:
@@ -272,16 +294,22 @@ class Phase:
         SpiralConfig().replace(dict(self.settings))  # unknown settings fail here, not mid-run
         object.__setattr__(self, "settings", dict(self.settings))
 
+    @property
+    def length(self) -> float:
+        """The phase's length in its unit: updates, or seconds of training time."""
+        return self.updates if self.updates is not None else 60.0 * self.minutes
+
     def to_dict(self) -> dict[str, Any]:
-        values = {"kind": self.kind, "updates": self.updates, "settings": dict(self.settings),
-                  "passes": self.passes, "targets": self.targets, "round_updates": self.round_updates}
-        if self.program_steps is not None:
-            values["program_steps"] = self.program_steps
+        values = {"kind": self.kind, "settings": dict(self.settings), "passes": self.passes,
+                  "targets": self.targets, "round_updates": self.round_updates, "search": self.search}
+        for name in ("updates", "minutes", "program_steps"):
+            if getattr(self, name) is not None:
+                values[name] = getattr(self, name)
         return values
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "Phase":
-        known = {"kind", "updates", "settings", "program_steps", "passes", "targets", "round_updates"}
+        known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown phase settings {unknown}; a phase has {sorted(known)}")

@@ -11,9 +11,13 @@ labels and the states come from:
 - **DAgger** (with an ``expert``; Ross, Gordon and Bagnell, AISTATS 2011): the policy draws its
   own episodes and every state it reached is labelled with the expert's next action from
   there, so it learns how to go on from its own mistakes;
-- **self-imitation** (:func:`best_of_passes`): the labels are the best of ``N`` of the agent's
-  own passes on training targets, ranked by l2, so one pass is taught what ``N`` find: expert
-  iteration (Anthony, Tian and Barber 2017) in which the expert is the agent's own search.
+- **sleep** (:func:`sleep_update`): behaviour cloning on programs drawn from the program's own
+  prior and rendered by it, the sleep phase of wake-sleep (Hinton et al. 1995) and the training
+  of inference compilation. It needs neither labels nor targets: the prior is the teacher;
+- **self-imitation** (:func:`search_labels`): the labels are the best programs the agent's own
+  search finds on training targets (the best of ``N`` passes ranked by l2, or the guided SMC),
+  so one pass is taught what the search finds: expert iteration (Anthony, Tian and Barber
+  2017) in which the expert is the agent's own search.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from tqdm.auto import tqdm
 from spiral_ppl import checks
 from spiral_ppl.inference.budget import Budget
 from spiral_ppl.inference.engine import hide_progress
+from spiral_ppl.inference.spiral.config import SEARCHES
 from spiral_ppl.inference.spiral.rollout import replay, rollout
 from spiral_ppl.inference.spiral.training import denormals_flushed
 from spiral_ppl.programs.base import Program
@@ -147,9 +152,24 @@ def imitate(agent: "Spiral", data: Any, steps: int, *, expert: Expert | None = N
     return history
 
 
-def best_of_passes(agent: "Spiral", targets: torch.Tensor, passes: int, seed: int) -> dict[str, torch.Tensor]:
-    """The best program of ``passes`` passes of ``agent`` on each target (its greedy pass among
-    them): the labels of one round of self-imitation."""
+def sleep_update(agent: "Spiral", generator: torch.Generator) -> dict[str, float]:
+    """One behaviour-cloning update on ``a2c.batch_size`` programs drawn from the agent's program's
+    prior (with ``generator``) and rendered by it; counts their renders."""
+    prog = agent.prog
+    programs = {name: value.to(agent.device) for name, value in prog.sample_prior(
+        agent.config.a2c.batch_size, generator=generator).items()}
+    images = prog.render(programs)
+    return imitation_update(agent, images, programs)
+
+
+def search_labels(agent: "Spiral", targets: torch.Tensor, passes: int, seed: int,
+                  search: str = "passes") -> dict[str, torch.Tensor]:
+    """The best program the agent's own search finds on each target with ``passes`` passes' worth
+    of renders: the best of its passes (the greedy one among them), or its guided SMC with
+    ``passes`` particles (``search="smc"``)."""
     checks.positive_int("passes", passes)
+    checks.choice("search", search, SEARCHES)
     searcher = agent.with_decoding(temperature=1.0, greedy_first=True)
-    return searcher.infer(agent.prog, targets, Budget(renders=passes * searcher.renders_per_pass), seed=seed).actions
+    engine = searcher if search == "passes" else searcher.smc()
+    budget = Budget(renders=passes * searcher.renders_per_pass)
+    return engine.infer(agent.prog, targets, budget, seed=seed).actions

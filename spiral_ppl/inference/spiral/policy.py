@@ -99,6 +99,7 @@ class Policy(nn.Module):
         self.action_space = tuple(action_space)
         self.conditional = conditional
         self.input_contrast = config.input_contrast
+        self.canvas_channels, self.image_size = channels, image_size
         self.noise_size = 0 if conditional else config.noise_size
         width, hidden = config.channels, config.lstm_size
         inputs = channels * (2 if conditional else 1) + 2
@@ -123,6 +124,27 @@ class Policy(nn.Module):
         self.decoders = build_decoders(self.action_space, config.location_decoder, hidden=hidden,
                                        embedding=config.action_embedding, location_channels=config.location_channels,
                                        width=width)
+        # oneDNN's CPU convolutions are faster on channels-last tensors (about 1.5x for a whole
+        # update, benchmarks/RESULTS.md); the outputs follow the weights' layout.
+        self.to(memory_format=torch.channels_last)
+
+    def _stretch(self, image: torch.Tensor) -> torch.Tensor:
+        return image if self.input_contrast == 1 else 0.5 + self.input_contrast * (image - 0.5)
+
+    def fixed_features(self, target: torch.Tensor | None, batch: int, device: torch.device,
+                       dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        r"""The first convolution's response to what an episode never changes: the target (of a
+        conditional policy), the coordinate channels and the bias.
+
+        The convolution is linear in its input channels, so with its weight split by input,
+        :math:`W * [x_t, x^\ast, c] + b = W_x * x_t + (W_\ast * x^\ast + W_c * c + b)`; the
+        bracket is the same at every step of an episode, and :func:`~.rollout.rollout`
+        computes it once.
+        """
+        coordinates = coordinate_channels(batch, self.image_size, device, dtype)
+        inputs = ([self._stretch(target)] if self.conditional else []) + [coordinates]
+        weight = self.stem.weight[:, self.canvas_channels:]
+        return F.conv2d(torch.cat(inputs, dim=1), weight, self.stem.bias, padding=2)
 
     def initial_hidden(self, batch: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         zeros = torch.zeros(batch, self.lstm.hidden_size, device=device)
@@ -137,6 +159,7 @@ class Policy(nn.Module):
         hidden: tuple[torch.Tensor, torch.Tensor],
         choose: Chooser = sample_categorical,
         temperature: float = 1.0,
+        fixed: torch.Tensor | None = None,
     ) -> StepOutput:
         r"""One step: observe, update the LSTM, decode an action component by component.
 
@@ -149,14 +172,14 @@ class Policy(nn.Module):
         :param temperature: each component's distribution is :math:`\mathrm{softmax}(\ell /
             \tau)` of its logits :math:`\ell`; ``choose``, the log-probability and the entropy
             all see the tempered distribution (1: the policy as trained).
+        :param fixed: :meth:`fixed_features` of ``target``, which episodes compute once rather
+            than at every step (computed here when not given).
         """
         temperature = check_temperature(temperature)  # 0 or NaN would otherwise surface as non-finite logits
         batch = canvas.shape[0]
-        images = [canvas] + ([target] if self.conditional else [])
-        if self.input_contrast != 1:
-            images = [0.5 + self.input_contrast * (image - 0.5) for image in images]
-        images.append(coordinate_channels(batch, canvas.shape[-1], canvas.device, canvas.dtype))
-        features = self.stem(torch.cat(images, dim=1))
+        if fixed is None:
+            fixed = self.fixed_features(target, batch, canvas.device, canvas.dtype)
+        features = F.conv2d(self._stretch(canvas), self.stem.weight[:, :self.canvas_channels], padding=2) + fixed
         image = ImageFeatures(features)  # what location decoders read, before the action's bias
 
         # The previous action enters as a per-channel bias of the first feature map.

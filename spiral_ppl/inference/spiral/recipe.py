@@ -1,15 +1,22 @@
 """Training recipes as data: phases, run in order by one driver, resumable mid-phase.
 
 A recipe is ``config.train.phases``, a tuple of
-:class:`~spiral_ppl.inference.spiral.config.Phase`. Each phase is one kind of update for a
-number of updates:
+:class:`~spiral_ppl.inference.spiral.config.Phase`. Each phase is one kind of update, for a
+number of updates or of minutes of training time:
 
+- ``"sleep"``: behaviour cloning of programs drawn from the program's own prior and rendered
+  by it (:func:`~spiral_ppl.inference.spiral.imitation.sleep_update`); it needs no data;
 - ``"imitation"``: behaviour cloning of the training data's ground-truth programs (data sets
   whose items are ``(image, program)``, such as MUJOCO SCENES; :mod:`.imitation`);
-- ``"a2c"``: A2C against the agent's reward (:mod:`.training`);
-- ``"self_imitation"``: rounds of expert iteration: the best of ``passes`` of the agent's own
-  passes on ``targets`` training images, then ``round_updates`` behaviour-cloning updates
-  towards those programs (:func:`~spiral_ppl.inference.spiral.imitation.best_of_passes`).
+- ``"a2c"``: A2C against the agent's reward on the target images, the wake phase (:mod:`.training`);
+- ``"self_imitation"``: rounds of expert iteration: the agent's own search on ``targets``
+  training images (the best of ``passes`` passes, or its guided SMC with ``search = "smc"``),
+  then ``round_updates`` behaviour-cloning updates towards the programs it found
+  (:func:`~spiral_ppl.inference.spiral.imitation.search_labels`).
+
+Only the ``imitation`` phase reads programs from a data set; the others learn from the
+program and unlabelled images alone. :func:`default_phases` is the label-free schedule that
+``Spiral.fit(images, minutes=M)`` runs.
 
 A phase may change hyper-parameters that leave the networks alone (``settings``, e.g.
 ``{"a2c.lr": 3e-4}``, kept by the phases after it) and run on programs of another number of
@@ -17,78 +24,115 @@ steps (``program_steps``; phases without it run on the run's own program): the a
 re-targeted between phases (:meth:`Spiral.retargeted`). In a TOML configuration::
 
     [[train.phases]]
-    kind = "a2c"
-    updates = 3000
+    kind = "sleep"
+    minutes = 3
+    settings = { "a2c.lr" = 1e-3 }
 
     [[train.phases]]
     kind = "self_imitation"
-    updates = 1120
-    program_steps = 10
-    settings = { "a2c.lr" = 3e-4 }
+    minutes = 2
+    passes = 10
 
-:func:`run` carries the phases out from wherever the agent's update count stands, writing
-the checkpoint at least every ``train.checkpoint_every`` updates, so a run stopped in the
-middle of a phase resumes there.
+:func:`run` carries the phases out from wherever the agent's update count (or training time)
+stands, writing the checkpoint at least every ``train.checkpoint_every`` updates, so a run
+stopped in the middle of a phase resumes there. Phases measured in updates resume exactly:
+the run continues as an uninterrupted one would have.
 """
 
 from __future__ import annotations
 
 import itertools
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 import torch
+from tqdm.auto import tqdm
 
 from spiral_ppl import checks
+from spiral_ppl.inference.engine import hide_progress
+from spiral_ppl.inference.spiral import training
 from spiral_ppl.inference.spiral.config import Phase
-from spiral_ppl.inference.spiral.imitation import best_of_passes, holds_programs
+from spiral_ppl.inference.spiral.imitation import holds_programs, search_labels, sleep_update
 from spiral_ppl.inference.spiral.logs import TrainingLog
 from spiral_ppl.inference.spiral.sources import ImageSource, split_held_out
-from spiral_ppl.inference.spiral.training import report
+from spiral_ppl.inference.spiral.training import denormals_flushed, report
 
 if TYPE_CHECKING:
     from spiral_ppl.inference.spiral.agent import Spiral
     from spiral_ppl.programs.base import Program
 
-def phase_ends(phases: tuple[Phase, ...]) -> list[int]:
-    """The update count at the end of each phase."""
-    return list(itertools.accumulate(phase.updates for phase in phases))
+#: The label-free schedule of ``Spiral.fit(images, minutes=M)``: each phase's share of the M
+#: minutes and its settings. Sleep teaches the policy the program's prior with a learning
+#: rate ten times the paper's (behaviour cloning tolerates it); self-imitation then moves it
+#: from the prior's images to the targets' with the best of its own passes.
+DEFAULT_SCHEDULE = (
+    ("sleep", 0.5, {"a2c.lr": 1e-3}),
+    ("self_imitation", 0.5, {"a2c.lr": 3e-4}),
+)
 
 
-def run(agent: "Spiral", data: Any, out: str | Path, *, eval_data: Any = None,
+def default_phases(minutes: float) -> tuple[Phase, ...]:
+    """:data:`DEFAULT_SCHEDULE` scaled to ``minutes`` of training time."""
+    checks.positive_number("minutes", minutes)
+    return tuple(Phase(kind, minutes=share * minutes, settings=settings) for kind, share, settings in DEFAULT_SCHEDULE)
+
+
+def phase_ends(phases: tuple[Phase, ...], start: float = 0) -> list[float]:
+    """Where each phase ends: an update count, or seconds of training time, from ``start``."""
+    return [start + end for end in itertools.accumulate(phase.length for phase in phases)]
+
+
+def run(agent: "Spiral", data: Any = None, out: str | Path | None = None, *, eval_data: Any = None,
+        phases: tuple[Phase, ...] | None = None, origin: tuple[int, float] = (0, 0.0),
         program: Callable[[int], "Program"] | None = None, steps: int | None = None, backend: Any = "local",
-        progress: bool | None = None,
-        stop: Callable[["Spiral"], bool] | None = None) -> "Spiral":
-    """Carry out ``agent.config.train.phases`` on ``data`` into the run folder ``out``.
+        progress: bool | None = None, stop: Callable[["Spiral"], bool] | None = None,
+        callback: Callable[[dict[str, float]], Any] | None = None, checkpoint: str | Path | None = None) -> "Spiral":
+    """Carry out ``phases`` (default: ``agent.config.train.phases``) on ``data`` into the run folder ``out``.
 
-    :param data: training images (a tensor or a Dataset; of ``(image, program)`` items for imitation).
-    :param eval_data: held-out targets of the evaluations (default: the last ``train.eval_size`` of ``data``).
+    :param data: training images (a tensor or a Dataset; of ``(image, program)`` items for
+        imitation); only a recipe of sleep phases alone runs without.
+    :param out: the run folder: logs, sample grids and ``checkpoint.pt`` (``None``: nothing written).
+    :param eval_data: held-out targets of the evaluations (default: the last ``train.eval_size`` of
+        ``data``, when ``train.eval_every`` asks for evaluations).
+    :param origin: the update count and training seconds at which the recipe started: phases
+        are measured from there (``Spiral.fit`` starts a recipe where the agent stands).
     :param program: ``steps -> Program``, to re-target the agent to a phase's number of steps.
     :param steps: the run's own number of program steps, on which phases without
         ``program_steps`` run (default: the agent's; give it when resuming a re-targeted agent).
-    :param stop: ``stop(agent)`` is asked between chunks of updates; ``True`` stops the run
-        there, checkpointed (a time limit, say).
+    :param stop: ``stop(agent)`` is asked after every update; ``True`` stops the run there,
+        checkpointed (a time limit, say).
+    :param callback: called with each update's metrics.
+    :param checkpoint: where to write the checkpoint (default: ``out/checkpoint.pt``; none without ``out``).
     :returns: the agent (a new one when a phase re-targeted it), checkpointed in ``out/checkpoint.pt``.
     """
-    phases = agent.config.train.phases
+    phases = agent.config.train.phases if phases is None else tuple(phases)
     if not phases:
         raise ValueError("the configuration has no recipe: add [[train.phases]] tables (see spiral_ppl.inference."
-                         "spiral.recipe) or call agent.fit(data, steps) directly")
+                         "spiral.recipe), call agent.fit(data, minutes=M) for the default one, or agent.fit(data, "
+                         "steps=N) for A2C alone")
     if any(phase.kind == "imitation" for phase in phases) and not holds_programs(data):
         raise ValueError(f"an imitation phase imitates the training data's ground-truth programs, whose items must be "
                          f"(image, {{component: actions}}), which of the shipped datasets only MUJOCO SCENES has; this "
-                         f"run trains on {type(data).__name__}: use a2c or self_imitation phases")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    prog = agent.prog
-    steps = checks.positive_int("steps", steps) if steps is not None else prog.steps
-    train_data, held_out = split_held_out(data, eval_data, agent.config.train.eval_size, prog.channels,
-                                          prog.image_size)
-    log = TrainingLog(out)
-    log.discard_after(agent.learner.updates)
+                         f"run trains on {type(data).__name__}: use sleep, a2c or self_imitation phases")
+    if data is None and any(phase.kind != "sleep" for phase in phases):
+        raise ValueError("this recipe's a2c and self_imitation phases train on target images: pass data")
+    out = Path(out) if out is not None else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    if checkpoint is None and out is not None:
+        checkpoint = out / "checkpoint.pt"
+    steps = checks.positive_int("steps", steps) if steps is not None else agent.prog.steps
+    train_data, held_out = data, None
+    if eval_data is not None or (agent.config.train.eval_every and data is not None):
+        train_data, held_out = split_held_out(data, eval_data, agent.config.train.eval_size, agent.prog.channels,
+                                              agent.prog.image_size)
+    log = TrainingLog(out) if out is not None else None
+    if log is not None:
+        log.discard_after(agent.learner.updates)
     try:
-        for phase, end in zip(phases, phase_ends(phases)):
-            if agent.learner.updates >= end:
+        for phase in phases:
+            if PhaseRun(agent, phases, phase, origin).done:
                 continue
             phase_steps = phase.program_steps or steps
             if phase_steps != agent.prog.steps:
@@ -98,42 +142,105 @@ def run(agent: "Spiral", data: Any, out: str | Path, *, eval_data: Any = None,
                 agent = agent.retargeted(program(phase_steps))
             if phase.settings:
                 agent.set_hyperparameters(phase.settings)
-            _run_phase(agent, phase, end, train_data, held_out, out, log, backend, progress, stop)
+            _run_phase(agent, PhaseRun(agent, phases, phase, origin, stop), train_data, held_out, out, checkpoint,
+                       log, backend, progress, callback)
             if stop is not None and stop(agent):
                 break
     finally:
-        log.close()
+        if log is not None:
+            log.close()
     return agent
 
 
-def _run_phase(agent: "Spiral", phase: Phase, end: int, data: Any, held_out: torch.Tensor, out: Path,
-               log: TrainingLog, backend: Any, progress: bool | None, stop: Callable[["Spiral"], bool] | None) -> None:
-    """Updates of one phase until the count reaches ``end``, in checkpointed chunks."""
-    train = agent.config.train
-    checkpoint = out / "checkpoint.pt"
-    chunk_size = train.checkpoint_every or train.eval_every or phase.updates
-    images = None if phase.kind != "self_imitation" else ImageSource(data, agent.prog.channels, agent.prog.image_size)
-    while agent.learner.updates < end and not (stop is not None and stop(agent)):
-        chunk = min(chunk_size - agent.learner.updates % chunk_size, end - agent.learner.updates)
+class PhaseRun:
+    """Where a phase ends and how far the agent has come: in updates or in seconds of training."""
+
+    def __init__(self, agent: "Spiral", phases: tuple[Phase, ...], phase: Phase, origin: tuple[int, float],
+                 stop: Callable[["Spiral"], bool] | None = None) -> None:
+        self.agent, self.phase, self.stop = agent, phase, stop
+        self.in_updates = phase.minutes is None
+        index = phases.index(phase)
+        self.end = phase_ends(phases, origin[0] if self.in_updates else origin[1])[index]
+
+    @property
+    def position(self) -> float:
+        return self.agent.learner.updates if self.in_updates else self.agent.train_seconds
+
+    @property
+    def remaining(self) -> float:
+        return self.end - self.position
+
+    @property
+    def done(self) -> bool:
+        return self.remaining <= 0
+
+    @property
+    def stopped(self) -> bool:
+        """The phase is over, or the caller's ``stop`` says to stop."""
+        return self.done or (self.stop is not None and bool(self.stop(self.agent)))
+
+    def updates_this_round(self, round_updates: int) -> int:
+        """At most ``round_updates``, cut at the next checkpoint and, in updates, at the phase's end,
+        so that a resumed run starts its rounds where an uninterrupted one did."""
+        updates, every = self.agent.learner.updates, self.agent.config.train.checkpoint_every
+        count = round_updates if not every else min(round_updates, every - updates % every)
+        return max(1, min(count, int(self.remaining))) if self.in_updates else count
+
+
+def _run_phase(agent: "Spiral", run: PhaseRun, data: Any, held_out: torch.Tensor | None, out: Path | None,
+               checkpoint: Path | None, log: TrainingLog | None, backend: Any, progress: bool | None,
+               callback: Callable[[dict[str, float]], Any] | None) -> None:
+    """Updates of one phase until it is over (or the caller stops it), logged, evaluated and checkpointed."""
+    phase = run.phase
+    unit = "update" if run.in_updates else "s"
+    with tqdm(total=round(phase.length), initial=round(phase.length - run.remaining), unit=unit,
+              desc=f"{agent.name} {phase.kind}", disable=hide_progress(progress)) as bar:
+        def after_update(metrics: dict[str, float]) -> None:
+            bar.update(round(phase.length - run.remaining) - bar.n)
+            if callback is not None:
+                callback(metrics)
+
         if phase.kind == "a2c":
-            agent.fit(data, chunk, eval_data=held_out, log_dir=out, checkpoint=checkpoint, progress=progress,
-                      backend=backend)
-            continue
-        if phase.kind == "imitation":
-            history = agent.imitate(data, chunk, progress=progress)
-        else:
-            history = []
-            while len(history) < chunk:
-                seed = agent.learner.updates  # a new draw every round, also when a run is resumed
-                generator = torch.Generator().manual_seed(seed)
-                targets = images.images(images.indices[torch.randint(len(images), (phase.targets,),
-                                                                     generator=generator)])
-                labels = best_of_passes(agent, targets.to(agent.device), phase.passes, seed)
-                history += agent.imitate((targets, labels), min(phase.round_updates, chunk - len(history)),
-                                         progress=False)
-        for metrics in history:
-            if train.log_every and metrics["update"] % train.log_every == 0:
-                log.write("imitation", metrics)
-        phase_over = agent.learner.updates >= end
-        report(agent, dict(history[-1]), phase_over, held_out=held_out, log=log, log_dir=out, checkpoint=checkpoint,
-               table=None)
+            count = int(run.remaining) if run.in_updates else 10**9  # a phase in minutes stops on time
+            training.fit(agent, data, count, eval_data=held_out, log_dir=out, checkpoint=checkpoint, progress=False,
+                         backend=backend, callback=after_update, stop=lambda: run.stopped)
+            return
+        # Rounds draw their targets with generators of their own (see _imitation_round), so the
+        # source leaves the global stream alone, which a resumed run restores here.
+        images = ImageSource(data, agent.prog.channels, agent.prog.image_size, seed=0) \
+            if phase.kind == "self_imitation" else None
+        agent.restore_random_state()
+        with denormals_flushed():
+            while not run.stopped:
+                history = _imitation_round(agent, run, data, images)
+                for index, metrics in enumerate(history):
+                    train = agent.config.train
+                    if log is not None and train.log_every and metrics["update"] % train.log_every == 0:
+                        log.write("imitation", metrics)
+                    last = index == len(history) - 1 and run.stopped
+                    report(agent, dict(metrics), last, held_out=held_out, log=log, log_dir=out,
+                           checkpoint=checkpoint, table=None)
+                    after_update(metrics)
+
+
+def _imitation_round(agent: "Spiral", run: PhaseRun, data: Any, images: ImageSource | None) -> list[dict[str, float]]:
+    """The updates of one round of a supervised phase: one for sleep and imitation; a search on
+    training targets and up to ``round_updates`` updates towards what it found for self-imitation.
+
+    Every round draws from a random stream seeded by the update count, so a resumed run draws
+    what an uninterrupted one would have."""
+    phase, seed = run.phase, agent.learner.updates
+    if phase.kind == "imitation":
+        return agent.imitate(data, 1, progress=False)
+    started = time.perf_counter()
+    if phase.kind == "sleep":
+        metrics = sleep_update(agent, torch.Generator(agent.prog.prior_table(agent.device).log_probs.device)
+                               .manual_seed(seed))
+        agent.train_seconds += time.perf_counter() - started
+        return [{"update": agent.learner.updates, "seconds": agent.train_seconds, **metrics}]
+    generator = torch.Generator().manual_seed(seed)
+    chosen = images.indices[torch.randint(len(images), (phase.targets,), generator=generator)]
+    targets = images.images(chosen).to(agent.device)
+    labels = search_labels(agent, targets, phase.passes, seed, phase.search)
+    agent.train_seconds += time.perf_counter() - started  # the search is part of the phase's training time
+    return agent.imitate((targets, labels), run.updates_this_round(phase.round_updates), progress=False)

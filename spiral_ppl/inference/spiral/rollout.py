@@ -101,10 +101,11 @@ def rollout(
     stepwise = prog.stepwise
     state = stepwise.initial(batch, device=device)
     seen, previous = nothing_drawn, None
+    fixed = policy.fixed_features(targets, batch, device)
     outputs, canvases = [], []
     for t in range(prog.steps):
         out = policy.step(seen, targets, previous, noise, hidden, choose=lambda c, logits: choose(t, c, logits),
-                          temperature=temperature)
+                          temperature=temperature, fixed=fixed)
         state = stepwise.advance(state, out.action)
         last = t == prog.steps - 1
         canvas = None
@@ -152,11 +153,13 @@ def replay(
         raise ValueError("replay needs at least the final canvas of the episodes; none was drawn")
     seen = torch.zeros(batch, *first.shape[1:], device=device)
     hidden, previous = policy.initial_hidden(batch, device), None
+    fixed = policy.fixed_features(targets, batch, device)
     outputs = []
     for t in range(steps):
         taken = {name: value[:, t].to(device) for name, value in actions.items()}
         scored = taken if labels is None else {name: value[:, t].to(device) for name, value in labels.items()}
-        out = policy.step(seen, targets, previous, noise, hidden, choose=lambda c, logits: scored[c.name])
+        out = policy.step(seen, targets, previous, noise, hidden, choose=lambda c, logits: scored[c.name],
+                          fixed=fixed)
         if not blind and canvases[t] is not None:
             seen = canvases[t]
         previous, hidden = taken, out.hidden

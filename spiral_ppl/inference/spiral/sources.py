@@ -30,9 +30,11 @@ class ImageSource:
     :param channels: the program's image channels.
     :param image_size: the program's image side.
     :param indices: the items to use (default: all), e.g. to hold some out.
+    :param seed: the seed of :meth:`batch`'s draws (default: drawn from torch's global stream).
     """
 
-    def __init__(self, data: Any, channels: int, image_size: int, indices: Sequence[int] | None = None) -> None:
+    def __init__(self, data: Any, channels: int, image_size: int, indices: Sequence[int] | None = None,
+                 seed: int | None = None) -> None:
         if isinstance(data, torch.Tensor):
             if data.dim() != 4:
                 raise ValueError(f"data must be images (N, C, H, W), got shape {tuple(data.shape)}")
@@ -45,7 +47,7 @@ class ImageSource:
         self.indices = torch.arange(len(data)) if indices is None else torch.as_tensor(list(indices))
         if len(self.indices) == 0:
             raise ValueError("data holds no images; give at least one")
-        self.generator = torch.Generator().manual_seed(int(torch.randint(2**62, ())))
+        self.generator = torch.Generator().manual_seed(int(torch.randint(2**62, ())) if seed is None else seed)
         if isinstance(data, torch.Tensor):  # all of it now, rather than a bad image mid-run
             for start in range(0, len(self.indices), 4096):
                 self.images(self.indices[start:start + 4096])

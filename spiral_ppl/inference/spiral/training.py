@@ -315,8 +315,11 @@ class Learner:
 def fit(agent: "Spiral", data: Any, steps: int, *, eval_data: Any = None, log_dir: str | Path | None = None,
         checkpoint: str | Path | None = None, progress: bool | None = None,
         backend: "str | EpisodeSource" = "local",
-        callback: Callable[[dict[str, float]], Any] | None = None) -> list[dict[str, float]]:
-    """``steps`` more updates of ``agent`` on the target images ``data`` (see :meth:`Spiral.fit`)."""
+        callback: Callable[[dict[str, float]], Any] | None = None,
+        stop: Callable[[], bool] | None = None) -> list[dict[str, float]]:
+    """``steps`` more updates of ``agent`` on the target images ``data`` (see :meth:`Spiral.fit`),
+    or fewer if ``stop()`` says so after one (the last is evaluated and checkpointed as the
+    ``steps``-th would be)."""
     checks.positive_int("steps", steps, hint="updates to run")
     train = agent.config.train
     prog = agent.prog
@@ -351,10 +354,12 @@ def fit(agent: "Spiral", data: Any, steps: int, *, eval_data: Any = None, log_di
                 history.append(metrics)
                 bar.update(1)
                 bar.set_postfix({k: f"{metrics[k]:.4g}" for k in ("l2", "return") if math.isfinite(metrics[k])})
-                last = len(history) == steps
+                last = len(history) == steps or (stop is not None and stop())
                 report(agent, metrics, last, held_out=held_out, log=log, log_dir=log_dir, checkpoint=checkpoint)
                 if callback is not None:
                     callback(history[-1])
+                if last:
+                    break
     finally:
         source.close()
         if log is not None:

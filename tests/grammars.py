@@ -1,0 +1,58 @@
+"""Scene grammars written as a user would write them, for tests and benchmarks of every engine.
+
+:class:`Discs` is written here; :func:`notebook_grammar` reads a grammar out of an example
+notebook, so that a benchmark measures the very class the notebook teaches.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+import spiral_ppl as sp
+from spiral_ppl.renderers import Component
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+class Discs(sp.programs.Program):
+    """Grey discs on a 32x32 canvas: each step may place one (``present``), centred on a cell
+    of an 8x8 grid (``centre``), of one of 3 radii and 4 grey levels; later discs cover earlier ones."""
+
+    channels, image_size = 1, 32
+    action_space = (
+        Component("present", 2),
+        Component("centre", 64, "location"),
+        Component("radius", 3),
+        Component("intensity", 4),
+    )
+    radii = (3.0, 5.0, 8.0)
+
+    def draw(self, actions):
+        device = actions["centre"].device
+        pixel = torch.arange(32, device=device, dtype=torch.float32) + 0.5
+        cy = (actions["centre"] // 8).float() * 4 + 2
+        cx = (actions["centre"] % 8).float() * 4 + 2
+        radius = torch.tensor(self.radii, device=device)[actions["radius"]]
+        distance = (pixel[:, None] - cy[..., None, None]) ** 2 + (pixel[None, :] - cx[..., None, None]) ** 2
+        cover = (distance <= radius[..., None, None] ** 2) & (actions["present"][..., None, None] == 1)  # (N, T, H, W)
+        level = (actions["intensity"].float() + 1) / 4
+        steps = torch.arange(cover.shape[1], device=device)[None, :, None, None]
+        last = torch.where(cover, steps, -1).amax(1)  # the last disc covering each pixel
+        values = torch.gather(level[..., None, None].expand_as(cover), 1, last.clamp(min=0)[:, None])[:, 0]
+        return torch.where(last >= 0, values, 0.0)[:, None]
+
+
+def notebook_grammar(notebook: str, name: str) -> type:
+    """The class ``name`` as the example notebook ``notebook`` defines it (its defining cell, run alone)."""
+    cells = json.loads((EXAMPLES / notebook).read_text())["cells"]
+    for cell in cells:
+        source = "".join(cell["source"])
+        if cell["cell_type"] == "code" and f"class {name}(" in source:
+            namespace = {"torch": torch, "sp": sp, "Component": Component}
+            definition = source.split("\nprog = ")[0]  # the class, not the cell's use of it
+            exec(compile(definition, f"{notebook}:{name}", "exec"), namespace)
+            return namespace[name]
+    raise LookupError(f"{notebook} defines no class {name}")
