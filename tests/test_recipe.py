@@ -330,5 +330,12 @@ def test_fit_takes_steps_or_minutes():
     with pytest.raises(ValueError, match="minutes must be positive"):
         agent.fit(images, minutes=0)
     assert len(agent.fit(images, steps=2, progress=False)) == 2  # A2C updates, as before
-    with pytest.raises(ValueError, match="train on target images: pass data"):
+    with pytest.raises(ValueError, match="recipe's a2c phases train on data: pass data"):
         recipe.run(agent, phases=(recipe.Phase("a2c", 1),))
+
+
+def test_identical_phases_each_run_their_length():
+    prog = discs()
+    agent = sp.inference.Spiral(prog, config=tiny_config([{"kind": "sleep", "updates": 2}] * 2), device="cpu")
+    recipe.run(agent, progress=False)
+    assert agent.learner.updates == 4

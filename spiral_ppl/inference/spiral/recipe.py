@@ -111,12 +111,13 @@ def run(agent: "Spiral", data: Any = None, out: str | Path | None = None, *, eva
         raise ValueError("the configuration has no recipe: add [[train.phases]] tables (see spiral_ppl.inference."
                          "spiral.recipe), call agent.fit(data, minutes=M) for the default one, or agent.fit(data, "
                          "steps=N) for A2C alone")
+    if data is None and any(phase.kind != "sleep" for phase in phases):
+        kinds = sorted({phase.kind for phase in phases} - {"sleep"})
+        raise ValueError(f"this recipe's {', '.join(kinds)} phases train on data: pass data (only sleep needs none)")
     if any(phase.kind == "imitation" for phase in phases) and not holds_programs(data):
         raise ValueError(f"an imitation phase imitates the training data's ground-truth programs, whose items must be "
                          f"(image, {{component: actions}}), which of the shipped datasets only MUJOCO SCENES has; this "
                          f"run trains on {type(data).__name__}: use sleep, a2c or self_imitation phases")
-    if data is None and any(phase.kind != "sleep" for phase in phases):
-        raise ValueError("this recipe's a2c and self_imitation phases train on target images: pass data")
     out = Path(out) if out is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -131,8 +132,8 @@ def run(agent: "Spiral", data: Any = None, out: str | Path | None = None, *, eva
     if log is not None:
         log.discard_after(agent.learner.updates)
     try:
-        for phase in phases:
-            if PhaseRun(agent, phases, phase, origin).done:
+        for index, phase in enumerate(phases):
+            if PhaseRun(agent, phases, index, origin).done:
                 continue
             phase_steps = phase.program_steps or steps
             if phase_steps != agent.prog.steps:
@@ -142,7 +143,7 @@ def run(agent: "Spiral", data: Any = None, out: str | Path | None = None, *, eva
                 agent = agent.retargeted(program(phase_steps))
             if phase.settings:
                 agent.set_hyperparameters(phase.settings)
-            _run_phase(agent, PhaseRun(agent, phases, phase, origin, stop), train_data, held_out, out, checkpoint,
+            _run_phase(agent, PhaseRun(agent, phases, index, origin, stop), train_data, held_out, out, checkpoint,
                        log, backend, progress, callback)
             if stop is not None and stop(agent):
                 break
@@ -155,11 +156,10 @@ def run(agent: "Spiral", data: Any = None, out: str | Path | None = None, *, eva
 class PhaseRun:
     """Where a phase ends and how far the agent has come: in updates or in seconds of training."""
 
-    def __init__(self, agent: "Spiral", phases: tuple[Phase, ...], phase: Phase, origin: tuple[int, float],
+    def __init__(self, agent: "Spiral", phases: tuple[Phase, ...], index: int, origin: tuple[int, float],
                  stop: Callable[["Spiral"], bool] | None = None) -> None:
-        self.agent, self.phase, self.stop = agent, phase, stop
-        self.in_updates = phase.minutes is None
-        index = phases.index(phase)
+        self.agent, self.phase, self.stop = agent, phases[index], stop
+        self.in_updates = self.phase.minutes is None
         self.end = phase_ends(phases, origin[0] if self.in_updates else origin[1])[index]
 
     @property
