@@ -38,11 +38,19 @@ class Discs(sp.programs.Program):
         radius = torch.tensor(self.radii, device=device)[actions["radius"]]
         distance = (pixel[:, None] - cy[..., None, None]) ** 2 + (pixel[None, :] - cx[..., None, None]) ** 2
         cover = (distance <= radius[..., None, None] ** 2) & (actions["present"][..., None, None] == 1)  # (N, T, H, W)
-        level = (actions["intensity"].float() + 1) / 4
-        steps = torch.arange(cover.shape[1], device=device)[None, :, None, None]
-        last = torch.where(cover, steps, -1).amax(1)  # the last disc covering each pixel
-        values = torch.gather(level[..., None, None].expand_as(cover), 1, last.clamp(min=0)[:, None])[:, 0]
-        return torch.where(last >= 0, values, 0.0)[:, None]
+        return painted_over(cover, (actions["intensity"].float() + 1) / 4)
+
+
+def painted_over(cover: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+    """One-channel images ``(N, 1, H, W)`` of shapes painted in order, later ones over earlier ones.
+
+    :param cover: ``(N, T, H, W)`` whether step ``t``'s shape covers each pixel.
+    :param level: ``(N, T)`` the grey level of step ``t``'s shape; pixels no shape covers are 0.
+    """
+    steps = torch.arange(cover.shape[1], device=cover.device)[None, :, None, None]
+    last = torch.where(cover, steps, -1).amax(1)  # the last shape covering each pixel
+    values = torch.gather(level[..., None, None].expand_as(cover), 1, last.clamp(min=0)[:, None])[:, 0]
+    return torch.where(last >= 0, values, 0.0)[:, None]
 
 
 def notebook_grammar(notebook: str, name: str) -> type:

@@ -9,6 +9,7 @@ import torch
 
 import spiral_ppl as sp
 from spiral_ppl.renderers import Component
+from tests.grammars import painted_over
 
 
 class Rectangles(sp.programs.Program):
@@ -33,13 +34,9 @@ class Rectangles(sp.programs.Program):
         inside_x = (pixel >= left) & (pixel <= left + actions["width"][..., None])
         inside_y = (pixel >= top) & (pixel <= top + actions["height"][..., None])
         level = (0.5 + 0.5 * actions["shade"]) * actions["present"]
-        # Later rectangles paint over earlier ones: keep the last step that covers each pixel.
-        cover = inside_y[..., :, None] & inside_x[..., None, :]  # (N, T, 16, 16)
-        steps = torch.arange(cover.shape[1], device=cover.device)[None, :, None, None]
-        covered = cover & (level[..., None, None] > 0)
-        last = torch.where(covered, steps, -1).amax(1)  # (N, 16, 16)
-        values = torch.gather(level[..., None, None].expand_as(cover), 1, last.clamp(min=0)[:, None])[:, 0]
-        return torch.where(last >= 0, values, 0.0)[:, None]
+        # Later rectangles paint over earlier ones; an absent one (level 0) covers nothing.
+        cover = inside_y[..., :, None] & inside_x[..., None, :] & (level[..., None, None] > 0)  # (N, T, 16, 16)
+        return painted_over(cover, level)
 
 
 @pytest.fixture

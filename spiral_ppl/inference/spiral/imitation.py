@@ -154,7 +154,8 @@ def imitate(agent: "Spiral", data: Any, steps: int, *, expert: Expert | None = N
 
 def sleep_update(agent: "Spiral", generator: torch.Generator) -> dict[str, float]:
     """One behaviour-cloning update on ``a2c.batch_size`` programs drawn from the agent's program's
-    prior (with ``generator``) and rendered by it; counts their renders."""
+    prior (with ``generator``, a CPU one, so a seed draws the same programs on any device) and
+    rendered by it; counts their renders."""
     prog = agent.prog
     programs = {name: value.to(agent.device) for name, value in prog.sample_prior(
         agent.config.a2c.batch_size, generator=generator).items()}

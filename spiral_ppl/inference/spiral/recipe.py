@@ -234,8 +234,7 @@ def _imitation_round(agent: "Spiral", run: PhaseRun, data: Any, images: ImageSou
         return agent.imitate(data, 1, progress=False)
     started = time.perf_counter()
     if phase.kind == "sleep":
-        metrics = sleep_update(agent, torch.Generator(agent.prog.prior_table(agent.device).log_probs.device)
-                               .manual_seed(seed))
+        metrics = sleep_update(agent, torch.Generator().manual_seed(seed))
         agent.train_seconds += time.perf_counter() - started
         return [{"update": agent.learner.updates, "seconds": agent.train_seconds, **metrics}]
     generator = torch.Generator().manual_seed(seed)
