@@ -5,9 +5,12 @@ import functools
 import gzip
 import http.server
 import io
+import os
+import shutil
 import struct
 import threading
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +18,8 @@ import torch
 from PIL import Image
 
 import spiral_ppl as sp
-from spiral_ppl.data import download, mnist
+from spiral_ppl.data import download, integrity, mnist
+from spiral_ppl.data.integrity import ChecksumError
 from spiral_ppl.metrics import chamfer_distance, parsing_scores, pen_paths
 
 # -- fixtures: small files in the original formats -------------------------------------------
@@ -56,8 +60,8 @@ def server(tmp_path):
 
 
 def test_mnist_reads_idx_files_and_resizes(tmp_path):
-    make_mnist(tmp_path)
-    digits = sp.data.MNIST(tmp_path, split="test", image_size=56, download=False)
+    checksums = make_mnist(tmp_path)
+    digits = sp.data.MNIST(tmp_path, split="test", image_size=56, download=False, checksums=checksums)
     assert len(digits) == 6
     image, label = digits[3]
     assert image.shape == (1, 56, 56) and label == 3
@@ -79,11 +83,11 @@ def test_mnist_rejects_corrupt_files(tmp_path):
     make_mnist(tmp_path)
     write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.arange(6), mnist.IMAGE_MAGIC)
     with pytest.raises(ValueError, match="magic number 2051, expected 2049"):
-        sp.data.MNIST(tmp_path, download=False)
+        sp.data.MNIST(tmp_path, download=False, checksums=None)
     with gzip.open(tmp_path / "t10k-labels-idx1-ubyte.gz", "wb") as stream:
         stream.write(struct.pack(">ii", mnist.LABEL_MAGIC, 10) + bytes(3))
     with pytest.raises(ValueError, match="body has 3"):
-        sp.data.MNIST(tmp_path, download=False)
+        sp.data.MNIST(tmp_path, download=False, checksums=None)
 
 
 def test_mnist_downloads_and_verifies_checksums(tmp_path, server):
@@ -113,6 +117,55 @@ def test_a_bad_mirror_falls_through_to_a_good_one(tmp_path, server):
     assert len(digits) == 6
 
 
+@pytest.fixture
+def verified_record(tmp_path, monkeypatch):
+    """A private record of verified files, and a count of the files hashed."""
+    monkeypatch.setenv("SPIRAL_PPL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(integrity, "SETTLED_SECONDS", 0.0)
+    hashed = []
+    real_sha256_of = integrity.sha256_of
+    monkeypatch.setattr(integrity, "sha256_of", lambda path: hashed.append(Path(path).name) or real_sha256_of(path))
+    return hashed
+
+
+def flip_a_byte(path, offset=-9):
+    """Change one byte of a file in place: same size, same name, other content."""
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_an_altered_file_is_refused_and_a_verified_one_is_not_hashed_again(tmp_path, verified_record):
+    folder = tmp_path / "mnist"
+    checksums = make_mnist(folder)
+    sp.data.MNIST(folder, download=False, checksums=checksums)
+    sp.data.MNIST(folder, download=False, checksums=checksums)
+    assert sorted(verified_record) == sorted(mnist.FILES["test"])  # hashed once each, then remembered
+
+    labels = folder / "t10k-labels-idx1-ubyte.gz"
+    stamp = labels.stat()
+    flip_a_byte(labels)
+    os.utime(labels, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))  # even with its old modification time
+    with pytest.raises(ChecksumError, match=r"t10k-labels-idx1-ubyte.gz is not the published file.*checksums=None"):
+        sp.data.MNIST(folder, download=False, checksums=checksums)
+    write_idx(labels, np.full(6, 9), mnist.LABEL_MAGIC)  # labels of one's own, read unverified on request
+    assert sp.data.MNIST(folder, download=False, checksums=None)[0][1] == 9
+
+
+def test_the_shipped_checksums_match_the_real_files_and_catch_a_flipped_byte(tmp_path, data_root, verified_record):
+    for name in mnist.FILES["test"]:
+        shutil.copy(data_root / "mnist" / name, tmp_path / name)
+    assert len(sp.data.MNIST(tmp_path, download=False)) == 10000
+    flip_a_byte(tmp_path / "t10k-images-idx3-ubyte.gz", offset=5000)
+    with pytest.raises(ChecksumError, match="t10k-images-idx3-ubyte.gz is not the published file.*replace it with the original"):
+        sp.data.MNIST(tmp_path, download=False)
+    shutil.copy(data_root / "omniglot" / "images_evaluation.npz", tmp_path / "images_evaluation.npz")
+    assert len(sp.data.Omniglot(tmp_path, split="evaluation")) == 659 * 20
+    flip_a_byte(tmp_path / "images_evaluation.npz", offset=100_000)
+    with pytest.raises(ChecksumError, match="images_evaluation.npz.*replace it with the original"):
+        sp.data.Omniglot(tmp_path, split="evaluation")
+
+
 def test_offline_or_no_download_says_which_files_to_put_where(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"t10k-images-idx3-ubyte.gz.*put them in"):
         sp.data.MNIST(tmp_path, download=False)
@@ -135,7 +188,7 @@ def test_omniglot_npz_and_png_fixtures(tmp_path):
     images = np.ones((2, 20, 105, 105), dtype=bool)
     images[1, 3, 50:55] = False  # character 2, drawer 4: a band of ink
     np.savez(tmp_path / "images_background.npz", images=images, labels=np.zeros((2, 20), dtype=np.int64))
-    characters = sp.data.Omniglot(tmp_path, split="background")
+    characters = sp.data.Omniglot(tmp_path, split="background", checksums=None)
     assert len(characters) == 40
     image, character = characters[1 * 20 + 3]
     assert character == 2 and image.shape == (1, 64, 64)
@@ -144,7 +197,7 @@ def test_omniglot_npz_and_png_fixtures(tmp_path):
     with zipfile.ZipFile(tmp_path / "images_background_small1.zip", "w") as archive:
         archive.writestr("images_background_small1/Alpha/character01/0001_01.png", ink_png(slice(10, 20)))
         archive.writestr("images_background_small1/Alpha/character02/0002_01.png", ink_png(slice(80, 90)))
-    drawings = sp.data.Omniglot(tmp_path, split="background_small1", source="png", download=False)
+    drawings = sp.data.Omniglot(tmp_path, split="background_small1", source="png", download=False, checksums=None)
     assert len(drawings) == 2 and drawings[1][1] == 2
     assert drawings[1][0][0, 52].min().item() == pytest.approx(1.0) and drawings[1][0][0, :40].sum() == 0
 
@@ -157,7 +210,7 @@ def test_stroke_files_parse_into_image_coordinates(tmp_path):
     with zipfile.ZipFile(tmp_path / "strokes_background_small1.zip", "w") as archive:
         archive.writestr("strokes_background_small1/Alpha/character01/0001_07.txt", text)
         archive.writestr("__MACOSX/strokes_background_small1/Alpha/character01/._0001_07.txt", "junk")
-    drawings = sp.data.OmniglotStrokes(tmp_path, download=False)
+    drawings = sp.data.OmniglotStrokes(tmp_path, download=False, checksums=None)
     assert len(drawings) == 1 and drawings[0].drawer == 7 and drawings[0].character_id == 1
     np.testing.assert_allclose(drawings[0].scaled(210)[1], [[10, 10], [10, 120]])
     with pytest.raises(ValueError, match="START"):
@@ -190,6 +243,12 @@ def test_omniglot_errors(tmp_path):
         sp.data.Omniglot(tmp_path, split="evaluation")
     with pytest.raises(ValueError, match="split must be one of"):
         sp.data.Omniglot(tmp_path, split="background_small1", source="npz")
+    with zipfile.ZipFile(tmp_path / "strokes_background_small1.zip", "w") as archive:
+        archive.writestr("strokes_background_small1/Alpha/character01/0001_07.txt", "START\n" + "1,-2,3\n" * 500)
+    whole = (tmp_path / "strokes_background_small1.zip").read_bytes()
+    (tmp_path / "strokes_background_small1.zip").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(ValueError, match="strokes_background_small1.zip is truncated or corrupt"):
+        sp.data.OmniglotStrokes(tmp_path, download=False, checksums=None)
 
 
 # -- CelebA --------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import sys
 import textwrap
 import warnings
 
+import numpy as np
 import pytest
 import torch
 from pyro.poutine.util import site_is_subsample
@@ -455,6 +456,28 @@ def test_corrupt_cache_is_regenerated(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         _dataset(tmp_path)  # repaired: loads without a warning
+
+
+def test_cache_with_altered_pixels_or_programs_of_the_same_size_is_regenerated(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPIRAL_PPL_CACHE", str(tmp_path / "cache"))  # the record of verified files
+    first = _dataset(tmp_path)
+    expected, expected_locations = first[4][0].clone(), first.actions["location"].clone()
+    pixels = np.load(first.images_path, mmap_mode="r+")
+    pixels[4, 0, 10, 10] ^= 0xFF  # one pixel of scene 4, the file's size unchanged
+    pixels.flush()
+    del pixels
+    with pytest.warns(RuntimeWarning, match="SHA-256"):
+        again = _dataset(tmp_path)
+    assert torch.equal(again[4][0], expected)
+
+    with np.load(again.programs_path) as stored:
+        arrays = dict(stored)
+    arrays["location"][0, 0] += 1  # a program altered, its checksum kept
+    with open(again.programs_path, "wb") as file:
+        np.savez(file, **arrays)
+    with pytest.warns(RuntimeWarning, match="programs do not match their checksum"):
+        third = _dataset(tmp_path)
+    assert torch.equal(third.actions["location"], expected_locations)
 
 
 def test_dataset_bad_arguments(tmp_path):

@@ -11,26 +11,16 @@ Example::
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
+from spiral_ppl.data.integrity import ChecksumError, sha256_of, verify
 from spiral_ppl.io import atomic_path
 
-
-class ChecksumError(ValueError):
-    """A downloaded file's checksum is not the published one."""
-
-
-def sha256_of(path: str | Path, chunk_size: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        while block := stream.read(chunk_size):
-            digest.update(block)
-    return digest.hexdigest()
+__all__ = ["ChecksumError", "ensure_files", "fetch", "sha256_of"]
 
 
 def fetch(name: str, root: str | Path, mirrors: Sequence[str], sha256: str, timeout: float = 60.0) -> Path:
@@ -66,21 +56,29 @@ def fetch(name: str, root: str | Path, mirrors: Sequence[str], sha256: str, time
 
 
 def ensure_files(
-    files: dict[str, str], root: str | Path, mirrors: Sequence[str], download: bool, dataset: str
+    files: Mapping[str, str | None], root: str | Path, mirrors: Sequence[str], download: bool, dataset: str
 ) -> list[Path]:
-    """Make sure ``files`` (name -> SHA-256) are in ``root``, downloading the missing ones.
+    """Make sure ``files`` (name -> SHA-256, or None where none is published) are in ``root``
+    and are the published files, downloading the missing ones.
 
     Raises :class:`FileNotFoundError` that says which files to put where when they are
-    missing and cannot be downloaded (offline, or ``download=False``).
+    missing and cannot be downloaded (offline, or ``download=False``), and
+    :class:`ChecksumError` naming a file whose content is not the published one.
     """
     root = Path(root)
     missing = [name for name in files if not (root / name).is_file()]
-    reason = "downloading is off (download=False)"
-    if missing and download:
+    downloadable = [name for name in missing if files[name] is not None]
+    if not mirrors:
+        reason = "they cannot be downloaded"
+    elif not download:
+        reason = "downloading is off (download=False)"
+    else:
+        reason = "no published checksum is known to verify a download of them"
+    if downloadable and download and mirrors:
         try:
-            for name in missing:
+            for name in downloadable:
                 fetch(name, root, mirrors, files[name])
-            missing = []
+            missing = [name for name in missing if name not in downloadable]
         except ConnectionError as error:
             reason = f"the download failed ({error})"
     if missing:
@@ -89,4 +87,12 @@ def ensure_files(
             f"(from {mirrors[0] if mirrors else 'the original source'}) and put them in {root}, "
             "or pass root= the folder that holds them."
         )
+    if download and mirrors:
+        fix = f"delete it, and loading {dataset} again downloads it from {mirrors[0]}"
+    else:
+        fix = f"replace it with the original (from {mirrors[0] if mirrors else 'the original source'})"
+    fix += ", or pass checksums=None to read a version of your own unverified"
+    for name, sha256 in files.items():
+        if sha256 is not None:
+            verify(root / name, sha256, fix=fix)
     return [root / name for name in files]

@@ -21,10 +21,13 @@ Caching. 50,000 scenes take a few minutes to render, so they are made once and s
 ``$XDG_CACHE_HOME/spiral_ppl/mujoco_scenes``, else ``~/.cache/spiral_ppl/mujoco_scenes``) as
 two files named by a hash of every generation parameter (and the MuJoCo version, which
 could change pixels), so different settings never collide: ``<name>.images.npy``, uint8
-``(size, 3, H, W)`` read through a memory map, and ``<name>.programs.npz``. Each is written
-to a temporary file and moved into place with :func:`os.replace`, the programs last, so a
-crash never leaves a half-written file under the final name. A cache file that cannot be
-read or does not match its parameters is regenerated with a warning.
+``(size, 3, H, W)`` read through a memory map, and ``<name>.programs.npz``, which also holds
+the SHA-256 of the images file and of the programs. Each is written to a temporary file and
+moved into place with :func:`os.replace`, the programs last, so a crash never leaves a
+half-written file under the final name. The images are checked against their checksum when
+first read (:func:`~spiral_ppl.data.integrity.verify` remembers a file that passed), the
+programs every time. A cache file that cannot be read, does not match its parameters or
+fails its checksum is regenerated with a warning.
 
 Example::
 
@@ -58,6 +61,7 @@ from tqdm.auto import tqdm
 
 from spiral_ppl.checks import non_negative_int, positive_int
 from spiral_ppl.data.cache import cache_root
+from spiral_ppl.data.integrity import sha256_of, verify
 from spiral_ppl.io import atomic_path
 from spiral_ppl.renderers.mujoco_scene import (
     ADD,
@@ -153,6 +157,15 @@ def scene_expert(
         for name, value in zip(OBJECT_FIELDS, unclaimed[0]):
             action[name][row] = value
     return action
+
+
+def _programs_sha256(programs: dict[str, np.ndarray]) -> str:
+    """One SHA-256 over every component's name and int16 values, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(programs):
+        digest.update(name.encode())
+        digest.update(np.ascontiguousarray(programs[name], dtype=np.int16).tobytes())
+    return digest.hexdigest()
 
 
 class MujocoScenes(torch.utils.data.Dataset):
@@ -295,10 +308,17 @@ class MujocoScenes(torch.utils.data.Dataset):
                 parameters = json.loads(str(stored["parameters"]))
                 if parameters != self.parameters:
                     raise ValueError(f"it was made with {parameters}")
-                actions = {c.name: torch.from_numpy(stored[c.name].astype(np.int16)) for c in self._scene.action_space}
-            for name, value in actions.items():
+                if "images_sha256" not in stored or "programs_sha256" not in stored:
+                    raise ValueError("it carries no checksums (an older version of the library made it)")
+                images_sha256, programs_sha256 = str(stored["images_sha256"]), str(stored["programs_sha256"])
+                programs = {c.name: stored[c.name].astype(np.int16) for c in self._scene.action_space}
+            for name, value in programs.items():
                 if value.shape != (self.size, self.steps):
                     raise ValueError(f"programs of {name!r} have shape {tuple(value.shape)}")
+            if _programs_sha256(programs) != programs_sha256:
+                raise ValueError("its programs do not match their checksum")
+            verify(self.images_path, images_sha256, fix="the cache is regenerated")
+            actions = {name: torch.from_numpy(value) for name, value in programs.items()}
         except Exception as error:  # noqa: BLE001 - any unreadable cache is regenerated
             warnings.warn(
                 f"MUJOCO SCENES cache {self.images_path.name} in {self.root} is unreadable or does not match "
@@ -329,9 +349,11 @@ class MujocoScenes(torch.utils.data.Dataset):
                     bar.update(rendered.shape[0])
             images.flush()
             del images
+            images_sha256 = sha256_of(temporary)
+        checksums = dict(images_sha256=np.array(images_sha256), programs_sha256=np.array(_programs_sha256(actions)))
         with atomic_path(self.programs_path) as temporary:
             with open(temporary, "wb") as file:
-                np.savez(file, parameters=np.array(json.dumps(self.parameters)), **actions)
+                np.savez(file, parameters=np.array(json.dumps(self.parameters)), **checksums, **actions)
 
     def _programs(self) -> dict[str, np.ndarray]:
         """The ground-truth programs of every scene: ``{component: int16 (size, steps)}``."""

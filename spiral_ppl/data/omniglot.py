@@ -31,8 +31,11 @@ from __future__ import annotations
 import io as _io
 import re
 import zipfile
+import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator, Mapping
 
 import numpy as np
 import torch
@@ -47,12 +50,15 @@ from spiral_ppl.data.download import ensure_files
 ORIGINAL_SIZE = 105
 #: Where the original zips are published.
 MIRRORS = ("https://raw.githubusercontent.com/brendenlake/omniglot/master/python/",)
-#: SHA-256 of the published zips that can be downloaded and verified.
+#: SHA-256 of the files the loaders know: the published zips, which can be downloaded, and
+#: the npz arrays, which cannot. Files not listed (the full-set PNG zips) are read unverified.
 SHA256 = {
     "images_background_small1.zip": "f38eb80f801274ac2b4dff5b24289016bfaba4a7d5bb50deebf27104ad6cb8a4",
     "images_background_small2.zip": "3ccaa407515a8778e5d0861875af38b17e418f301ad5bb3b5a6b65d901a41c7f",
     "strokes_background_small1.zip": "8cb3960fb6cf4ccf5f064ad83169f828c36c36782a0f6e7faacb7ecfae4468a2",
     "strokes_background_small2.zip": "345bf2141efbea062833dbb2828abbc23d9e07825e46f2afdd4daecddfed6e78",
+    "images_background.npz": "8bf84167413cd00beacdce3fe582f780ab538d8dbef043a6d688f2527bbce199",
+    "images_evaluation.npz": "0b84c7ffd94c4841c0040e529c86a82eaaccb986d8eadad5673f7991b7475276",
 }
 NPZ_SPLITS = {"background": ("images_background.npz", 1), "evaluation": ("images_evaluation.npz", 965)}
 ZIP_SPLITS = ("background", "evaluation", "background_small1", "background_small2")
@@ -67,15 +73,23 @@ def _to_canvas(background: torch.Tensor, image_size: int) -> torch.Tensor:
     return ink.clamp(0, 1)
 
 
-def _ensure(root: Path, names: list[str], download: bool, dataset: str) -> None:
-    downloadable = {name: SHA256[name] for name in names if name in SHA256}
-    missing = [name for name in names if name not in downloadable and not (root / name).is_file()]
-    if missing:
-        raise FileNotFoundError(
-            f"{dataset} files {missing} are not in {root}. Put them there (the zips are published at "
-            f"{MIRRORS[0]}), or pass root= the folder that holds them."
-        )
-    ensure_files(downloadable, root, MIRRORS, download, dataset)
+def _ensure(root: Path, name: str, download: bool, dataset: str, checksums: Mapping[str, str] | None) -> None:
+    """Make sure ``name`` is in ``root`` and, when its checksum is known, is the original file."""
+    sha256 = None if checksums is None else checksums.get(name)
+    mirrors = MIRRORS if name.endswith(".zip") else ()
+    ensure_files({name: sha256}, root, mirrors, download, dataset)
+
+
+@contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """Name the file, and the fix, when it turns out not to be a readable archive."""
+    try:
+        yield
+    except (zipfile.BadZipFile, EOFError, zlib.error, OSError, KeyError, UnicodeDecodeError) as error:
+        raise ValueError(
+            f"{path} is truncated or corrupt ({type(error).__name__}: {error}); replace it with the original "
+            f"(the zips are published at {MIRRORS[0]})"
+        ) from None
 
 
 class Omniglot(Dataset):
@@ -87,6 +101,8 @@ class Omniglot(Dataset):
     :param source: ``"npz"`` (the arrays) or ``"png"`` (the original zip of PNGs).
     :param image_size: side of the returned images.
     :param download: fetch missing zips with published checksums when online.
+    :param checksums: SHA-256 per file name (default :data:`SHA256`), checked the first time a
+        file is read; ``None`` reads files of your own unverified.
     """
 
     def __init__(
@@ -96,6 +112,7 @@ class Omniglot(Dataset):
         source: str = "npz",
         image_size: int = 64,
         download: bool = True,
+        checksums: Mapping[str, str] | None = SHA256,
     ) -> None:
         if source not in ("npz", "png"):
             raise ValueError(f"source must be 'npz' or 'png', got {source!r}")
@@ -107,8 +124,8 @@ class Omniglot(Dataset):
         self.split, self.source, self.image_size = split, source, image_size
         if source == "npz":
             name, first_id = NPZ_SPLITS[split]
-            _ensure(self.root, [name], download=False, dataset=f"Omniglot {split}")
-            with np.load(self.root / name) as arrays:
+            _ensure(self.root, name, download=False, dataset=f"Omniglot {split}", checksums=checksums)
+            with _reading(self.root / name), np.load(self.root / name, allow_pickle=False) as arrays:
                 images = arrays["images"]
             if images.dtype != bool or images.ndim != 4 or images.shape[-2:] != (ORIGINAL_SIZE, ORIGINAL_SIZE):
                 raise ValueError(f"{name}: expected bool images (characters, drawers, 105, 105), got "
@@ -118,9 +135,9 @@ class Omniglot(Dataset):
             self.character_ids = torch.arange(first_id, first_id + characters).repeat_interleave(drawers)
         else:
             name = f"images_{split}.zip"
-            _ensure(self.root, [name], download, dataset=f"Omniglot {split}")
+            _ensure(self.root, name, download, dataset=f"Omniglot {split}", checksums=checksums)
             backgrounds, ids = [], []
-            with zipfile.ZipFile(self.root / name) as archive:
+            with _reading(self.root / name), zipfile.ZipFile(self.root / name) as archive:
                 for member in sorted(archive.namelist()):
                     match = _MEMBER.search(member)
                     if not match or not member.endswith(".png"):
@@ -188,21 +205,33 @@ class Drawing:
 
 
 class OmniglotStrokes(Dataset):
-    """The ground-truth pen trajectories of ``strokes_<split>.zip``, as :class:`Drawing` items."""
+    """The ground-truth pen trajectories of ``strokes_<split>.zip``, as :class:`Drawing` items.
 
-    def __init__(self, root: str | Path | None = None, split: str = "background_small1", download: bool = True):
+    ``root``, ``download`` and ``checksums`` are as for :class:`Omniglot`.
+    """
+
+    def __init__(
+        self,
+        root: str | Path | None = None,
+        split: str = "background_small1",
+        download: bool = True,
+        checksums: Mapping[str, str] | None = SHA256,
+    ) -> None:
         if split not in ZIP_SPLITS:
             raise ValueError(f"split must be one of {list(ZIP_SPLITS)}, got {split!r}")
         self.root = Path(root) if root is not None else default_root("omniglot")
         name = f"strokes_{split}.zip"
-        _ensure(self.root, [name], download, dataset=f"Omniglot strokes {split}")
+        _ensure(self.root, name, download, dataset=f"Omniglot strokes {split}", checksums=checksums)
         self.drawings: list[Drawing] = []
-        with zipfile.ZipFile(self.root / name) as archive:
+        with _reading(self.root / name), zipfile.ZipFile(self.root / name) as archive:
             for member in sorted(archive.namelist()):
                 match = _MEMBER.search(member)
                 if not match or member.startswith("__MACOSX") or not member.endswith(".txt"):
                     continue
-                strokes = parse_strokes(archive.read(member).decode())
+                try:
+                    strokes = parse_strokes(archive.read(member).decode())
+                except ValueError as error:
+                    raise ValueError(f"{self.root / name}, member {member}: {error}") from None
                 self.drawings.append(
                     Drawing(match["alphabet"], match["character"], int(match["id"]), int(match["drawer"]), strokes)
                 )
