@@ -79,6 +79,20 @@ def test_mnist_real_files(data_root):
     assert 0.05 < image.mean() < 0.25 and image.max() > 0.95 and image[:, :4].sum() == 0
 
 
+def test_the_sample_ships_with_the_package(monkeypatch):
+    monkeypatch.delenv("SPIRAL_PPL_DATA", raising=False)
+    sample = sp.data.MNIST(split="test-sample", download=False)
+    assert len(sample) == 500 and [sample[i][1] for i in range(5)] == [7, 2, 1, 0, 4]
+    assert torch.bincount(sample.labels).tolist() == [42, 67, 55, 45, 55, 50, 43, 49, 40, 54]
+
+
+def test_the_shipped_sample_is_the_first_500_test_digits(data_root):
+    sample = sp.data.MNIST(split="test-sample", download=False)
+    test = sp.data.MNIST(data_root / "mnist", split="test", download=False)
+    assert torch.equal(sample.images(range(500)), test.images(range(500)))
+    assert torch.equal(sample.labels, test.labels[:500])
+
+
 def test_mnist_rejects_corrupt_files(tmp_path):
     make_mnist(tmp_path)
     write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.arange(6), mnist.IMAGE_MAGIC)
