@@ -57,7 +57,7 @@ if len(sys.argv) > 5:
         raise SystemExit(f"SEARCH_ENGINES must name engines among {sorted(engines)}, got {searches}")
     search = sp.compare(prog, targets, engines={name: engines[name] for name in searches}, budgets=[search_budget])
     search.to_csv(out / f"search_{search_budget}.csv")
-    lines = [search.to_markdown()]
+    lines = [f"# {out.name}: the search engines at {search_budget} renders per target", search.to_markdown()]
     if prog.steps in budgets:  # the targets are shared, so the gap to SPIRAL's one pass is paired
         one_pass = table.results[("spiral", prog.steps, 0)]
         for name in search.results:

@@ -123,7 +123,7 @@ def kept(rows: list[dict], columns: tuple[str, ...]) -> dict:
 
 def write_table(path: Path, title: str, header: list[str], cells: list[list[str]], kept_row: int) -> None:
     """A Markdown table of the options, the kept one marked, written to ``path`` and printed."""
-    lines = [title, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = [f"# {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" + (" **kept**" if index == kept_row else "")
               for index, row in enumerate(cells)]
     path.write_text("\n".join(lines) + "\n")
