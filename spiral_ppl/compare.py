@@ -26,6 +26,7 @@ from typing import Iterable, Mapping
 
 import torch
 
+from spiral_ppl import checks
 from spiral_ppl.inference.budget import Budget
 from spiral_ppl.inference.engine import Engine
 from spiral_ppl.inference.result import Result
@@ -42,7 +43,8 @@ class Comparison:
     results: dict[tuple[str, int, int], Result] = field(default_factory=dict)
 
     def to_csv(self, path: str | Path) -> None:
-        with open(path, "w", newline="") as stream:
+        # An int would be taken by open() as a file descriptor.
+        with open(checks.path("path", path), "w", newline="") as stream:
             writer = csv.DictWriter(stream, fieldnames=COLUMNS)
             writer.writeheader()
             writer.writerows(self.records)
@@ -56,7 +58,10 @@ class Comparison:
         """
         from spiral_ppl import plots
 
-        out = Path(out)
+        if not self.results:
+            raise ValueError("this comparison holds no results to report: fill it with sp.compare(...) first")
+        out = checks.path("out", out)
+        targets = prog.check_images(targets, name="targets")
         out.mkdir(parents=True, exist_ok=True)
         self.to_csv(out / "results.csv")
         budget = max(key[1] for key in self.results)
@@ -115,14 +120,17 @@ def compare(
             raise TypeError(f"engine {name!r} must be a spiral_ppl.inference.Engine, got {type(engine).__name__}")
     if not isinstance(prog, Program):
         raise TypeError(f"prog must be a spiral_ppl.programs.Program, got {type(prog).__name__}")
-    budgets, seeds = [Budget(renders=b).renders for b in budgets], list(seeds)
+    budgets = checks.int_list("budgets", budgets, example="[100, 1000] (renders per target)")
+    seeds = checks.int_list("seeds", seeds, example="[0, 1, 2]")
+    budgets = [Budget(renders=b).renders for b in budgets]
     if not budgets or not seeds:
         raise ValueError("compare needs at least one budget and one seed")
     if len(set(budgets)) != len(budgets) or len(set(seeds)) != len(seeds):
         # a repeated seed would be averaged as if it were another independent run
         raise ValueError(f"budgets and seeds must not repeat, got budgets={budgets} and seeds={seeds}")
-    if not all(isinstance(seed, int) and not isinstance(seed, bool) for seed in seeds):
-        raise TypeError(f"seeds must be ints, got {seeds}")
+    bad_seeds = [seed for seed in seeds if not 0 <= seed < 2**32]
+    if bad_seeds:  # found now rather than after the runs of the seeds before them
+        raise ValueError(f"seeds must be ints in [0, 2**32), got {bad_seeds}")
     images = prog.check_images(images, name="images")
     comparison = Comparison()
     for name, engine in engines.items():

@@ -8,17 +8,19 @@ to its Agg backend without a display) and, given a path, saves it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import torch
 
+from spiral_ppl import checks
 from spiral_ppl.inference.result import Result
 
 
 def _save(figure, path: str | Path | None):
     if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        path = checks.path("path", path)
+        path.parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(path, dpi=120, bbox_inches="tight")
     return figure
 
@@ -38,6 +40,14 @@ def plot_curves(
         drawn as markers joined by a dotted line (engines such as SMC, whose result exists
         only at the end of a run, have a curve of a single point).
     """
+    checks.mapping("results", results, example="{'smc': result} (engine name: Result)")
+    if not results:
+        raise ValueError("results is empty: give {engine name: Result} of at least one run")
+    for name, result in results.items():
+        if not isinstance(result, Result):
+            raise TypeError(f"results[{name!r}] must be an engine's Result, got {type(result).__name__}")
+    if path is not None:
+        checks.path("path", path)
     figure, axes = plt.subplots(figsize=(6.5, 4))
     for index, (name, result) in enumerate(results.items()):
         colour = f"C{index}"
@@ -60,6 +70,32 @@ def plot_curves(
     return _save(figure, path)
 
 
+def _check_pictures(name: str, images: Any) -> None:
+    """Images to draw: a non-empty float tensor ``(B, C, H, W)`` with 1 or 3 channels."""
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"{name} must be a tensor of images (B, C, H, W), got {type(images).__name__}")
+    if images.dim() != 4 or images.shape[1] not in (1, 3) or images.shape[0] == 0:
+        hint = " (add a batch dimension with images[None])" if images.dim() == 3 else ""
+        raise ValueError(f"{name} must be a non-empty batch of images (B, 1 or 3, H, W), got {tuple(images.shape)}"
+                         + hint)
+    if not images.is_floating_point():
+        raise TypeError(f"{name} must be float images in [0, 1], got dtype {images.dtype}; "
+                        "for uint8 pixels use images.float() / 255")
+
+
+def _check_programs(prog: Any, actions: Any) -> None:
+    """A program and a batch of its programs ``{name: LongTensor[B, T]}``, to draw step by step."""
+    from spiral_ppl.programs.base import Program
+    from spiral_ppl.renderers.base import validate_actions
+
+    if not isinstance(prog, Program):
+        raise TypeError(f"prog must be a spiral_ppl.programs.Program (for a renderer, wrap it in "
+                        f"sp.programs.RendererProgram), got {type(prog).__name__}")
+    shape = validate_actions(prog.action_space, actions, ndim=2)
+    if shape[1] > prog.steps:
+        raise ValueError(f"this program has {prog.steps} steps, got actions for {shape[1]}")
+
+
 def _as_picture(image: torch.Tensor):
     image = image.detach().cpu().clamp(0, 1)
     return image[0].numpy() if image.shape[0] == 1 else image.permute(1, 2, 0).numpy()
@@ -69,7 +105,15 @@ def reconstruction_grid(
     targets: torch.Tensor, reconstructions: Mapping[str, torch.Tensor], path: str | Path | None = None
 ):
     """Targets in the first row, then one row of reconstructions per engine."""
+    checks.mapping("reconstructions", reconstructions, example="{'smc': result.images}")
     rows = {"target": targets, **reconstructions}
+    for name, images in rows.items():
+        _check_pictures("targets" if name == "target" else f"reconstructions[{name!r}]", images)
+        if images.shape[0] < targets.shape[0]:
+            raise ValueError(f"reconstructions[{name!r}] has {images.shape[0]} images for {targets.shape[0]} targets; "
+                             "give one per target")
+    if path is not None:
+        checks.path("path", path)
     columns = targets.shape[0]
     figure, axes = plt.subplots(len(rows), columns, figsize=(1.2 * columns, 1.25 * len(rows)), squeeze=False)
     for row, (name, images) in enumerate(rows.items()):
@@ -91,6 +135,7 @@ def stroke_colours(prog, actions: Mapping[str, torch.Tensor]) -> torch.Tensor:
     the colour of the last step that changed it, at the brightness of the final canvas (the
     paper's Figure 6d). Each program's canvas after each step is one render (``prog.meter``).
     """
+    _check_programs(prog, actions)
     names = list(actions)
     batch, steps = actions[names[0]].shape
     palette = torch.tensor(plt.get_cmap("tab20").colors, dtype=torch.float32)
@@ -112,6 +157,9 @@ def stroke_colours(prog, actions: Mapping[str, torch.Tensor]) -> torch.Tensor:
 
 def stroke_decomposition(prog, actions: Mapping[str, torch.Tensor], path: str | Path | None = None, columns: int = 8):
     """A row of programs drawn with one colour per step (see :func:`stroke_colours`)."""
+    checks.positive_int("columns", columns)
+    if path is not None:
+        checks.path("path", path)
     pictures = stroke_colours(prog, actions)
     count = pictures.shape[0]
     columns = min(columns, count)
@@ -131,7 +179,11 @@ def high_resolution(renderer, actions: Mapping[str, torch.Tensor], scale: int = 
     ``renderer`` must offer ``with_canvas_size`` (the Brush does).
     """
     if not hasattr(renderer, "with_canvas_size"):
-        raise ValueError(f"{type(renderer).__name__} cannot re-render at another resolution (no with_canvas_size)")
+        raise ValueError(f"{type(renderer).__name__} cannot re-render at another resolution (no with_canvas_size)"
+                         + ("; pass the program's renderer, prog.renderer" if hasattr(renderer, "renderer") else ""))
+    checks.positive_int("scale", scale, hint="how many times larger to re-render")
+    if path is not None:
+        checks.path("path", path)
     low = renderer.render(actions)
     high = renderer.with_canvas_size(renderer.image_size * scale).render(actions)
     count = low.shape[0]
@@ -166,9 +218,11 @@ def training_curve(
     :param baselines: ``{label: l2}`` drawn as horizontal lines (a blank canvas, a search
         engine at some budget).
     """
+    if isinstance(points, (str, bytes)) or not isinstance(points, Sequence):
+        raise TypeError(f"points must be a list of (seconds, update, l2[, phase]) tuples, got {type(points).__name__}")
     if not points:
         raise ValueError("no points to plot: give (seconds, update, l2[, phase]) tuples")
-    short = [point for point in points if len(point) < 3]
+    short = [point for point in points if not isinstance(point, Sequence) or len(point) < 3]
     if short:
         raise ValueError(f"each point must be (seconds, update, l2[, phase]); got {short[0]!r}")
     phases = [point[3] if len(point) > 3 else "training" for point in points]
@@ -199,8 +253,15 @@ def plot_population(history: list[Mapping[str, float]], path: str | Path | None 
     :param history: rows ``{member, update, fitness, entropy_cost, policy_lr}``, as
         :class:`~spiral_ppl.inference.spiral.pbt.Population` keeps them.
     """
+    if isinstance(history, (str, bytes)) or not isinstance(history, Sequence):
+        raise TypeError(f"history must be a list of rows {{member, update, fitness, entropy_cost, policy_lr}}, "
+                        f"got {type(history).__name__}")
     if not history:
         raise ValueError("the population history is empty: nothing to plot")
+    needed = ("member", "update", "fitness", "entropy_cost", "policy_lr")
+    bad = [row for row in history if not isinstance(row, Mapping) or any(key not in row for key in needed)]
+    if bad:
+        raise ValueError(f"each history row must be a dict with {list(needed)}, got {bad[0]!r}")
     figure, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     members = sorted({int(row["member"]) for row in history})
     for member in members:

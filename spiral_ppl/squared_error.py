@@ -35,6 +35,7 @@ import math
 
 import torch
 
+from spiral_ppl import checks
 from spiral_ppl.compiling import CompiledWithFallback, compile_allowed
 
 #: With ``compile=None``, calls comparing at least this many pixels use the fused kernel.
@@ -65,6 +66,8 @@ def squared_error(images: torch.Tensor, targets: torch.Tensor, *, compile: bool 
         canvases ``(N, B, C, H, W)`` and targets ``(B, C, H, W)`` do) and no gradient; other
         calls are eager.
     """
+    _check_compared(images, targets)
+    checks.optional_switch("compile", compile, none="decide by size")
     tiling = _as_tiling(images, targets)
     if tiling is not None and _fuse(tiling, compile):
         global _fused_squared_error
@@ -82,6 +85,20 @@ def squared_error(images: torch.Tensor, targets: torch.Tensor, *, compile: bool 
 def mean_squared_error(images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Per-image mean squared pixel error over ``(C, H, W)``; leading dimensions broadcast."""
     return squared_error(images, targets) / math.prod(images.shape[-3:])
+
+
+def _check_compared(images: torch.Tensor, targets: torch.Tensor) -> None:
+    """Images and targets that can be compared: tensors whose image shapes ``(C, H, W)`` agree and
+    whose leading dimensions broadcast (shapes only: nothing is read back from the device)."""
+    for name, value in (("images", images), ("targets", targets)):
+        if not isinstance(value, torch.Tensor) or value.dim() < 3:
+            found = f"shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else type(value).__name__
+            raise ValueError(f"{name} must be a tensor of images (..., C, H, W), got {found}")
+    try:
+        torch.broadcast_shapes(images.shape, targets.shape)
+    except RuntimeError:
+        raise ValueError(f"images {tuple(images.shape)} and targets {tuple(targets.shape)} cannot be compared: their "
+                         "image shapes must agree and their leading dimensions broadcast") from None
 
 
 def _as_tiling(images: torch.Tensor, targets: torch.Tensor):

@@ -17,14 +17,21 @@ import time
 import pyro
 import torch
 
+from spiral_ppl import checks
 from spiral_ppl.inference.budget import Budget
 from spiral_ppl.inference.randomness import preserved_random_state
 from spiral_ppl.inference.result import Result
 from spiral_ppl.programs.base import Program
 
 
+def check_progress(progress: object) -> bool | None:
+    """A ``progress`` option: ``True``, ``False``, or ``None`` (a bar only on a terminal)."""
+    return checks.optional_switch("progress", progress, none="a bar only on a terminal")
+
+
 def hide_progress(progress: bool | None) -> bool | None:
     """tqdm's ``disable`` for a ``progress`` option: ``None`` shows the bar only on a terminal."""
+    progress = check_progress(progress)
     return None if progress is None else not progress
 
 

@@ -32,6 +32,8 @@ import torch
 from pyro import poutine
 from pyro.infer import TraceEnum_ELBO
 
+from spiral_ppl import checks
+from spiral_ppl.checks import positive_int
 from spiral_ppl.programs.base import Program, site_name
 
 
@@ -53,12 +55,18 @@ def enumerate_posterior(prog: Program, images: torch.Tensor, *, max_programs: in
     if not isinstance(prog, Program):
         raise TypeError(f"prog must be a spiral_ppl.programs.Program, got {type(prog).__name__}")
     images = prog.check_images(images, name="images")
+    positive_int("max_programs", max_programs, hint="most combinations of site values to enumerate")
     programs = math.prod(component.size for component in prog.action_space) ** prog.steps
     if programs > max_programs:
         raise ValueError(
             f"{prog!r} has {programs} combinations of site values, more than max_programs={max_programs}; "
             "exact enumeration is for tiny programs"
         )
+    # Every combination is rendered at once, and its canvas scored, for (at least) two targets at a time.
+    pixels = prog.channels * prog.image_size**2
+    checks.fits_in_memory(f"enumerating the {programs:,} programs of {prog!r}",
+                          2 * 4 * programs * pixels * max(2, images.shape[0]),
+                          remedy="enumerate a smaller program (fewer steps or values per component)", where=images.device)
 
     def enumerate_choices(site):
         # A component with one value is no choice; Pyro's contraction drops size-1 dims.

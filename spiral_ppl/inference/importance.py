@@ -45,15 +45,19 @@ import torch
 from pyro import poutine
 from tqdm.auto import tqdm
 
+from spiral_ppl import checks
 from spiral_ppl.checks import non_negative_int, positive_int
 from spiral_ppl.inference.budget import Budget
-from spiral_ppl.inference.engine import Engine, hide_progress
+from spiral_ppl.inference.engine import Engine, check_progress, hide_progress
 from spiral_ppl.inference.result import BestSoFar, Curve, Result
 from spiral_ppl.programs.base import Program, mean_squared_error, sample_sites
 
 
 def effective_sample_size(log_weights: torch.Tensor, dim: int = 0) -> torch.Tensor:
     """Kish's effective sample size of normalised weights along ``dim``."""
+    if not isinstance(log_weights, torch.Tensor) or not log_weights.is_floating_point():
+        found = log_weights.dtype if isinstance(log_weights, torch.Tensor) else type(log_weights).__name__
+        raise TypeError(f"log_weights must be a float tensor of log importance weights, got {found}")
     return torch.exp(2 * log_weights.logsumexp(dim) - (2 * log_weights).logsumexp(dim))
 
 
@@ -104,7 +108,7 @@ class Importance(Engine):
             raise TypeError(f"guide must be a callable Pyro guide or None, got {type(guide).__name__}")
         self.guide = guide
         self.max_canvases = positive_int("max_canvases", max_canvases)
-        self.progress = progress
+        self.progress = check_progress(progress)
         if guide is not None:
             self.name = "importance-guide"
 
@@ -123,6 +127,9 @@ class Importance(Engine):
                 f"one sample of this guide costs {per_sample} renders per target; the budget of {budget.renders} "
                 f"is smaller: give sp.Budget(renders={per_sample}) or more"
             )
+        # Every sample's log weight and l2 is kept (and copied into the curve at the end).
+        checks.fits_in_memory(f"importance sampling with {total:,} samples per target for {targets} targets",
+                              total * (20 * targets + 8), remedy="give a smaller budget")
         per_chunk = max(1, self.max_canvases // targets)
         log_weights, sample_l2 = [], []
         best = BestSoFar(targets, images.device)

@@ -59,9 +59,10 @@ from pyro.ops.stats import effective_sample_size as chain_effective_sample_size
 from pyro.ops.stats import split_gelman_rubin
 from tqdm.auto import tqdm
 
-from spiral_ppl.checks import choice, positive_int
+from spiral_ppl import checks
+from spiral_ppl.checks import choice, non_negative_int, positive_int
 from spiral_ppl.inference.budget import Budget
-from spiral_ppl.inference.engine import Engine, hide_progress
+from spiral_ppl.inference.engine import Engine, check_progress, hide_progress
 from spiral_ppl.inference.moves import BLOCKS, PROPOSALS, BlockProposal, metropolis_accept, select_actions
 from spiral_ppl.inference.result import BestSoFar, Curve, Result
 from spiral_ppl.programs.base import Program, site_name
@@ -138,7 +139,7 @@ class BlockedMetropolisHastings(MCMCKernel):
         Costs one render per chain and target.
         """
         images = self.program.check_images(images, name="images")
-        self._warmup_steps = warmup_steps
+        self._warmup_steps = non_negative_int("warmup_steps", warmup_steps, hint="transitions left out of the traces")
         self._images = images
         targets = images.shape[0]
         if self._initial_params is None:
@@ -201,7 +202,8 @@ class BlockedMetropolisHastings(MCMCKernel):
         lets an engine spend a budget that is not a multiple of :attr:`chains`; such a
         partial transition is left out of the traces.
         """
-        assert self._actions is not None and self._log_joint is not None and self._l2 is not None
+        if self._actions is None:
+            raise RuntimeError("call setup(warmup_steps, images) before step()")
         active = self.chains if chains is None else chains
         if not 1 <= active <= self.chains:
             raise ValueError(f"chains must lie in [1, {self.chains}], got {chains!r}")
@@ -346,7 +348,7 @@ class MCMC(Engine):
         self.blocks = blocks
         self.proposal = proposal
         self.warmup = float(warmup)
-        self.progress = progress
+        self.progress = check_progress(progress)
         # Fail at construction rather than mid-run on a bad block or proposal name.
         choice("blocks", blocks, BLOCKS)
         choice("proposal", proposal, PROPOSALS)
@@ -358,6 +360,11 @@ class MCMC(Engine):
                 f"(one to start each chain), got {budget.renders}; lower chains or raise the budget"
             )
         transitions, last_chains = divmod(budget.renders - self.chains, self.chains)
+        # Each transition keeps the best l2 so far and the chains' log joint and l2, stacked at the end.
+        targets = images.shape[0]
+        checks.fits_in_memory(f"MCMC with {transitions:,} transitions of {self.chains} chains for {targets} targets",
+                              transitions * (8 * targets * (1 + 2 * self.chains) + 640),
+                              remedy="give a smaller budget", where=images.device)
         kernel = BlockedMetropolisHastings(prog, chains=self.chains, blocks=self.blocks, proposal=self.proposal)
         kernel.setup(int(self.warmup * transitions), images)
         renders, best_l2 = [self.chains], [kernel.best_l2.clone()]

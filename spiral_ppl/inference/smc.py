@@ -76,15 +76,15 @@ JRSS B 2001.
 from __future__ import annotations
 
 import math
-import os
 from typing import Any, Mapping, Sequence
 
 import torch
 from tqdm.auto import tqdm
 
+from spiral_ppl import checks
 from spiral_ppl.checks import choice, non_negative_int
 from spiral_ppl.inference.budget import Budget
-from spiral_ppl.inference.engine import Engine, hide_progress
+from spiral_ppl.inference.engine import Engine, check_progress, hide_progress
 from spiral_ppl.inference.importance import effective_sample_size
 from spiral_ppl.inference.moves import BLOCKS, PROPOSALS, BlockProposal, metropolis_accept, select_actions
 from spiral_ppl.inference.proposals import as_step_proposal
@@ -160,7 +160,7 @@ class SMC(Engine):
         self.rejuvenation_moves = rejuvenation_moves
         self.blocks = choice("blocks", blocks, BLOCKS)
         self.move_proposal = choice("move_proposal", move_proposal, PROPOSALS)
-        self.progress = progress
+        self.progress = check_progress(progress)
         if proposal is not None:
             self.name = "smc-guide"
 
@@ -177,7 +177,7 @@ class SMC(Engine):
 
     def _infer(self, prog: Program, images: torch.Tensor, budget: Budget) -> Result:
         schedule = self.particles_for(prog, budget)
-        check_memory(max(schedule) * images.shape[0], prog)
+        check_memory(max(schedule) * images.shape[0], prog, images.device)
         run = _ParticleRun(self, prog, images, schedule[0], tempering_schedule(self.tempering, prog.steps))
         last = prog.steps - 1
         for t in tqdm(range(prog.steps), desc=self.name, unit="step", disable=hide_progress(self.progress)):
@@ -195,7 +195,7 @@ class SMC(Engine):
         return result
 
 
-def check_memory(canvases: int, prog: Program) -> None:
+def check_memory(canvases: int, prog: Program, where: torch.device | str | None = None) -> None:
     """Refuse a run whose particles' canvases alone would not fit in this machine's memory.
 
     All particles of all targets step together, each with its canvas (and the canvases being
@@ -203,13 +203,9 @@ def check_memory(canvases: int, prog: Program) -> None:
     run holds; a budget far beyond it would otherwise fail deep inside the allocator.
     """
     needed = 4 * canvases * prog.channels * prog.image_size ** 2 * 4  # float32 bytes
-    available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else None
-    if available and needed > available:
-        raise ValueError(
-            f"this SMC run would hold {canvases:,} particles' canvases at once (particles per target times "
-            f"targets), about {needed / 2**30:,.1f} GiB, more than this machine's {available / 2**30:,.1f} GiB: give "
-            "a smaller budget, or infer fewer targets at a time"
-        )
+    checks.fits_in_memory(f"this SMC run would hold {canvases:,} particles' canvases at once (particles per target "
+                          "times targets), which", needed, where=where,
+                          remedy="give a smaller budget, or infer fewer targets at a time")
 
 
 class _ParticleRun:

@@ -50,12 +50,13 @@ import torch
 from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 
+from spiral_ppl import checks
 from spiral_ppl.checks import positive_int, positive_number
 from spiral_ppl.programs.likelihood import PixelNormal
 from spiral_ppl.programs.meter import RenderMeter
 from spiral_ppl.programs.prior_table import PriorTable
 from spiral_ppl.programs.stepwise import PrefixStepwise, Stepwise
-from spiral_ppl.renderers.base import Component, validate_actions
+from spiral_ppl.renderers.base import Component, check_new_states, validate_actions
 from spiral_ppl.squared_error import mean_squared_error  # noqa: F401 - engines import it from here
 
 #: Default pixel noise of the likelihood: standard deviation 0.5, i.e. the paper's variance 0.25.
@@ -98,12 +99,19 @@ class Program(abc.ABC):
     ) -> None:
         positive_int("steps", steps)
         positive_number("pixel_scale", pixel_scale)
+        checks.optional_callable("likelihood", likelihood, signature="canvas -> Distribution")
+        if priors is not None:
+            checks.mapping("priors", priors, example="{'flag': [0.2, 0.8]}")
         for attribute in ("action_space", "channels", "image_size"):
             if not hasattr(self, attribute):
                 raise TypeError(f"{type(self).__name__} must define {attribute!r} (see spiral_ppl.programs.Program)")
         names = [component.name for component in self.action_space]
         if len(set(names)) != len(names):
             raise ValueError(f"component names must be unique, got {names}")
+        # The prior tables hold every step's probabilities of every value, in several copies.
+        checks.fits_in_memory(f"the priors of {steps:,} steps of {sum(c.size for c in self.action_space):,} values",
+                              4 * 4 * steps * sum(c.size for c in self.action_space),
+                              remedy="give fewer steps (or fewer values per component)")
         self.steps = steps
         self.pixel_scale = float(pixel_scale)
         self._likelihood = likelihood
@@ -128,6 +136,7 @@ class Program(abc.ABC):
 
         Not a render: the blank canvas is a constant of the program, which no action drew.
         """
+        device = check_new_states(batch_size, device, 4 * self.channels * self.image_size**2)
         return torch.zeros(batch_size, self.channels, self.image_size, self.image_size, device=device)
 
     def _draw_any(self, actions: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -184,7 +193,12 @@ class Program(abc.ABC):
             if component.name not in priors:
                 logits[component.name] = torch.zeros(self.steps, component.size)
                 continue
-            probs = torch.as_tensor(priors[component.name], dtype=torch.float32)
+            try:
+                probs = torch.as_tensor(priors[component.name], dtype=torch.float32)
+            except (TypeError, ValueError, RuntimeError):
+                raise ValueError(f"prior of {component.name!r} must be probabilities, a list or tensor of numbers of "
+                                 f"shape ({component.size},) or ({self.steps}, {component.size}), got "
+                                 f"{priors[component.name]!r}") from None
             if probs.shape == (component.size,):
                 probs = probs.expand(self.steps, component.size)
             if probs.shape != (self.steps, component.size):
@@ -201,7 +215,12 @@ class Program(abc.ABC):
 
     def prior(self, step: int, component: str, device: torch.device | str | None = None) -> dist.Categorical:
         """The prior distribution of site ``step_{step}/{component}``."""
-        device = torch.device(device or "cpu")
+        if not isinstance(step, int) or isinstance(step, bool) or not 0 <= step < self.steps:
+            raise ValueError(f"step must be an int in [0, {self.steps - 1}] (this program's steps), got {step!r}")
+        names = [c.name for c in self.action_space]
+        if component not in names:
+            raise ValueError(f"component must be one of {names}, got {component!r}")
+        device = checks.device("device", device) or torch.device("cpu")
         if device not in self._prior_cache:
             self._prior_cache[device] = {name: value.to(device) for name, value in self._prior_logits.items()}
         return dist.Categorical(logits=self._prior_cache[device][component][step])
@@ -222,6 +241,7 @@ class Program(abc.ABC):
             ``stepwise.advance_and_compare``); the default likelihood is a function of them alone,
             which spares another pass over the pixels. Other likelihoods ignore them.
         """
+        self._check_compared(canvas, images)
         likelihood = self.likelihood(canvas)
         if squared_error is not None and isinstance(likelihood, PixelNormal):
             return likelihood.log_prob_of_squared_error(squared_error)
@@ -229,7 +249,7 @@ class Program(abc.ABC):
 
     def prior_table(self, device: torch.device | str | None = None) -> PriorTable:
         """The priors of all sites as flat tables on ``device``, to draw or score many sites in one call."""
-        device = torch.device(device or "cpu")
+        device = checks.device("device", device) or torch.device("cpu")
         if device not in self._prior_tables:
             self._prior_tables[device] = PriorTable(self.action_space, self._prior_logits, device)
         return self._prior_tables[device]
@@ -242,7 +262,18 @@ class Program(abc.ABC):
             must live on ``device``.
         """
         positive_int("count", count)
+        device = checks.device("device", device)
+        # Per site: its segment, a uniform draw, the value found and the value returned, 8 bytes each.
+        checks.fits_in_memory(f"{count:,} programs of {self.steps} steps", 4 * 8 * count * self.steps *
+                              len(self.action_space), remedy="draw fewer programs at a time", where=device)
         table = self.prior_table(device)
+        if generator is not None:
+            if not isinstance(generator, torch.Generator):
+                raise TypeError(f"generator must be a torch.Generator (or None for torch's global stream), e.g. "
+                                f"torch.Generator().manual_seed(0), got {type(generator).__name__}")
+            if generator.device.type != table.log_probs.device.type:
+                raise ValueError(f"generator lives on {generator.device} but the programs are drawn on "
+                                 f"{table.log_probs.device}: give a generator of that device, or device={generator.device.type!r}")
         return table.sample(table.program_steps((count, self.steps), table.log_probs.device), generator)
 
     def log_prior(self, actions: Mapping[str, torch.Tensor], *, check: bool = True) -> torch.Tensor:
@@ -273,7 +304,8 @@ class Program(abc.ABC):
                 raise ValueError(f"batch_size={batch_size} disagrees with the {image.shape[0]} images given")
             batch_size, device = image.shape[0], image.device
         else:
-            batch_size, device = batch_size or 1, torch.device("cpu")
+            batch_size = checks.optional_positive_int("batch_size", batch_size, hint="targets to draw") or 1
+            device = torch.device("cpu")
         with pyro.plate("targets", batch_size, dim=-1):
             sampled = [
                 pyro.sample(site_name(t, component.name), self.prior(t, component.name, device))
@@ -330,10 +362,20 @@ class Program(abc.ABC):
             raise ValueError(f"{name} is an empty batch; give at least one image")
         if not bool(torch.isfinite(images).all()):
             raise ValueError(f"{name} contains NaN or infinite values")
-        low, high = float(images.min()), float(images.max())
+        low, high = float(images.detach().min()), float(images.detach().max())
         if low < 0 or high > 1:
             raise ValueError(f"{name} values must lie in [0, 1], got [{low:.3g}, {high:.3g}]")
         return images
+
+    def _check_compared(self, canvas: Any, images: Any) -> None:
+        """Canvases and images that the likelihood can compare: tensors of this program's image shape
+        (shapes only, which are known without reading the values back from the device)."""
+        expected = (self.channels, self.image_size, self.image_size)
+        for name, value in (("canvas", canvas), ("images", images)):
+            if not isinstance(value, torch.Tensor) or tuple(value.shape[-3:]) != expected:
+                found = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+                raise ValueError(f"{name} must be a tensor of images (..., {', '.join(map(str, expected))}), "
+                                 f"got {found}")
 
     def __repr__(self) -> str:
         parts = ", ".join(f"{c.name}:{c.size}" for c in self.action_space)

@@ -26,6 +26,7 @@ import math
 import torch
 from pyro.distributions import TorchDistribution, constraints
 
+from spiral_ppl.checks import positive_number
 from spiral_ppl.squared_error import squared_error
 
 
@@ -37,10 +38,10 @@ class PixelNormal(TorchDistribution):
     has_rsample = True
 
     def __init__(self, loc: torch.Tensor, scale: float, validate_args: bool | None = None) -> None:
-        if loc.dim() < 3:
-            raise ValueError(f"PixelNormal needs images (*batch, C, H, W), got shape {tuple(loc.shape)}")
-        if not scale > 0:
-            raise ValueError(f"scale must be positive, got {scale!r}")
+        if not isinstance(loc, torch.Tensor) or loc.dim() < 3:
+            found = tuple(loc.shape) if isinstance(loc, torch.Tensor) else type(loc).__name__
+            raise ValueError(f"PixelNormal needs loc, images (*batch, C, H, W) as a tensor, got {found}")
+        positive_number("scale", scale, hint="the pixels' standard deviation")
         self.loc = loc
         self.scale = float(scale)
         super().__init__(loc.shape[:-3], loc.shape[-3:], validate_args=validate_args)

@@ -35,6 +35,7 @@ from typing import Any, Literal, Mapping
 
 import torch
 
+from spiral_ppl import checks
 from spiral_ppl.checks import positive_int
 from spiral_ppl.squared_error import tiled_squared_error
 
@@ -133,6 +134,25 @@ def validate_actions(
     return shape
 
 
+def check_new_states(batch_size: Any, device: Any, bytes_per_item: int) -> torch.device:
+    """The device of ``batch_size`` new states of ``bytes_per_item`` bytes each (a renderer's
+    ``initial_state``), once the count, the device and the memory they need are checked."""
+    positive_int("batch_size", batch_size)
+    device = checks.device("device", device) or torch.device("cpu")
+    checks.fits_in_memory(f"a batch of {batch_size:,} canvases of {bytes_per_item:,} bytes each",
+                          batch_size * bytes_per_item,
+                          remedy="render fewer programs at a time (or a smaller canvas)", where=device)
+    return device
+
+
+def check_state(state: Any, kind: type) -> Any:
+    """``state`` if it is a ``kind``, as a renderer's ``initial_state`` and ``step`` return them."""
+    if not isinstance(state, kind):
+        raise TypeError(f"state must be a {kind.__name__}, as initial_state(batch_size) or a previous step returns "
+                        f"it, got {type(state).__name__}")
+    return state
+
+
 class UnindexableState(TypeError):
     """Raised by :func:`index_batch` for a state that is not a tree of batch-first tensors."""
 
@@ -224,6 +244,9 @@ class Renderer(abc.ABC):
         if not isinstance(targets, torch.Tensor) or targets.dim() != 4 or tuple(targets.shape[1:]) != expected:
             shape = tuple(targets.shape) if isinstance(targets, torch.Tensor) else type(targets).__name__
             raise ValueError(f"targets must have shape (M, {', '.join(map(str, expected))}), got {shape}")
+        if not targets.is_floating_point():  # the dtype, unlike the values, is known without a device sync
+            raise TypeError(f"targets must be float images in [0, 1], got dtype {targets.dtype}; "
+                            "for uint8 pixels use targets.float() / 255")
         if canvases % targets.shape[0]:
             raise ValueError(f"{canvases} canvases cannot be tiled over {targets.shape[0]} targets: "
                              "canvas r is compared with target r % M, so M must divide the canvases")
@@ -239,6 +262,7 @@ class Renderer(abc.ABC):
         """
         shape = validate_actions(self.action_space, actions, ndim=2)
         batch_size, steps = shape
+        device = checks.device("device", device)
         if device is None:
             device = next(iter(actions.values())).device
         state = self.initial_state(batch_size, device=device)

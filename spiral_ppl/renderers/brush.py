@@ -60,8 +60,9 @@ from typing import Callable, Mapping, NamedTuple, Sequence
 
 import torch
 
-from spiral_ppl.checks import positive_int
+from spiral_ppl import checks
 from spiral_ppl.compiling import CompiledWithFallback, compile_allowed
+from spiral_ppl.renderers.base import check_new_states, check_state
 from spiral_ppl.renderers.paint import DEFAULT_SIZES, PaintRenderer
 from spiral_ppl.squared_error import tiled_squared_error
 
@@ -227,13 +228,9 @@ class Brush(PaintRenderer):
             background=background,
             width_scale=width_scale,
         )
-        if not isinstance(softness, (int, float)) or not 0 <= softness <= 2:
-            raise ValueError(f"softness must be a number in [0, 2], got {softness!r}")
-        if not isinstance(opacity_exponent, (int, float)) or not 0 < opacity_exponent <= 4:
-            raise ValueError(f"opacity_exponent must be a number in (0, 4], got {opacity_exponent!r}")
-        self.softness = float(softness)
-        self.opacity_exponent = float(opacity_exponent)
-        self.compile = None if compile is None else bool(compile)
+        self.softness = checks.number_in("softness", softness, 0, 2)
+        self.opacity_exponent = checks.number_in("opacity_exponent", opacity_exponent, 0, 4, open_low=True)
+        self.compile = checks.optional_switch("compile", compile, none="compile large batches")
         self._pixel_grids: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def settings(self) -> dict:
@@ -254,14 +251,13 @@ class Brush(PaintRenderer):
     # -- the step-wise protocol ------------------------------------------------------------
 
     def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> BrushState:
-        positive_int("batch_size", batch_size)
-        device = torch.device(device or "cpu")
+        device = check_new_states(batch_size, device, 4 * self.channels * self.canvas_size**2)
         canvas = self.background.to(device).view(1, self.channels, 1, 1)
         canvas = canvas.expand(batch_size, self.channels, self.canvas_size, self.canvas_size).clone()
         return BrushState(canvas, torch.zeros(batch_size, dtype=torch.long, device=device))
 
     def step(self, state: BrushState, action: Mapping[str, torch.Tensor]) -> BrushState:
-        canvas, position = state
+        canvas, position = check_state(state, BrushState)
         self.check_step(action, canvas.shape[0])
         stroke, action = self._stroke(position, action, canvas.device)
         canvas = self._kernel(_paint, canvas.shape[0])(canvas, *stroke)
@@ -276,7 +272,7 @@ class Brush(PaintRenderer):
     ) -> tuple[BrushState, torch.Tensor]:
         """One stroke (on the canvases ``rows`` of ``state``, if given) and each new canvas's
         squared error against its target, in the stroke kernel's one pass over the pixels."""
-        canvas, position = state
+        canvas, position = check_state(state, BrushState)
         if rows is not None:
             rows = rows.to(canvas.device)
             position = position.index_select(0, rows)
@@ -288,7 +284,7 @@ class Brush(PaintRenderer):
         return BrushState(canvas, action["end_point"]), error
 
     def canvas(self, state: BrushState) -> torch.Tensor:
-        return state.canvas
+        return check_state(state, BrushState).canvas
 
     def _stroke(self, position: torch.Tensor, action: Mapping[str, torch.Tensor], device: torch.device):
         """The kernel arguments of one stroke from ``position``, and the action on ``device``."""

@@ -80,8 +80,9 @@ from typing import Any, Mapping, NamedTuple, Sequence
 import numpy as np
 import torch
 
-from spiral_ppl.checks import non_negative_int, positive_int
-from spiral_ppl.renderers.base import Component, Renderer, validate_actions
+from spiral_ppl import checks
+from spiral_ppl.checks import non_negative_int
+from spiral_ppl.renderers.base import Component, Renderer, check_new_states, validate_actions
 
 #: Commands of the ``command`` component.
 ADD, SKIP, MODIFY = 0, 1, 2
@@ -149,6 +150,9 @@ class MujocoScene(Renderer):
             raise ValueError(f"grid_size must be an int in [1, 256], got {grid_size!r}")
         if isinstance(max_objects, bool) or not isinstance(max_objects, int) or not 1 <= max_objects <= 1000:
             raise ValueError(f"max_objects must be an int in [1, 1000], got {max_objects!r}")
+        if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence) or not all(
+                isinstance(s, (int, float)) and not isinstance(s, bool) for s in sizes):
+            raise ValueError(f"sizes must be a non-empty list of half-extents in (0, 1], got {sizes!r}")
         sizes = tuple(float(s) for s in sizes)
         if not sizes or any(not np.isfinite(s) or not 0 < s <= 1 for s in sizes):
             raise ValueError(f"sizes must be a non-empty list of half-extents in (0, 1], got {sizes!r}")
@@ -160,8 +164,8 @@ class MujocoScene(Renderer):
         self.max_objects = max_objects
         self.sizes = sizes
         self.color_bins = color_bins
-        self.shadows = bool(shadows)
-        self.multisample = bool(multisample)
+        self.shadows = checks.switch("shadows", shadows)
+        self.multisample = checks.switch("multisample", multisample)
         self.workers = workers
         self.action_space = (
             Component("command", 3),
@@ -196,8 +200,7 @@ class MujocoScene(Renderer):
     # -- the step-wise protocol: cheap edits of object slots --------------------------------
 
     def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> SceneState:
-        positive_int("batch_size", batch_size)
-        device = torch.device(device or "cpu")
+        device = check_new_states(batch_size, device, 8 * (self.max_objects * len(OBJECT_FIELDS) + 1))
         objects = torch.zeros(batch_size, self.max_objects, len(OBJECT_FIELDS), dtype=torch.long, device=device)
         return SceneState(objects, torch.zeros(batch_size, dtype=torch.long, device=device))
 

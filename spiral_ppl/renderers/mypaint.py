@@ -60,8 +60,9 @@ from typing import Any, Mapping, NamedTuple, Sequence
 import numpy as np
 import torch
 
+from spiral_ppl import checks
 from spiral_ppl.checks import non_negative_int, positive_int
-from spiral_ppl.renderers.base import validate_actions
+from spiral_ppl.renderers.base import check_new_states, check_state, validate_actions
 from spiral_ppl.renderers.libmypaint import (
     FIXED_ONE,
     LIBRARY_VARIABLE,
@@ -140,8 +141,7 @@ class MyPaint(PaintRenderer):
             width_scale=width_scale,
         )
         positive_int("substeps", substeps)
-        if not isinstance(dtime, (int, float)) or not 0 < dtime <= 1:
-            raise ValueError(f"dtime must be a number of seconds in (0, 1], got {dtime!r}")
+        checks.number_in("dtime", dtime, 0, 1, open_low=True, hint="seconds")
         non_negative_int("workers", workers)
         self.brush = brush
         self.substeps = substeps
@@ -174,14 +174,13 @@ class MyPaint(PaintRenderer):
     # -- the step-wise protocol ------------------------------------------------------------
 
     def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> MyPaintState:
-        positive_int("batch_size", batch_size)
-        device = torch.device(device or "cpu")
+        device = check_new_states(batch_size, device, 4 * 4 * self.canvas_size**2)
         size = self.canvas_size
         layer = torch.zeros(batch_size, 4, size, size, device=device)
         return MyPaintState(layer, torch.zeros(batch_size, dtype=torch.long, device=device))
 
     def step(self, state: MyPaintState, action: Mapping[str, torch.Tensor]) -> MyPaintState:
-        layer, position = state
+        layer, position = check_state(state, MyPaintState)
         self.check_step(action, layer.shape[0])
         program = {name: value[:, None] for name, value in action.items()}
         fixed_point = (layer.detach().cpu().permute(0, 2, 3, 1) * FIXED_ONE).round().to(torch.int32)
@@ -191,7 +190,7 @@ class MyPaint(PaintRenderer):
         return MyPaintState(layer, action["end_point"].to(device=position.device, dtype=torch.long))
 
     def canvas(self, state: MyPaintState) -> torch.Tensor:
-        layer = state.layer
+        layer = check_state(state, MyPaintState).layer
         alpha = layer[:, 3:]
         ink = layer[:, :3] if self.color else layer[:, :3].mean(1, keepdim=True)
         background = self.background.to(layer.device).view(1, self.channels, 1, 1)

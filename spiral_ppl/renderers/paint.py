@@ -100,8 +100,7 @@ class PaintRenderer(Renderer):
         positive_int("pressure_levels", pressure_levels)
         if not isinstance(color_bins, int) or color_bins < 2:
             raise ValueError(f"color_bins must be an int >= 2, got {color_bins!r}")
-        if not isinstance(width_scale, (int, float)) or not math.isfinite(width_scale) or width_scale <= 0:
-            raise ValueError(f"width_scale must be a positive number, got {width_scale!r}")
+        checks.positive_number("width_scale", width_scale)
         self.image_size = canvas_size
         self.canvas_size = canvas_size
         self.grid_size = grid_size
@@ -111,6 +110,8 @@ class PaintRenderer(Renderer):
         self.pressure_levels = pressure_levels
         self.color_bins = color_bins
         self.width_scale = float(width_scale)
+        if isinstance(background, (str, bytes)) or not isinstance(background, (numbers.Real, Sequence, torch.Tensor)):
+            raise ValueError(f"background must be one value in [0, 1] or {self.channels} of them, got {background!r}")
         background = torch.as_tensor(background, dtype=torch.float32).flatten()
         if background.numel() == 1:
             background = background.expand(self.channels)
@@ -141,6 +142,9 @@ class PaintRenderer(Renderer):
 
     def grid_to_pixels(self, index: torch.Tensor) -> torch.Tensor:
         """Flat grid indices ``(...)`` -> pixel coordinates ``(..., 2)`` as ``(x, y)``."""
+        if not isinstance(index, torch.Tensor):
+            raise TypeError(f"index must be a tensor of flat grid indices, got {type(index).__name__}; "
+                            "wrap it with torch.as_tensor(..., dtype=torch.long)")
         x = index % self.grid_size
         y = torch.div(index, self.grid_size, rounding_mode="floor")
         return torch.stack([x, y], dim=-1).to(torch.float32) * self.spacing

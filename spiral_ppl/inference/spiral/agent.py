@@ -12,7 +12,7 @@ job                         module
 ==========================  =================================================================
 the networks                :mod:`.policy`, :mod:`.decoders`, :mod:`.critic`
 every hyper-parameter       :mod:`.config` (:class:`SpiralConfig`)
-inference (an engine)       :mod:`.engine`: :meth:`infer`, :attr:`guide`, :attr:`proposal`, :meth:`smc`
+inference (an engine)       :mod:`~spiral_ppl.inference.spiral.engine`: :meth:`infer`, :attr:`guide`, :attr:`proposal`, :meth:`smc`
 training                    :mod:`.training` (:meth:`fit`), :mod:`.imitation` (:meth:`imitate`),
                             :mod:`.recipe` (phases), :mod:`.episodes` / :mod:`.distributed`
 files                       :mod:`.checkpoints`: :meth:`save`, :meth:`load`, :meth:`pretrained`
@@ -49,7 +49,7 @@ import torch
 
 from spiral_ppl import checks
 from spiral_ppl.inference.budget import Budget
-from spiral_ppl.inference.engine import Engine
+from spiral_ppl.inference.engine import Engine, check_progress
 from spiral_ppl.inference.randomness import set_random_state
 from spiral_ppl.inference.result import Result
 from spiral_ppl.inference.smc import INTERMEDIATE_TARGETS, SMC
@@ -124,6 +124,9 @@ class Spiral(Engine):
                  device: torch.device | str | None = None, max_batch: int = 1024) -> None:
         if not isinstance(prog, Program):
             raise TypeError(f"prog must be a spiral_ppl.programs.Program, got {type(prog).__name__}")
+        if isinstance(conditional, SpiralConfig):
+            raise TypeError("the second argument of Spiral is conditional (true or false), got a SpiralConfig: "
+                            "pass the configuration by name, Spiral(prog, config=config)")
         config = SpiralConfig() if config is None else config
         if not isinstance(config, SpiralConfig):
             raise TypeError(f"config must be a SpiralConfig, got {type(config).__name__}")
@@ -251,6 +254,7 @@ class Spiral(Engine):
         if (steps is None) == (minutes is None):
             raise ValueError(f"fit takes steps= (A2C updates) or minutes= (training time of the recipe), one of the "
                              f"two; got steps={steps!r}, minutes={minutes!r}")
+        _check_run_options(log_dir=log_dir, checkpoint=checkpoint, progress=progress, callback=callback)
         if steps is not None:
             return training.fit(self, data, steps, eval_data=eval_data, log_dir=log_dir, checkpoint=checkpoint,
                                 progress=progress, backend=backend, callback=callback)
@@ -282,12 +286,16 @@ class Spiral(Engine):
         :param expert: ``expert(state, programs) -> {name: LongTensor[B]}``, such as
             :meth:`spiral_ppl.data.MujocoScenes.expert`; ``None``: behaviour cloning.
         """
+        _check_run_options(progress=progress)
         return imitation.imitate(self, data, steps, expert=expert, progress=progress)
 
     def evaluate(self, targets: torch.Tensor, log_dir: str | Path | None = None,
                  update: int | None = None) -> dict[str, float]:
         """One pass on ``targets``: ``eval_l2`` and ``blank_l2`` (conditional), or ``eval_ink``
         and ``data_ink`` (unconditional); a sample grid in ``log_dir`` when given."""
+        _check_run_options(log_dir=log_dir)
+        if update is not None:
+            checks.non_negative_int("update", update, hint="the update count, in the sample grid's file name")
         return training.evaluate(self, targets, log_dir, update)
 
     def set_hyperparameters(self, changes: dict[str, Any]) -> None:
@@ -340,7 +348,8 @@ class Spiral(Engine):
         """Write the agent atomically, with its training state (optimisers, replay buffer, random
         streams, update count) unless ``training_state=False`` (the weights only, for inference);
         ``keep`` > 1 keeps that many of the newest files (see :func:`.checkpoints.save`)."""
-        checkpoints.save(self, path, training_state=training_state, keep=keep)
+        checks.switch("training_state", training_state)
+        checkpoints.save(self, checks.path("path", path), training_state=training_state, keep=keep)
 
     @classmethod
     def load(cls, path: str | Path, prog: Program | None = None, *,
@@ -351,6 +360,8 @@ class Spiral(Engine):
             (a brush or MuJoCo program, whose renderer it describes). It must match the
             checkpoint's action space, images and steps.
         """
+        path = checks.path("path", path)
+        checks.device("device", device)  # before reading a large file
         return cls.from_checkpoint(checkpoints.read(path), prog, device=device, source=path)
 
     @classmethod
@@ -403,8 +414,14 @@ class Spiral(Engine):
 def _device(device: torch.device | str | None) -> torch.device:
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={str(device)!r} asks for a GPU, but torch sees none here; use device='cpu' "
-                         "(or leave device unset to use a GPU only where there is one)")
-    return device
+    return checks.device("device", device)
+
+
+def _check_run_options(*, log_dir: Any = None, checkpoint: Any = None, progress: Any = None,
+                       callback: Any = None) -> None:
+    """The options of a training call, checked before any work rather than at the first update."""
+    for name, value in (("log_dir", log_dir), ("checkpoint", checkpoint)):
+        if value is not None:
+            checks.path(name, value)
+    check_progress(progress)
+    checks.optional_callable("callback", callback, signature="callback(metrics)")

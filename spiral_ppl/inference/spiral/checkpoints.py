@@ -112,6 +112,9 @@ def save(agent: "Spiral", path: str | Path, *, training_state: bool = True, keep
     ``keep`` newest checkpoints stay on disk and a run can fall back on an older one.
     """
     keep = checks.positive_int("keep", keep, hint="checkpoints kept on disk")
+    if Path(path).is_dir():
+        raise ValueError(f"path {str(path)!r} is a folder; give the checkpoint a file name, such as "
+                         f"{str(Path(path) / 'agent.pt')!r}")
     state = {
         "format": CHECKPOINT_FORMAT,
         "program": describe_program(agent.prog),

@@ -3,15 +3,15 @@ r"""Every hyper-parameter of a SPIRAL agent, in one place, nested by concern.
 :class:`SpiralConfig` has five sections, each a frozen dataclass, and maps one to one onto the
 tables of a TOML configuration (``spiral_ppl/configs/``):
 
-===========  ====================  ==========================================================
-section      class                 what it sets
-===========  ====================  ==========================================================
-``policy``   :class:`PolicyConfig`   the policy network's sizes and its location decoder
-``a2c``      :class:`A2CConfig`      the episodes per update and the actor-critic loss
-``critic``   :class:`CriticConfig`   the WGAN-GP critic and its replay buffer
-``reward``   :class:`RewardConfig`   what the agent is rewarded for
-``train``    :class:`TrainConfig`    evaluation, logging and checkpoint cadence, and the recipe
-===========  ====================  ==========================================================
+==========  =====================  ==========================================================
+section     class                  what it sets
+==========  =====================  ==========================================================
+``policy``  :class:`PolicyConfig`  the policy network's sizes and its location decoder
+``a2c``     :class:`A2CConfig`     the episodes per update and the actor-critic loss
+``critic``  :class:`CriticConfig`  the WGAN-GP critic and its replay buffer
+``reward``  :class:`RewardConfig`  what the agent is rewarded for
+``train``   :class:`TrainConfig`   evaluation, logging and checkpoint cadence, and the recipe
+==========  =====================  ==========================================================
 
 A recipe is a tuple of phases (:class:`Phase`: sleep,
 behaviour cloning, A2C, self-imitation) that :func:`~spiral_ppl.inference.spiral.recipe.run`
@@ -97,8 +97,7 @@ class A2CConfig:
         for name in ("entropy_cost", "value_cost"):
             checks.non_negative_number(f"a2c.{name}", getattr(self, name))
         _check_betas("a2c.betas", self.betas)
-        if not 0 <= self.discount <= 1:
-            raise ValueError(f"a2c.discount must lie in [0, 1], got {self.discount!r}")
+        checks.number_in("a2c.discount", self.discount, 0, 1)
         if self.vtrace_c_clip > self.vtrace_rho_clip:
             raise ValueError(f"a2c.vtrace_c_clip ({self.vtrace_c_clip}) must not exceed a2c.vtrace_rho_clip "
                              f"({self.vtrace_rho_clip})")
@@ -167,6 +166,9 @@ class TrainConfig:
         checks.positive_int("train.eval_size", self.eval_size)
         checks.positive_int("train.keep_checkpoints", self.keep_checkpoints)
         checks.switch("train.mixed_precision", self.mixed_precision)
+        if isinstance(self.phases, (Phase, Mapping, str)) or not isinstance(self.phases, (tuple, list)):
+            raise TypeError(f"train.phases must be a list of phases (each a Phase or a table of one), e.g. "
+                            f"[Phase('sleep', updates=100)], got {type(self.phases).__name__}")
         phases = tuple(Phase.from_dict(phase) if isinstance(phase, Mapping) else phase for phase in self.phases)
         for index, phase in enumerate(phases):
             if not isinstance(phase, Phase):
@@ -220,6 +222,7 @@ class SpiralConfig:
 
     def replace(self, changes: Mapping[str, Any]) -> "SpiralConfig":
         """A copy with ``{"section.field": value}`` changed, e.g. ``{"a2c.lr": 3e-4}``."""
+        checks.mapping("changes", changes, example="{'a2c.lr': 3e-4}")
         values = self.to_dict()
         for key, value in changes.items():
             section, _, name = key.partition(".")
@@ -309,6 +312,7 @@ class Phase:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "Phase":
+        checks.mapping("a phase", values, example="{'kind': 'sleep', 'updates': 100}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:

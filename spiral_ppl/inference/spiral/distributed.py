@@ -169,8 +169,7 @@ class RayEpisodes(EpisodeSource):
         checks.optional_positive_int("episodes_per_task", episodes_per_task)
         checks.positive_number("worker_cpus", worker_cpus)
         checks.non_negative_int("max_restarts", max_restarts)
-        if not 0 < restart_timeout < float("inf"):
-            raise ValueError(f"restart_timeout must be a positive number of seconds, got {restart_timeout!r}")
+        checks.positive_number("restart_timeout", restart_timeout, hint="seconds")
         self.workers, self.episodes_per_task = workers, episodes_per_task
         self.worker_cpus, self.max_restarts, self.address = worker_cpus, max_restarts, address
         self.restart_timeout = float(restart_timeout)

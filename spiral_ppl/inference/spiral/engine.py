@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from spiral_ppl import checks
 from spiral_ppl.inference.budget import Budget
 from spiral_ppl.inference.result import BestSoFar, Curve, Result
 from spiral_ppl.inference.smc import SMC
@@ -48,8 +49,12 @@ def best_of_passes(agent: "Spiral", prog: Program, images: torch.Tensor, budget:
             f"one pass of this agent costs {agent.renders_per_pass} renders per target; "
             f"the budget of {budget.renders} is smaller: give sp.Budget(renders={agent.renders_per_pass}) or more"
         )
-    targets = images.to(agent.device)
+    # The policy computes in float32: float64 (or float16) images in [0, 1] are the same targets.
+    targets = images.to(device=agent.device, dtype=torch.float32)
     count = targets.shape[0]
+    # Every pass's l2 is kept for the curve (and copied into it at the end).
+    checks.fits_in_memory(f"{passes:,} passes of this agent on {count} targets", passes * (12 * count + 8),
+                          remedy="give a smaller budget")
     per_rollout = max(1, agent.max_batch // count)
     # Rollouts of (repeats, greedy): the greedy first pass alone, then the sampled passes in
     # batches of at most max_batch episodes.
@@ -77,7 +82,7 @@ def best_of_passes(agent: "Spiral", prog: Program, images: torch.Tensor, budget:
 def one_pass(agent: "Spiral", targets: torch.Tensor) -> torch.Tensor:
     """Final canvases of one pass on ``targets``, decoded as the first pass of :func:`best_of_passes`,
     leaving the global random streams as they were (training resumes identically)."""
-    targets = agent.prog.check_images(targets, name="targets").to(agent.device)
+    targets = agent.prog.check_images(targets, name="targets").to(device=agent.device, dtype=torch.float32)
     devices = [agent.device] if agent.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices), torch.no_grad():
         episode = decode(agent, agent.prog, targets, greedy=agent.decoding.greedy_first)

@@ -70,13 +70,14 @@ class SpiralGuide(RenderingGuide):
 
     def __call__(self, image: torch.Tensor, *args, **kwargs) -> None:
         agent = self.agent
-        image = agent.prog.check_images(image)
+        image = agent.prog.check_images(image, name="image (a target of this SPIRAL agent's guide)")
         with pyro.plate("targets", image.shape[0], dim=-1):
             # The shape of every site: the sizes of all active plates, outermost first.
             sizes = {frame.dim: frame.size for frame in get_plates() if frame.dim is not None}
             batch_shape = tuple(sizes.get(dim, 1) for dim in range(min(sizes), 0))
             count = math.prod(batch_shape)
-            targets = image.to(agent.device).expand(*batch_shape, *image.shape[1:]).reshape(count, *image.shape[1:])
+            # The policy computes in float32, whatever float dtype the targets came in.
+            targets = image.to(device=agent.device, dtype=torch.float32).expand(*batch_shape, *image.shape[1:]).reshape(count, *image.shape[1:])
 
             def choose(step: int, component, logits: torch.Tensor) -> torch.Tensor:
                 logits = logits.reshape(*batch_shape, component.size).to(image.device)

@@ -103,7 +103,8 @@ def program_batches(data: Any) -> tuple[int, Callable[[torch.Tensor], tuple[torc
     """
     if isinstance(data, tuple) and len(data) == 2:
         images, programs = data
-        return images.shape[0], lambda index: (images[index], {name: value[index] for name, value in programs.items()})
+        count = _check_pair(images, programs)
+        return count, lambda index: (images[index], {name: value[index] for name, value in programs.items()})
     if isinstance(data, torch.utils.data.Dataset):
         if not holds_programs(data):
             raise TypeError(
@@ -117,7 +118,25 @@ def program_batches(data: Any) -> tuple[int, Callable[[torch.Tensor], tuple[torc
                     {name: torch.stack([item[1][name] for item in items]) for name in items[0][1]})
 
         return len(data), batch
-    raise TypeError("data must be a Dataset of (image, actions) items or a pair (images, actions)")
+    raise TypeError("data must be a Dataset of (image, actions) items or a pair (images, actions), "
+                    f"got {type(data).__name__}" + (" (make the list a tuple)" if isinstance(data, list) else ""))
+
+
+def _check_pair(images: Any, programs: Any) -> int:
+    """The number of programs of a pair ``(images (N, C, H, W), {name: LongTensor[N, T]})``, once both
+    are tensors of the same ``N`` (the values and shapes are checked batch by batch)."""
+    if not isinstance(images, torch.Tensor) or images.dim() != 4:
+        found = f"shape {tuple(images.shape)}" if isinstance(images, torch.Tensor) else type(images).__name__
+        raise TypeError(f"the images of data = (images, programs) must be a tensor (N, C, H, W), got {found}")
+    checks.mapping("the programs of data = (images, programs)", programs, example="{'flag': LongTensor[N, T], ...}")
+    counts = {name: value.shape[0] if isinstance(value, torch.Tensor) and value.dim() else None
+              for name, value in programs.items()}
+    if any(count != images.shape[0] for count in counts.values()):
+        raise ValueError(f"data = (images, programs) must hold one program per image: {images.shape[0]} images, "
+                         f"programs of {counts} items")
+    if images.shape[0] == 0:
+        raise ValueError("data holds no programs; give at least one")
+    return images.shape[0]
 
 
 def holds_programs(data: Any) -> bool:

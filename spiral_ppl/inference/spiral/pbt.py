@@ -124,6 +124,7 @@ class MemberReports(tune.Callback):
         self.rows: list[dict[str, Any]] = []
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        """Record a member's fitness and hyper-parameters, for the population's plot."""
         member = int(trial.trial_id.rsplit("_", 1)[-1])  # Tune numbers its trials ..._00000, ..._00001
         self.rows.append({"member": member, "update": int(result["update"]), "fitness": float(result["fitness"]),
                           "entropy_cost": float(result["entropy_cost"]), "policy_lr": float(result["policy_lr"])})

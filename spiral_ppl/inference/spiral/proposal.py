@@ -105,7 +105,8 @@ class SpiralProposal(StepProposal):
         seen = canvas.reshape(count, *canvas.shape[2:]).to(device)
         if agent.blind:
             seen = torch.zeros_like(seen)
-        flat_targets = images.to(device).expand(particles, *images.shape).reshape(count, *images.shape[1:])
+        # The policy computes in float32, whatever float dtype the targets came in.
+        flat_targets = images.to(device=device, dtype=torch.float32).expand(particles, *images.shape).reshape(count, *images.shape[1:])
         with torch.no_grad(), agent.learner.autocast():
             if step == 0:
                 hidden = policy.initial_hidden(count, device)

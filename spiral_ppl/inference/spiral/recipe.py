@@ -78,6 +78,21 @@ def default_phases(minutes: float) -> tuple[Phase, ...]:
     return tuple(Phase(kind, minutes=share * minutes, settings=settings) for kind, share, settings in DEFAULT_SCHEDULE)
 
 
+def _as_phases(phases: Any) -> tuple[Phase, ...]:
+    """A list of phases, each a :class:`Phase` or the dict of one, as a tuple of phases."""
+    if isinstance(phases, (Phase, str, bytes)) or not isinstance(phases, (list, tuple)):
+        raise TypeError(f"phases must be a list of phases, e.g. [Phase('sleep', updates=100)], got "
+                        f"{type(phases).__name__} {phases!r}"[:300])
+    as_phases = []
+    for index, phase in enumerate(phases):
+        if isinstance(phase, dict):
+            phase = Phase.from_dict(phase)
+        if not isinstance(phase, Phase):
+            raise TypeError(f"phases[{index}] must be a Phase or the dict of one, got {type(phase).__name__}")
+        as_phases.append(phase)
+    return tuple(as_phases)
+
+
 def phase_ends(phases: tuple[Phase, ...], start: float = 0) -> list[float]:
     """Where each phase ends: an update count, or seconds of training time, from ``start``."""
     return [start + end for end in itertools.accumulate(phase.length for phase in phases)]
@@ -106,7 +121,14 @@ def run(agent: "Spiral", data: Any = None, out: str | Path | None = None, *, eva
     :param checkpoint: where to write the checkpoint (default: ``out/checkpoint.pt``; none without ``out``).
     :returns: the agent (a new one when a phase re-targeted it), checkpointed in ``out/checkpoint.pt``.
     """
-    phases = agent.config.train.phases if phases is None else tuple(phases)
+    from spiral_ppl.inference.spiral.agent import Spiral  # the agent's module imports this one
+
+    if not isinstance(agent, Spiral):
+        raise TypeError(f"agent must be a spiral_ppl.inference.Spiral, got {type(agent).__name__}")
+    phases = agent.config.train.phases if phases is None else _as_phases(phases)
+    checks.optional_callable("stop", stop, signature="stop(agent) -> bool")
+    checks.optional_callable("callback", callback, signature="callback(metrics)")
+    hide_progress(progress)  # checks it before any work
     if not phases:
         raise ValueError("the configuration has no recipe: add [[train.phases]] tables (see spiral_ppl.inference."
                          "spiral.recipe), call agent.fit(data, minutes=M) for the default one, or agent.fit(data, "
