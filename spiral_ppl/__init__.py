@@ -13,5 +13,15 @@ from spiral_ppl.inference.budget import Budget
 __version__ = "0.1.0"
 
 __all__ = [
-    "Budget", "Comparison", "compare", "data", "inference", "paired_difference", "programs", "renderers", "__version__",
+    "Budget", "Comparison", "compare", "data", "inference", "paired_difference", "plots", "programs", "renderers",
+    "__version__",
 ]
+
+
+def __getattr__(name: str):
+    # sp.plots imports matplotlib, which nothing else needs: it is loaded on first use.
+    if name == "plots":
+        import importlib
+
+        return importlib.import_module("spiral_ppl.plots")
+    raise AttributeError(f"module 'spiral_ppl' has no attribute {name!r}")

@@ -1,7 +1,8 @@
 """Scene grammars written as a user would write them, for tests and benchmarks of every engine.
 
-:class:`Discs` is written here; :func:`notebook_grammar` reads a grammar out of an example
-notebook, so that a benchmark measures the very class the notebook teaches.
+:class:`Discs` is written here, and again as a plain Pyro model (:func:`discs_model`);
+:func:`notebook_grammar` reads a grammar out of an example notebook, so that a benchmark
+measures the very class the notebook teaches.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pyro
+import pyro.distributions as dist
 import torch
 
 import spiral_ppl as sp
@@ -28,17 +31,40 @@ class Discs(sp.programs.Program):
         Component("radius", 3),
         Component("intensity", 4),
     )
-    radii = (3.0, 5.0, 8.0)
-
     def draw(self, actions):
-        device = actions["centre"].device
-        pixel = torch.arange(32, device=device, dtype=torch.float32) + 0.5
-        cy = (actions["centre"] // 8).float() * 4 + 2
-        cx = (actions["centre"] % 8).float() * 4 + 2
-        radius = torch.tensor(self.radii, device=device)[actions["radius"]]
-        distance = (pixel[:, None] - cy[..., None, None]) ** 2 + (pixel[None, :] - cx[..., None, None]) ** 2
-        cover = (distance <= radius[..., None, None] ** 2) & (actions["present"][..., None, None] == 1)  # (N, T, H, W)
-        return painted_over(cover, (actions["intensity"].float() + 1) / 4)
+        return draw_discs(actions)
+
+
+RADII = (3.0, 5.0, 8.0)
+
+
+def draw_discs(actions):
+    """The canvases ``(N, 1, 32, 32)`` of :class:`Discs` programs ``{name: LongTensor[N, T]}``."""
+    device = actions["centre"].device
+    pixel = torch.arange(32, device=device, dtype=torch.float32) + 0.5
+    cy = (actions["centre"] // 8).float() * 4 + 2
+    cx = (actions["centre"] % 8).float() * 4 + 2
+    radius = torch.tensor(RADII, device=device)[actions["radius"]]
+    distance = (pixel[:, None] - cy[..., None, None]) ** 2 + (pixel[None, :] - cx[..., None, None]) ** 2
+    cover = (distance <= radius[..., None, None] ** 2) & (actions["present"][..., None, None] == 1)  # (N, T, H, W)
+    return painted_over(cover, (actions["intensity"].float() + 1) / 4)
+
+
+def discs_model(image=None, batch_size=1, steps=3):
+    """:class:`Discs` of 3 steps written as a plain Pyro model (for :class:`~spiral_ppl.programs.PyroProgram`)."""
+    if image is not None:
+        batch_size = image.shape[0]
+    sizes = {"present": 2, "centre": 64, "radius": 3, "intensity": 4}
+    drawn = {name: [] for name in sizes}
+    with pyro.plate("targets", batch_size):
+        for t in range(steps):
+            for name, size in sizes.items():
+                infer = {"location": (8, 8)} if name == "centre" else {}
+                drawn[name].append(pyro.sample(f"step_{t}/{name}", dist.Categorical(logits=torch.zeros(size)),
+                                               infer=infer))
+        canvas = draw_discs({name: torch.stack(values, -1) for name, values in drawn.items()})
+        pyro.sample("image", sp.programs.PixelNormal(canvas, 0.5), obs=image)
+    return canvas
 
 
 def painted_over(cover: torch.Tensor, level: torch.Tensor) -> torch.Tensor:

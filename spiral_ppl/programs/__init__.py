@@ -10,6 +10,7 @@ from spiral_ppl.programs.base import (
 )
 from spiral_ppl.programs.likelihood import PixelNormal
 from spiral_ppl.programs.meter import Measurement, RenderMeter
+from spiral_ppl.programs.pyro_program import PyroProgram
 from spiral_ppl.programs.renderer_program import PaintProgram, RendererProgram
 from spiral_ppl.programs.scene_program import DEFAULT_COMMAND_PRIOR, SceneProgram
 from spiral_ppl.programs.stepwise import PrefixStepwise, RendererStepwise, Stepwise
@@ -22,6 +23,7 @@ __all__ = [
     "PixelNormal",
     "PrefixStepwise",
     "Program",
+    "PyroProgram",
     "RenderMeter",
     "RendererProgram",
     "RendererStepwise",

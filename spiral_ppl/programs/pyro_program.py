@@ -1,0 +1,481 @@
+r"""Bring your own Pyro model: a plain Pyro model function as a :class:`~spiral_ppl.programs.Program`.
+
+The model is any function ``model(image=None, batch_size=1)`` that
+
+- draws its discrete latents at sites ``step_{t}/{name}`` from ``Categorical``
+  distributions, inside a plate of ``batch_size`` targets (``image.shape[0]`` when an image
+  is given), every step drawing the same components in the same order;
+- returns its rendered canvas ``(B, C, H, W)`` with values in ``[0, 1]``;
+- observes that canvas at the site ``image`` under a likelihood of its choice, whose event
+  shape is ``(C, H, W)``.
+
+It may mark a component a location on a square grid with ``infer={"location": (rows,
+cols)}`` (the SPIRAL policy decodes it with a convolutional head), mask sites with
+``poutine.mask``, and let a prior depend on earlier sites. A model that also takes a keyword
+``steps`` (how many steps to draw) can be drawn part-way, which engines that read partial
+canvases need (SMC, the SPIRAL policy).
+
+:class:`PyroProgram` finds the steps, components, cardinalities, priors and image shape by
+tracing the model (once with ``batch_size=1``, and once more for four targets whose earlier
+sites differ, to see whether a prior depends on them). It is an ordinary
+:class:`~spiral_ppl.programs.Program`, so every engine runs on it unchanged:
+
+- :meth:`PyroProgram.draw` runs the model conditioned on the actions, in a plate of their
+  batch, and returns its canvas: for actions :math:`a`, :math:`\mathrm{render}(a)` is the
+  canvas the model returns when every site ``step_{t}/{k}`` takes the value :math:`a_{t,k}`;
+- the priors :math:`\pi_{t,k}` are the traced ``Categorical`` s, so
+  :math:`\log p(a) = \sum_{t,k} \log \pi_{t,k}(a_{t,k})` as for any program;
+- the likelihood is the model's own: :math:`\log p(x \mid a)` is the log-probability of the
+  ``image`` site, read from the run of the model that drew the canvas.
+
+Why that run: the model builds its likelihood from its canvas inside its own code, so only
+the run that drew a canvas knows the distribution around it. Engines score each canvas
+right after drawing it (``prog.log_likelihood(canvas, images)``), so :meth:`draw` keeps the
+likelihoods of the last few canvases it drew and :meth:`PyroProgram.likelihood` finds them
+by the canvas's memory (engines pass views of the drawn canvases, reshaped to particles or
+chains by targets). A model whose likelihood is :class:`~spiral_ppl.programs.PixelNormal`
+needs no such lookup: that likelihood is a function of the canvas alone.
+
+Priors that depend on earlier sites (or masked sites, whose log-probability counts only
+where the mask holds) are not fixed per step. The Pyro model of such a program
+(:meth:`PyroProgram.model`) draws each site from the prior the model gives it after the
+sites before it, so importance sampling, from the prior or a guide (the SPIRAL policy's
+included), stays exact; engines that need fixed per-step priors (MCMC's and SMC's prior
+tables) are refused with a ``ValueError`` naming the site.
+
+Example: a dot on a 4x4 canvas, written as a plain Pyro model::
+
+    >>> import pyro, pyro.distributions as dist, torch, spiral_ppl as sp
+    >>> def dots(image=None, batch_size=1, steps=2):
+    ...     batch_size = image.shape[0] if image is not None else batch_size
+    ...     canvas = torch.zeros(batch_size, 1, 4, 4)
+    ...     with pyro.plate("targets", batch_size):
+    ...         for t in range(steps):
+    ...             cell = pyro.sample(f"step_{t}/cell", dist.Categorical(logits=torch.zeros(16)),
+    ...                                infer={"location": (4, 4)})
+    ...             canvas = canvas.flatten(1).scatter(1, cell[:, None], 1.0).view(-1, 1, 4, 4)
+    ...         pyro.sample("image", dist.Normal(canvas, 0.5).to_event(3), obs=image)
+    ...     return canvas
+    >>> prog = sp.programs.PyroProgram(dots)
+    >>> prog
+    PyroProgram(dots, steps=2, image=1x4, actions=[cell:16])
+    >>> prog.action_space[0].kind
+    'location'
+    >>> target = prog.render({"cell": torch.tensor([[5, 10]])})
+    >>> result = sp.inference.Importance().infer(prog, target, sp.Budget(renders=400), seed=0)
+    >>> result.l2.tolist(), result.renders.tolist()
+    ([0.0], [400])
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import inspect
+import math
+import re
+from typing import Any, Callable, Iterator, Mapping
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.poutine import runtime
+from pyro.poutine.messenger import Messenger
+
+from spiral_ppl import checks
+from spiral_ppl.programs.base import Program, site_name
+from spiral_ppl.programs.likelihood import PixelNormal
+from spiral_ppl.programs.prior_table import PriorTable
+from spiral_ppl.renderers.base import Component
+
+#: The observed site of every program.
+IMAGE_SITE = "image"
+SITE_PATTERN = re.compile(r"step_(\d+)/([^/]+)")
+#: Likelihoods of this many recent draws are kept for :meth:`PyroProgram.likelihood`.
+REMEMBERED_DRAWS = 4
+
+
+class PyroProgram(Program):
+    """A plain Pyro model ``model(image=None, batch_size=1)`` as a program (see the module docstring).
+
+    :param model: the Pyro model. Its steps, components, priors and image shape are found by
+        tracing it; a model that violates the contract is refused with an error naming the
+        site or value at fault.
+
+    :ivar dependent: ``{site: why}`` for the sites whose prior is not fixed per step (it
+        changes with earlier sites, or the site is masked); empty for most grammars.
+    :ivar draws_prefixes: whether the model takes ``steps``, so partial programs can be drawn.
+    """
+
+    def __init__(self, model: Callable[..., torch.Tensor]) -> None:
+        if not callable(model):
+            raise TypeError(f"model must be a Pyro model function model(image=None, batch_size=1), "
+                            f"got {type(model).__name__}")
+        self.user_model = model
+        self.name = getattr(model, "__name__", type(model).__name__)
+        self.draws_prefixes = _takes_keyword(model, "steps")
+        run = _run_model(model, batch_size=1)
+        steps, components, priors = self._read_structure(run)
+        self.action_space = components
+        self.channels, self.image_size = run.canvas.shape[1], run.canvas.shape[2]
+        image = run.sites[IMAGE_SITE]["fn"]
+        self._likelihood_scale = image.scale if isinstance(image, PixelNormal) else None
+        self._drawn: collections.deque = collections.deque(maxlen=REMEMBERED_DRAWS)
+        self.dependent = self._find_dependent_sites(run, steps)
+        # Uniform priors are left out, so that they are stored exactly as a Program's default.
+        priors = {name: probs for name, probs in priors.items() if not bool(torch.all(probs == probs[:, :1]))}
+        super().__init__(steps, priors=priors, pixel_scale=self._likelihood_scale or 0.5)
+
+    # -- reading the model ----------------------------------------------------------------------
+
+    def _read_structure(self, run: "_ModelRun") -> tuple[int, tuple[Component, ...], dict[str, torch.Tensor]]:
+        """Steps, components and per-step prior probabilities of a traced run of ``batch_size=1``."""
+        if IMAGE_SITE not in run.sites:
+            raise ValueError(f"model {self.name} has no site {IMAGE_SITE!r}: observe its canvas with "
+                             f"pyro.sample('image', likelihood(canvas), obs=image)")
+        canvas = run.canvas
+        if not isinstance(canvas, torch.Tensor) or canvas.dim() != 4 or canvas.shape[0] != 1:
+            found = tuple(canvas.shape) if isinstance(canvas, torch.Tensor) else type(canvas).__name__
+            raise ValueError(f"model {self.name} must return its canvas (batch_size, C, H, W), got {found} "
+                             "for batch_size=1")
+        if canvas.shape[2] != canvas.shape[3]:
+            raise ValueError(f"model {self.name} returns canvases {tuple(canvas.shape[1:])}; programs have square "
+                             "images (C, H, H): pad or crop the canvas")
+        event = tuple(run.sites[IMAGE_SITE]["fn"].event_shape)
+        if event != tuple(canvas.shape[1:]):
+            raise ValueError(f"the likelihood at site 'image' of model {self.name} has event shape {event}, expected "
+                             f"the canvas's {tuple(canvas.shape[1:])}: make the pixels one event, e.g. "
+                             "dist.Normal(canvas, 0.5).to_event(3)")
+        by_step: dict[int, list[tuple[str, dict]]] = collections.defaultdict(list)
+        for name, site in run.sites.items():
+            if name == IMAGE_SITE:
+                continue
+            match = SITE_PATTERN.fullmatch(name)
+            if match is None:
+                raise ValueError(f"model {self.name} has a site {name!r}; latent sites must be named "
+                                 "step_{t}/{component} (and the observed one 'image')")
+            if site["is_observed"]:
+                raise ValueError(f"site {name!r} of model {self.name} is observed; only 'image' may be")
+            if not isinstance(site["fn"], torch.distributions.Categorical):
+                raise ValueError(f"site {name!r} of model {self.name} draws from {type(site['fn']).__name__}; "
+                                 "latent sites must be Categorical (a discrete choice of 0 .. size - 1)")
+            if tuple(site["value"].shape) != (1,):
+                raise ValueError(f"site {name!r} of model {self.name} has shape {tuple(site['value'].shape)} for "
+                                 "batch_size=1, expected (1,): draw it inside pyro.plate('targets', batch_size)")
+            by_step[int(match.group(1))].append((match.group(2), site))
+        if not by_step:
+            raise ValueError(f"model {self.name} has no latent sites step_{{t}}/{{component}}")
+        steps = max(by_step) + 1
+        missing = [t for t in range(steps) if t not in by_step]
+        if missing:
+            raise ValueError(f"model {self.name} draws steps {sorted(by_step)}; steps must be 0 .. {steps - 1} "
+                             f"without gaps (missing {missing})")
+        first = [name for name, _ in by_step[0]]
+        components = []
+        for name, site in by_step[0]:
+            location = site["infer"].get("location")
+            components.append(Component(name, site["fn"].logits.shape[-1], _location_kind(name, location,
+                                                                                          site["fn"].logits.shape[-1])))
+        for t in range(1, steps):
+            names = [name for name, _ in by_step[t]]
+            if names != first:
+                raise ValueError(f"step {t} of model {self.name} draws components {names}, step 0 draws {first}; "
+                                 "every step must draw the same components in the same order")
+            for component, (name, site) in zip(components, by_step[t]):
+                if site["fn"].logits.shape[-1] != component.size:
+                    raise ValueError(f"site {site_name(t, name)!r} has {site['fn'].logits.shape[-1]} values, "
+                                     f"step 0's {component.size}; a component has one size at every step")
+        priors = {c.name: torch.stack([site["fn"].probs.reshape(-1, c.size)[0].detach().float().cpu()
+                                       for t in range(steps) for name, site in by_step[t] if name == c.name])
+                  for c in components}
+        return steps, tuple(components), priors
+
+    def _find_dependent_sites(self, run: "_ModelRun", steps: int) -> dict[str, str]:
+        """Sites whose prior is not one fixed ``Categorical`` per step: masked ones, and those whose
+        prior changes when earlier sites change (seen on four targets with different earlier values)."""
+        names = [site_name(t, c.name) for t in range(steps) for c in self.action_space]
+        dependent = {}
+        for name in names:
+            if not _all_true(run.sites[name]["mask"]):
+                dependent[name] = "it is masked (poutine.mask)"
+        # Each target takes a different value at every site: 0, the last, the middle, 1.
+        values = {}
+        for name in names:
+            size = next(c.size for c in self.action_space if name.endswith("/" + c.name))
+            values[name] = torch.tensor([0, size - 1, size // 2, 1]) % size
+        probe = _run_model(self.user_model, batch_size=4, values=values,
+                           image=torch.zeros(4, self.channels, self.image_size, self.image_size))
+        if tuple(probe.canvas.shape) != (4, self.channels, self.image_size, self.image_size):
+            raise ValueError(f"model {self.name} returned {tuple(probe.canvas.shape)} for 4 images; it must take "
+                             "the batch from image.shape[0] when an image is given")
+        for name in names:
+            if name in dependent:
+                continue
+            logits = probe.sites[name]["fn"].logits.expand(4, -1)
+            reference = run.sites[name]["fn"].logits.reshape(1, -1)
+            if not _all_true(probe.sites[name]["mask"]):
+                dependent[name] = "it is masked (poutine.mask)"
+            elif not torch.allclose(logits, reference.expand_as(logits), atol=1e-6):
+                dependent[name] = "its prior changes with earlier sites"
+        return dependent
+
+    # -- drawing --------------------------------------------------------------------------------
+
+    def draw(self, actions: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The model's canvases ``(N, C, H, W)`` with its sites conditioned on ``{name: LongTensor[N, T]}``."""
+        count, steps = actions[self.action_space[0].name].shape
+        if steps < self.steps and not self.draws_prefixes:
+            raise ValueError(f"model {self.name} cannot draw the first {steps} of its {self.steps} steps: give it a "
+                             f"keyword steps (def {self.name}(image=None, batch_size=1, steps={self.steps})) and draw "
+                             "steps 0 .. steps - 1, so that engines reading partial canvases (SMC, SPIRAL) can use it")
+        values = {site_name(t, c.name): actions[c.name][:, t] for t in range(steps) for c in self.action_space}
+        run = _run_model(self.user_model, batch_size=count, values=values,
+                         steps=steps if steps < self.steps else None)
+        canvas = run.canvas
+        expected = (count, self.channels, self.image_size, self.image_size)
+        if not isinstance(canvas, torch.Tensor) or tuple(canvas.shape) != expected:
+            found = tuple(canvas.shape) if isinstance(canvas, torch.Tensor) else type(canvas).__name__
+            raise ValueError(f"model {self.name} returned a canvas of shape {found} for batch_size={count}, "
+                             f"expected {expected}")
+        unused = sorted(set(run.sites) - set(values) - {IMAGE_SITE})
+        if unused:
+            raise ValueError(f"model {self.name} drew sites {unused[:4]} beyond the {steps} steps asked for: draw "
+                             "only steps 0 .. steps - 1")
+        if self._likelihood_scale is None:
+            self._drawn.append((canvas, run.sites[IMAGE_SITE]["fn"]))
+        return canvas
+
+    # -- the model's likelihood -------------------------------------------------------------------
+
+    def likelihood(self, canvas: torch.Tensor) -> dist.Distribution:
+        """The model's distribution of the image given canvases ``(*batch, C, H, W)`` it drew."""
+        if self._likelihood_scale is not None:
+            return PixelNormal(canvas, self._likelihood_scale)
+        for drawn, likelihood in reversed(self._drawn):
+            if _same_memory(canvas, drawn):
+                return _ReshapedLikelihood(likelihood, torch.arange(drawn.shape[0]).view(canvas.shape[:-3]))
+        raise ValueError(
+            f"PyroProgram({self.name}) scores only canvases it has just drawn (with render or stepwise.canvas): "
+            "its likelihood is the one its model builds around each canvas. Score a canvas right after drawing it, "
+            "or observe the image with sp.programs.PixelNormal(canvas, scale), a function of any canvas"
+        )
+
+    # -- priors that depend on earlier sites --------------------------------------------------------
+
+    def _refuse_dependent(self, what: str) -> None:
+        if self.dependent:
+            name, why = next(iter(self.dependent.items()))
+            raise ValueError(
+                f"{what} needs a fixed Categorical prior per step and component, but site {name!r} of model "
+                f"{self.name} has none ({why}). Use an engine that re-runs the model: sp.inference.Importance "
+                "(from the prior or a guide such as a SPIRAL agent's)"
+            )
+
+    def prior(self, step: int, component: str, device: torch.device | str | None = None) -> dist.Categorical:
+        name = site_name(step, component) if isinstance(step, int) and isinstance(component, str) else None
+        if name in self.dependent:
+            self._refuse_dependent(f"the prior of site {name!r}")
+        return super().prior(step, component, device)
+
+    def prior_table(self, device: torch.device | str | None = None) -> PriorTable:
+        self._refuse_dependent("this engine (it draws and scores sites from the program's prior tables)")
+        return super().prior_table(device)
+
+    def model(self, image: torch.Tensor | None = None, *, batch_size: int | None = None) -> torch.Tensor:
+        """The Pyro model: sites ``step_{t}/{component}`` in the plate ``targets``, observed site ``image``.
+
+        With fixed priors it is :meth:`Program.model <spiral_ppl.programs.Program.model>`. With
+        dependent ones each site is drawn from the prior the user's model gives it after the
+        sites drawn before it (one run of the model, stopped at that site, per site), so that
+        handlers outside (plates of particles, a guide's replay) see every site as usual.
+        """
+        if not self.dependent:
+            return super().model(image, batch_size=batch_size)
+        if image is not None:
+            image = self.check_images(image)
+            batch_size = image.shape[0]
+        else:
+            batch_size = checks.optional_positive_int("batch_size", batch_size, hint="targets to draw") or 1
+        with pyro.plate("targets", batch_size, dim=-1):
+            sampled: list[torch.Tensor] = []
+            for name in self.site_names():
+                sampled.append(pyro.sample(name, self._site_prior(name, sampled, batch_size)))
+            canvas = self.render(self.stack_sites(sampled))
+            pyro.sample(IMAGE_SITE, self.likelihood(canvas), obs=image)
+        return canvas
+
+    def _site_prior(self, name: str, earlier: list[torch.Tensor], batch_size: int) -> dist.Distribution:
+        """The prior of site ``name`` given the values of the sites before it, batched like them."""
+        earlier = list(torch.broadcast_tensors(*earlier)) if earlier else []
+        shape = earlier[0].shape if earlier else torch.Size([batch_size])
+        values = {site: value.reshape(-1) for site, value in zip(self.site_names(), earlier)}
+        site = _run_model(self.user_model, batch_size=shape.numel(), values=values, stop_at=name).sites[name]
+        prior = dist.Categorical(logits=site["fn"].logits.expand(shape.numel(), -1).reshape(*shape, -1))
+        mask = site["mask"]
+        if not _all_true(mask):
+            prior = prior.mask(torch.as_tensor(mask).expand(shape.numel()).reshape(shape))
+        return prior
+
+    def __repr__(self) -> str:
+        parts = ", ".join(f"{c.name}:{c.size}" for c in self.action_space)
+        return (f"PyroProgram({self.name}, steps={self.steps}, image={self.channels}x{self.image_size}, "
+                f"actions=[{parts}])")
+
+
+# -- running the user's model -------------------------------------------------------------------------
+
+
+class _Stop(Exception):
+    """Raised to end a run of the model at the site asked for."""
+
+
+class _ModelRun(Messenger):
+    """One run of the user's model: its sites conditioned on ``values``, each recorded as it is drawn.
+
+    No noisy image is sampled at the site ``image``: programs look at canvases, never at a
+    sample of the likelihood, and drawing one would cost a normal draw per pixel.
+    """
+
+    def __init__(self, values: Mapping[str, torch.Tensor], stop_at: str | None) -> None:
+        super().__init__()
+        self.values, self.stop_at = values, stop_at
+        self.sites: dict[str, dict] = {}
+        self.canvas: Any = None
+
+    def _pyro_sample(self, msg: dict) -> None:
+        name = msg["name"]
+        if type(msg["fn"]).__name__ == "_Subsample":
+            return
+        if name == self.stop_at:
+            self.sites[name] = {"fn": msg["fn"], "mask": msg["mask"], "value": None, "infer": msg["infer"],
+                                "is_observed": msg["is_observed"]}
+            raise _Stop
+        if name in self.values:
+            msg["value"] = self.values[name]
+        elif name == IMAGE_SITE and msg["value"] is None:
+            msg["value"] = torch.zeros((), device=_device_of(msg["fn"])).expand(msg["fn"].shape())
+            msg["done"] = True
+
+    def _pyro_post_sample(self, msg: dict) -> None:
+        if type(msg["fn"]).__name__ == "_Subsample":
+            return
+        self.sites[msg["name"]] = {"fn": msg["fn"], "mask": msg["mask"], "value": msg["value"],
+                                   "infer": msg["infer"] or {}, "is_observed": msg["is_observed"]
+                                   and msg["name"] not in self.values}
+
+
+def _run_model(model: Callable, *, batch_size: int, values: Mapping[str, torch.Tensor] | None = None,
+               image: torch.Tensor | None = None, steps: int | None = None,
+               stop_at: str | None = None) -> _ModelRun:
+    """Run ``model`` apart from any enclosing Pyro context, conditioned on ``values``."""
+    run = _ModelRun(values or {}, stop_at)
+    kwargs: dict[str, Any] = {"steps": steps} if steps is not None else {}
+    with _isolated(), run:
+        try:
+            if image is not None:
+                run.canvas = model(image=image, **kwargs)
+            else:
+                run.canvas = model(batch_size=batch_size, **kwargs)
+        except _Stop:
+            pass
+    return run
+
+
+@contextlib.contextmanager
+def _isolated() -> Iterator[None]:
+    """A run of the user's model outside the engine's Pyro context.
+
+    The model is the program's renderer: engines call it inside their own plates (particles,
+    chains), traces and replays, which must not see its sites, and whose plate dimensions
+    must not shift the plate the model declares for its batch. Pyro keeps both in module
+    state (the handler stack and the plate dimensions), which is set aside for the run.
+    """
+    stack, dims = runtime._PYRO_STACK[:], runtime._DIM_ALLOCATOR._stack
+    runtime._PYRO_STACK.clear()
+    runtime._DIM_ALLOCATOR._stack = []
+    try:
+        yield
+    finally:
+        runtime._PYRO_STACK[:] = stack
+        runtime._DIM_ALLOCATOR._stack = dims
+
+
+class _ReshapedLikelihood(dist.TorchDistribution):
+    """The likelihood of canvases drawn as a flat batch, seen with the batch shape of ``rows``
+    (each entry the row of ``flat`` it is): the shape the engine viewed the canvases with."""
+
+    arg_constraints: dict = {}
+
+    def __init__(self, flat: dist.Distribution, rows: torch.Tensor) -> None:
+        self.flat, self.rows = flat, rows
+        super().__init__(rows.shape, flat.event_shape, validate_args=False)
+
+    @property
+    def support(self):
+        return self.flat.support
+
+    def expand(self, batch_shape, _instance=None) -> "_ReshapedLikelihood":
+        return _ReshapedLikelihood(self.flat, self.rows.expand(batch_shape))
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        event = self.event_shape
+        shape = torch.broadcast_shapes(self.batch_shape, value.shape[: value.dim() - len(event)])
+        rows = self.rows.expand(shape).reshape(-1)
+        value = value.expand(*shape, *event).reshape(-1, *event)
+        # Each canvas row is compared with the same number of images (broadcasting repeats
+        # every row equally): put them side by side, as (repeats, rows), and score once.
+        order = torch.argsort(rows.to(value.device), stable=True)
+        repeats = rows.numel() // self.flat.batch_shape.numel()
+        arranged = value[order].view(self.flat.batch_shape.numel(), repeats, *event).transpose(0, 1)
+        scores = self.flat.expand((repeats, *self.flat.batch_shape)).log_prob(arranged).transpose(0, 1).reshape(-1)
+        return torch.empty_like(scores).index_copy_(0, order, scores).view(shape)
+
+    def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
+        flat = self.flat.sample(sample_shape)
+        index = self.rows.reshape(-1).to(flat.device)
+        return flat.index_select(len(sample_shape), index).view(*sample_shape, *self.batch_shape, *self.event_shape)
+
+
+# -- small helpers ----------------------------------------------------------------------------------------
+
+
+def _takes_keyword(function: Callable, name: str) -> bool:
+    try:
+        parameters = inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in parameters or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+
+
+def _location_kind(name: str, location: Any, size: int) -> str:
+    if location is None or location is False:
+        return "scalar"
+    grid = tuple(location) if isinstance(location, (tuple, list)) else None
+    if grid is None or len(grid) != 2 or not all(isinstance(n, int) and n > 0 for n in grid) or grid[0] != grid[1] \
+            or math.prod(grid) != size:
+        side = math.isqrt(size)
+        hint = f"({side}, {side})" if side * side == size else "a square grid (size must be rows * rows)"
+        raise ValueError(f"component {name!r}: infer={{'location': ...}} must be (rows, cols) of a square grid of its "
+                         f"{size} values, e.g. {hint}, got {location!r}")
+    return "location"
+
+
+def _all_true(mask: Any) -> bool:
+    if mask is None:
+        return True
+    if isinstance(mask, torch.Tensor):
+        return bool(mask.all())
+    return bool(mask)
+
+
+def _same_memory(canvas: torch.Tensor, drawn: torch.Tensor) -> bool:
+    """Whether ``canvas`` is the batch ``drawn``, viewed with another batch shape."""
+    return (isinstance(canvas, torch.Tensor) and canvas.numel() == drawn.numel() and canvas.is_contiguous()
+            and canvas.data_ptr() == drawn.data_ptr() and canvas.shape[-3:] == drawn.shape[-3:])
+
+
+def _device_of(distribution: dist.Distribution) -> torch.device:
+    try:
+        return distribution.mean.device
+    except (NotImplementedError, AttributeError):
+        return torch.device("cpu")
