@@ -16,9 +16,15 @@ with the Metropolis-Hastings probability. :class:`BlockedMetropolisHastings` adv
 It is a :class:`pyro.infer.mcmc.MCMCKernel`, so it runs under :class:`pyro.infer.MCMC`
 (progress bar, warm-up, several chains); its parameters are the sites
 ``step_{t}/{component}``, each ``(chains, B)``, plus the chain's ``log_joint`` and ``l2``.
-(``MCMC.get_samples()`` returns them all as floats, since Pyro stores the samples of a step
-in one tensor; the site values are exact integers.) The :class:`MCMC` engine drives the same
-kernel under the shared ``engine.infer(prog, images, budget)`` contract.
+Pyro stores the samples of a transition in one float tensor; the kernel's ``transforms``
+map the sites back to their support, the integers, so ``MCMC.get_samples()`` returns them
+as ``torch.long``. (Pyro's per-site ``summary()`` and ``diagnostics()`` compute means and
+variances, which torch refuses for integers; the statistics that matter are the kernel's
+own, below.) After ``pyro.infer.MCMC.run`` the kernel keeps its best reconstructions
+(:attr:`~BlockedMetropolisHastings.best_l2`, ``best_images``, ``best_actions``) and the
+traces of its last chain: Pyro's ``cleanup()`` lets go of the targets and the chains'
+working state only. The :class:`MCMC` engine drives the same kernel under the shared
+``engine.infer(prog, images, budget)`` contract.
 
 Because steps can be permuted without changing the picture (label switching), per-site
 :math:`\hat R` says nothing about convergence. The diagnostics that matter are computed on
@@ -35,10 +41,13 @@ Example::
     >>> kernel = sp.inference.BlockedMetropolisHastings(prog, chains=4)
     >>> mcmc = pyro.infer.MCMC(kernel, num_samples=20, warmup_steps=10, disable_progbar=True)
     >>> mcmc.run(target)
-    >>> mcmc.get_samples()["step_0/flag"].shape  # (samples, chains, targets)
-    torch.Size([20, 4, 1])
-    >>> sorted(mcmc.diagnostics()["log_joint"])  # Pyro's statistics of the log joint
-    ['n_eff', 'r_hat']
+    >>> samples = mcmc.get_samples()
+    >>> samples["step_0/flag"].shape, samples["step_0/flag"].dtype  # (samples, chains, targets)
+    (torch.Size([20, 4, 1]), torch.int64)
+    >>> sorted(kernel.diagnostics())  # permutation-invariant statistics, per target
+    ['acceptance rate', 'l2_ess', 'l2_r_hat', 'log_joint_ess', 'log_joint_r_hat']
+    >>> kernel.best_l2.shape  # kept after the run
+    torch.Size([1])
     >>> result = sp.inference.MCMC(chains=4).infer(prog, target, sp.Budget(renders=100), seed=0)
     >>> result.renders.tolist()
     [100]
@@ -105,8 +114,9 @@ class BlockedMetropolisHastings(MCMCKernel):
         self.program = program
         self.chains = positive_int("chains", chains)
         self.propose = BlockProposal(program, blocks=blocks, proposal=proposal)
-        # Discrete sites live in their own support: pyro.infer.MCMC needs no transforms.
-        self.transforms: dict = {}
+        # pyro.infer.MCMC stores every transition's values in one float tensor and applies
+        # transforms[site].inv to give each site back in its support: the integers.
+        self.transforms: dict = {name: _IntegerValues() for name in program.site_names()}
         self._reset()
 
     def _reset(self) -> None:
@@ -139,6 +149,9 @@ class BlockedMetropolisHastings(MCMCKernel):
         Costs one render per chain and target.
         """
         images = self.program.check_images(images, name="images")
+        initial_params = self._initial_params
+        self._reset()  # the previous run's results go; a start set for this one stays
+        self._initial_params = initial_params
         self._warmup_steps = non_negative_int("warmup_steps", warmup_steps, hint="transitions left out of the traces")
         self._images = images
         targets = images.shape[0]
@@ -191,7 +204,12 @@ class BlockedMetropolisHastings(MCMCKernel):
         }
 
     def cleanup(self) -> None:
-        self._reset()
+        """Let go of the targets and the chains' working state; the results stay readable
+        (:attr:`best_l2`, :attr:`best_images`, :attr:`best_actions`, :meth:`traces`,
+        :meth:`diagnostics`) until the next :meth:`setup`."""
+        self._initial_params = None
+        self._images = None
+        self._actions = None
 
     # -- the work -----------------------------------------------------------------------------
 
@@ -229,7 +247,8 @@ class BlockedMetropolisHastings(MCMCKernel):
 
     def traces(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Post-warm-up traces ``(samples, chains, B)`` of the log joint and the l2 error."""
-        assert self._log_joint is not None and self._l2 is not None
+        if self._log_joint is None:
+            raise RuntimeError("call setup(warmup_steps, images) before traces()")
         if not self._log_joint_trace:
             empty = self._log_joint.new_zeros(0, *self._log_joint.shape)
             return empty, empty.clone()
@@ -283,9 +302,8 @@ class BlockedMetropolisHastings(MCMCKernel):
             for t in range(self.program.steps)
             for name in self._actions
         }
-        # Recorded with the sites so that pyro.infer.MCMC's summary and diagnostics report
-        # the permutation-invariant quantities (and can compute statistics at all: its
-        # per-site statistics need floats, and the sites are promoted along with these).
+        # Recorded with the sites so that pyro.infer.MCMC keeps the permutation-invariant
+        # quantities of every transition beside the sites' values.
         params["log_joint"] = self._log_joint.clone()
         params["l2"] = self._l2.clone()
         return params
@@ -308,6 +326,18 @@ class BlockedMetropolisHastings(MCMCKernel):
                 f"got shapes {sorted({tuple(v.shape) for v in values})}"
             ) from None
         return {name: value.contiguous() for name, value in self.program.stack_sites(values).items()}
+
+
+class _IntegerValues(torch.distributions.transforms.Transform):
+    """The values of a discrete site stored as floats by pyro.infer.MCMC, given back as integers."""
+
+    bijective = True
+
+    def _call(self, x: torch.Tensor) -> torch.Tensor:
+        return x.float()
+
+    def _inverse(self, y: torch.Tensor) -> torch.Tensor:
+        return y.round().long()
 
 
 class MCMC(Engine):
