@@ -36,8 +36,12 @@ import torch
 from torch.utils.data import Dataset, Subset
 
 import spiral_ppl as sp
+from spiral_ppl import checks
 
 SECTIONS = ("data", "program", "agent", "policy", "a2c", "critic", "reward", "train")
+#: The largest image side a configuration may ask for (the MuJoCo renderer's limit too): a larger
+#: one is a typo that would try to allocate gigabytes for one canvas.
+MAX_IMAGE_SIZE = 4096
 
 
 def list_configs() -> list[str]:
@@ -48,11 +52,17 @@ def list_configs() -> list[str]:
 
 def load_config(name_or_path: str | Path, overrides: Iterable[str] = ()) -> dict[str, Any]:
     """Read a shipped configuration by name, or a TOML file by path, and apply ``overrides``."""
+    if not str(name_or_path).strip():
+        raise ValueError(f"a configuration is a shipped experiment name {list_configs()} or a .toml file, got ''")
     path = Path(name_or_path)
     if path.suffix == ".toml" or path.exists():
         if not path.is_file():
             raise FileNotFoundError(f"no configuration file at {path}")
-        text = path.read_text()
+        try:
+            text = path.read_text()
+        except UnicodeDecodeError:
+            raise ValueError(f"{path} is not a configuration: it is not text (an image?); a configuration is a "
+                             ".toml file, like those in spiral_ppl/configs") from None
     elif str(name_or_path) in list_configs():
         text = (resources.files("spiral_ppl") / "configs" / f"{name_or_path}.toml").read_text()
     else:
@@ -65,8 +75,11 @@ def load_config(name_or_path: str | Path, overrides: Iterable[str] = ()) -> dict
     if unknown:
         raise ValueError(f"{name_or_path}: unknown tables {unknown}; a configuration has {list(SECTIONS)}")
     for section in SECTIONS:
-        config.setdefault(section, {})
-    config.setdefault("name", path.stem)
+        if not isinstance(config.setdefault(section, {}), dict):
+            raise ValueError(f"{name_or_path}: {section} must be a table ([{section}] followed by its settings), "
+                             f"got {config[section]!r}")
+    if not isinstance(config.setdefault("name", path.stem), str):
+        raise ValueError(f"{name_or_path}: name must be a string, got {config['name']!r}")
     for override in overrides:
         apply_override(config, override)
     return config
@@ -116,21 +129,35 @@ def build_program(config: dict[str, Any]) -> sp.programs.Program:
     settings = copy.deepcopy(config["program"])
     renderer = settings.pop("renderer", "brush")
     steps = settings.pop("steps", 20)
+    for key in ("canvas_size", "image_size"):
+        size = settings.get(key)
+        if isinstance(size, int) and size > MAX_IMAGE_SIZE:
+            raise ValueError(f"[program] {key} must be at most {MAX_IMAGE_SIZE}, got {size}")
     if renderer in ("brush", "mypaint"):
         kind = sp.renderers.Brush if renderer == "brush" else getattr(sp.renderers, "MyPaint", None)
         if kind is None:
             raise ValueError("renderer 'mypaint' is not available in this installation")
-        return sp.programs.PaintProgram(_construct(kind, settings, "program"), steps=steps)
+        return _program(sp.programs.PaintProgram, _construct(kind, settings, "program"), steps)
     if renderer == "mujoco":
-        return sp.programs.SceneProgram(_construct(sp.renderers.MujocoScene, settings, "program"), steps=steps)
+        return _program(sp.programs.SceneProgram, _construct(sp.renderers.MujocoScene, settings, "program"), steps)
     raise ValueError(f"[program] renderer must be 'brush', 'mypaint' or 'mujoco', got {renderer!r}")
 
 
 def _construct(kind, settings: dict[str, Any], table: str):
+    """``kind(**settings)``; its messages name its arguments, which are the keys of ``[table]``."""
     try:
         return kind(**settings)
     except TypeError as error:
         raise ValueError(f"[{table}] settings do not fit {kind.__name__}: {error}") from None
+    except ValueError as error:
+        raise ValueError(f"[{table}] {error}") from None
+
+
+def _program(kind, renderer, steps: Any) -> sp.programs.Program:
+    try:
+        return kind(renderer, steps=steps)
+    except ValueError as error:
+        raise ValueError(f"[program] {error}") from None
 
 
 def load_datasets(config: dict[str, Any], image_size: int) -> tuple[Dataset, Dataset]:
@@ -183,6 +210,10 @@ def spiral_config(config: dict[str, Any]):
     from spiral_ppl.inference.spiral import SpiralConfig
     from spiral_ppl.inference.spiral.config import SECTIONS as AGENT_SECTIONS
 
+    phases = config.get("train", {}).get("phases", [])
+    if not isinstance(phases, list) or not all(isinstance(phase, dict) for phase in phases):
+        raise ValueError(f"{config.get('name', 'configuration')}: train.phases must be a list of tables "
+                         f"([[train.phases]] with kind and updates), got {phases!r}")
     try:
         return SpiralConfig.from_dict({name: config[name] for name in AGENT_SECTIONS})
     except (TypeError, ValueError) as error:
@@ -193,11 +224,18 @@ def build_agent(config: dict[str, Any], prog: sp.programs.Program, device: str |
     """A new SPIRAL agent as the configuration describes it (``[agent]`` and the agent's tables)."""
     from spiral_ppl.inference.spiral import Spiral
 
+    _check_agent_settings(config)
+    return Spiral(prog, **config["agent"], device=device, config=spiral_config(config))
+
+
+def _check_agent_settings(config: dict[str, Any]) -> None:
+    """``[agent]``: its two switches, and nothing else."""
     unknown = sorted(set(config["agent"]) - {"conditional", "blind"})
     if unknown:
         raise ValueError(f"[agent] unknown settings {unknown}; it has conditional and blind (the reward is "
                          "[reward] kind)")
-    return Spiral(prog, **config["agent"], device=device, config=spiral_config(config))
+    for key, value in config["agent"].items():
+        checks.switch(f"[agent] {key}", value)
 
 
 def train_experiment(
@@ -225,7 +263,9 @@ def train_experiment(
     from spiral_ppl.inference.spiral.checkpoints import newest_readable
     from spiral_ppl.io import atomic_path
 
-    spiral_config(config)  # a bad setting is named before any data is read or folder made
+    # A bad setting is named before any data is read or folder made.
+    spiral_config(config)
+    _check_agent_settings(config)
     prog, train, test, out = _prepare_run(config, out)
     checkpoint = out / "checkpoint.pt"
     atomic_path.remove_stale(checkpoint)  # left by a run killed while it wrote
@@ -272,6 +312,11 @@ def pbt_experiment(
     from spiral_ppl.inference.spiral.pbt import population_based_training
 
     agent_config = spiral_config(config)
+    _check_agent_settings(config)
+    # Checked here as well as by Ray Tune, so that no run folder is made for a population that cannot run.
+    if checks.positive_int("population", population) < 2:
+        raise ValueError("population-based training needs a population of at least 2")
+    checks.positive_int("interval", interval)
     phases = agent_config.train.phases
     if not phases or any(phase.kind != "a2c" or phase.settings or phase.program_steps or phase.updates is None
                          for phase in phases):
@@ -300,8 +345,11 @@ def _prepare_run(config: dict[str, Any], out: str | Path):
     prog = build_program(config)
     train, test = load_datasets(config, prog.image_size)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(config, indent=1) + "\n")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(config, indent=1) + "\n")
+    except OSError as error:
+        raise ValueError(f"cannot write the run folder {out}: {error.strerror or error}; choose another one") from None
     return prog, train, test, out
 
 

@@ -91,6 +91,8 @@ def actions_from_steps(action_space: tuple[Component, ...], steps: list[Mapping[
                 value = _location_value(component, value, f"{where} {component.name}")
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ValueError(f"{where} {component.name}: expected an int, got {value!r}")
+            if not 0 <= value < component.size:  # checked here, to name the step, and before a tensor overflows
+                raise ValueError(f"{where} {component.name}: must lie in [0, {component.size - 1}], got {value}")
             columns[component.name].append(value)
     actions = {name: torch.tensor([values], dtype=torch.long) for name, values in columns.items()}
     validate_actions(action_space, actions, ndim=2)
@@ -119,7 +121,8 @@ def steps_from_actions(action_space: tuple[Component, ...], actions: Mapping[str
 def load_program(path: str | Path) -> tuple[Renderer, dict[str, torch.Tensor]]:
     """Read a program file: its renderer and its actions ``{name: LongTensor[1, T]}``."""
     try:
-        document = json.loads(Path(path).read_text())
+        # utf-8-sig: some editors start a UTF-8 file with a byte-order mark, which JSON does not allow
+        document = json.loads(Path(path).read_text(encoding="utf-8-sig"))
     except FileNotFoundError:
         raise FileNotFoundError(f"no program file at {path}") from None
     except IsADirectoryError:
@@ -153,13 +156,18 @@ def load_image(path: str | Path, channels: int, size: int, invert: bool = False)
     """Read an image file as a ``(1, channels, size, size)`` float tensor in ``[0, 1]``.
 
     Non-square images are centre-cropped; ``invert`` turns dark ink on white into light ink
-    on black (the convention of the grayscale brush).
+    on black (the convention of the grayscale brush). Transparent pixels are background: black,
+    or white with ``invert``. An animation (several frames) is refused: which frame is meant?
     """
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
     try:
         with Image.open(path) as image:
-            image = _eight_bit(image).convert("L" if channels == 1 else "RGB")
+            frames = getattr(image, "n_frames", 1)
+            if frames > 1:
+                raise ValueError(f"{path} is an animation of {frames} frames; save the frame to use as an image of "
+                                 "its own")
+            image = _opaque(_eight_bit(image), background=255 if invert else 0).convert("L" if channels == 1 else "RGB")
     except FileNotFoundError:
         raise FileNotFoundError(f"no image at {path}") from None
     except OSError as error:
@@ -172,6 +180,17 @@ def load_image(path: str | Path, channels: int, size: int, invert: bool = False)
     if invert:
         pixels = 1 - pixels
     return pixels[None].contiguous()
+
+
+def _opaque(image: Image.Image, background: int) -> Image.Image:
+    """``image`` laid over a plain ``background`` level where it is transparent; an opaque image as
+    it is. Dropping the alpha channel instead would show the colour stored under transparent
+    pixels, typically black, and lose ink drawn in black on a transparent sheet."""
+    if image.mode not in ("RGBA", "LA", "PA") and not (image.mode in ("P", "L", "RGB") and "transparency" in image.info):
+        return image
+    rgba = image.convert("RGBA")
+    flat = Image.new("RGBA", rgba.size, (background, background, background, 255))
+    return Image.alpha_composite(flat, rgba).convert("RGB")
 
 
 def _eight_bit(image: Image.Image) -> Image.Image:

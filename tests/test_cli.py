@@ -93,12 +93,30 @@ def test_unreadable_inputs(tmp_path, capsys):
     assert cli.main(["render", str(tmp_path / "missing.json")]) == 2
 
 
-@pytest.mark.parametrize("command", ["render", "infer", "compare", "demo"])
+@pytest.mark.parametrize("command", ["render", "infer", "compare", "demo", "train", "pbt", "doctor"])
 def test_every_command_has_help(command):
     completed = subprocess.run(
         [sys.executable, "-m", "spiral_ppl.cli", command, "--help"], capture_output=True, text=True, check=True
     )
     assert "usage: spiral-ppl " + command in completed.stdout
+
+
+def test_version_and_doctor(capsys):
+    assert cli.main(["--version"]) == 0
+    assert capsys.readouterr().out.startswith(f"spiral-ppl {sp.__version__} (torch {torch.__version__}")
+    assert cli.main(["doctor", "--quick"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^ok +MNIST sample \(in the package\) +500 digits", out, re.MULTILINE)
+    assert re.search(rf"^ok +torch +{re.escape(torch.__version__)}", out, re.MULTILINE)
+
+
+def test_the_demo_inverts_the_shipped_digits_offline(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SPIRAL_PPL_DATA", str(tmp_path / "no-data-here"))  # where MNIST would be read or downloaded
+    arguments = ["demo", "--targets", "2", "--budgets", "10", "--out", str(tmp_path / "demo")]
+    assert cli.main(arguments) == 0
+    assert f"wrote {tmp_path / 'demo' / 'report.md'}" in capsys.readouterr().out
+    report = (tmp_path / "demo" / "mnist-recon" / "report.md").read_text()
+    assert "| spiral | 10 |" in report and not (tmp_path / "no-data-here").exists()
 
 
 def test_compare_runs_on_real_mnist_digits(tmp_path, data_root, monkeypatch):
@@ -157,7 +175,7 @@ def test_infer_overrides_the_agents_decoding(tmp_path, capsys):
     assert all(torch.equal(programs[0][name], programs[1][name]) for name in programs[0])
     capsys.readouterr()
     assert cli.main(base + ["--temperature", "0", "--out", str(tmp_path / "cold")]) == 2
-    assert "temperature must be a positive finite number" in capsys.readouterr().err
+    assert "--temperature must be positive, a finite number" in capsys.readouterr().err
 
 
 def test_spiral_engines_need_an_agent(capsys):

@@ -181,6 +181,9 @@ def test_the_shipped_checksums_match_the_real_files_and_catch_a_flipped_byte(tmp
 
 
 def test_offline_or_no_download_says_which_files_to_put_where(tmp_path):
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(NotADirectoryError, match="root=.*a-file' is a file; pass root= the folder"):
+        sp.data.MNIST(tmp_path / "a-file")
     with pytest.raises(FileNotFoundError, match=r"t10k-images-idx3-ubyte.gz.*put them in"):
         sp.data.MNIST(tmp_path, download=False)
     with pytest.raises(FileNotFoundError, match="download failed"):

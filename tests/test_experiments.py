@@ -173,3 +173,41 @@ def test_imitation_needs_a_dataset_with_programs(tmp_path):
         experiments.train_experiment(config, tmp_path / "run", device="cpu")
     with pytest.raises(ValueError, match="A2C only"):
         experiments.pbt_experiment(config, tmp_path / "pbt", population=2, interval=1)
+
+
+def test_a_run_folder_that_cannot_be_made_is_named(tmp_path, monkeypatch):
+    monkeypatch.setattr(experiments, "load_datasets", lambda config, image_size: ([], []))
+    (tmp_path / "a-file").write_text("in the way")
+    with pytest.raises(ValueError, match="cannot write the run folder .*a-file/run"):
+        experiments._prepare_run(experiments.load_config("mnist-recon"), tmp_path / "a-file" / "run")
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [("program = 3\n", "program must be a table"), ("name = 3\n", "name must be a string"),
+     ("[train]\nphases = 3\n", "train.phases must be a list of tables"),
+     ("[program]\ncanvas_size = 100000\n", r"\[program\] canvas_size must be at most 4096"),
+     ("[program]\nsteps = 0\n", r"\[program\] steps must be a positive int"),
+     ("[agent]\nblind = \"yes\"\n", r"\[agent\] blind must be true or false")],
+)
+def test_configuration_values_are_named_by_table_and_key(tmp_path, text, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message):
+        config = experiments.load_config(path)
+        experiments.spiral_config(config)
+        experiments.build_program(config)
+        experiments.build_agent(config, experiments.build_program(config))
+
+
+def test_a_configuration_that_is_not_text_is_named(tmp_path):
+    (tmp_path / "image.toml").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00")
+    with pytest.raises(ValueError, match="image.toml is not a configuration: it is not text"):
+        experiments.load_config(tmp_path / "image.toml")
+
+
+def test_pbt_refuses_a_population_before_making_its_run_folder(tmp_path):
+    config = experiments.load_config("mnist-recon", ["train.phases.0.updates=2"])
+    with pytest.raises(ValueError, match="at least 2"):
+        experiments.pbt_experiment(config, tmp_path / "pbt", population=1, interval=1)
+    assert not (tmp_path / "pbt").exists()

@@ -66,6 +66,9 @@ def ensure_files(
     :class:`ChecksumError` naming a file whose content is not the published one.
     """
     root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise NotADirectoryError(f"{dataset}: root={str(root)!r} is a file; pass root= the folder that holds "
+                                 f"{', '.join(files)} (or leave it unset for the default folder)")
     missing = [name for name in files if not (root / name).is_file()]
     downloadable = [name for name in missing if files[name] is not None]
     if not mirrors:
