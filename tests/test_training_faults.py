@@ -101,6 +101,12 @@ def test_bad_training_images_are_named_before_training_starts():
     with pytest.raises(ValueError, match=r"data item 11 has values in \[0, 3\]"):
         agent.fit(data, 1, progress=False)
     assert agent.learner.updates == 0
+    # A data set is read through before training too, not only a tensor.
+    data[11, 0, 0, 0] = 0.0
+    data[-3, 0, 1, 1] = float("inf")
+    with pytest.raises(ValueError, match=f"data item {len(data) - 3} has NaN or infinite values"):
+        agent.fit(torch.utils.data.TensorDataset(data), minutes=0.1, progress=False)
+    assert agent.learner.updates == 0
 
 
 def test_bad_arguments_to_inference_and_evaluation_are_named():

@@ -140,6 +140,9 @@ def run(agent: "Spiral", data: Any = None, out: str | Path | None = None, *, eva
         raise ValueError(f"an imitation phase imitates the training data's ground-truth programs, whose items must be "
                          f"(image, {{component: actions}}), which of the shipped datasets only MUJOCO SCENES has; this "
                          f"run trains on {type(data).__name__}: use sleep, a2c or self_imitation phases")
+    if any(phase.kind in ("a2c", "self_imitation") for phase in phases):
+        # Every image is checked before the first phase: a bad one is named now, not hours in.
+        ImageSource(data, agent.prog.channels, agent.prog.image_size, seed=0)
     out = Path(out) if out is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)

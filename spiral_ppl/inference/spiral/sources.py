@@ -19,6 +19,7 @@ from typing import Any, Sequence
 
 import torch
 from torch.utils.data import Dataset
+from tqdm.auto import tqdm
 
 from spiral_ppl import checks
 
@@ -48,11 +49,19 @@ class ImageSource:
         if len(self.indices) == 0:
             raise ValueError("data holds no images; give at least one")
         self.generator = torch.Generator().manual_seed(int(torch.randint(2**62, ())) if seed is None else seed)
-        if isinstance(data, torch.Tensor):  # all of it now, rather than a bad image mid-run
-            for start in range(0, len(self.indices), 4096):
-                self.images(self.indices[start:start + 4096])
-        else:  # a Dataset may be large and slow to read: its items are checked as they are drawn
-            self.images(self.indices[:1])
+        self.check_all()
+
+    def check_all(self, chunk: int = 1024) -> None:
+        """Check every image now, rather than meet a bad one mid-run: the first bad item is named.
+
+        A data set is read once through; a bar shows the reading when it takes more than a few
+        seconds (a folder of JPEGs), and items are checked again as they are drawn.
+        """
+        with tqdm(total=len(self.indices), desc="checking the training images", unit="image", delay=3,
+                  leave=False) as bar:
+            for start in range(0, len(self.indices), chunk):
+                self.images(self.indices[start:start + chunk])
+                bar.update(min(chunk, len(self.indices) - start))
 
     def __len__(self) -> int:
         return len(self.indices)
