@@ -146,7 +146,7 @@ def test_backend_arguments_are_checked():
     with pytest.raises(ValueError, match="episodes_per_task must be a positive int"):
         RayEpisodes(episodes_per_task=True)
     for timeout in (-1.0, float("nan"), float("inf")):
-        with pytest.raises(ValueError, match="restart_timeout must be a positive number"):
+        with pytest.raises(ValueError, match="restart_timeout must be positive, a finite number"):
             RayEpisodes(restart_timeout=timeout)
     assert RayEpisodes(workers=3).task_size(8) == 2 and RayEpisodes(workers=2).task_size(64) == 32
 
