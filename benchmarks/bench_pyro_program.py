@@ -13,33 +13,16 @@ Run: ``.venv/bin/python -m pytest benchmarks/bench_pyro_program.py --benchmark-e
 import sys
 from pathlib import Path
 
-import pyro
-import pyro.distributions as dist
 import pytest
 import torch
 
 import spiral_ppl as sp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.grammars import Discs, discs_model, draw_discs  # noqa: E402
+from tests.grammars import Discs, discs_model, normal_discs  # noqa: E402
 
 TARGETS, RENDERS = 16, 240
 SECONDS: dict[tuple[str, str], float] = {}
-
-
-def normal_discs(image=None, batch_size=1, steps=3):
-    """``discs_model`` observed under Pyro's own Normal."""
-    if image is not None:
-        batch_size = image.shape[0]
-    sizes = {"present": 2, "centre": 64, "radius": 3, "intensity": 4}
-    drawn = {name: [] for name in sizes}
-    with pyro.plate("targets", batch_size):
-        for t in range(steps):
-            for name, size in sizes.items():
-                drawn[name].append(pyro.sample(f"step_{t}/{name}", dist.Categorical(logits=torch.zeros(size))))
-        canvas = draw_discs({name: torch.stack(values, -1) for name, values in drawn.items()})
-        pyro.sample("image", dist.Normal(canvas, 0.5).to_event(3), obs=image)
-    return canvas
 
 
 PROGRAMS = {

@@ -50,21 +50,33 @@ def draw_discs(actions):
     return painted_over(cover, (actions["intensity"].float() + 1) / 4)
 
 
-def discs_model(image=None, batch_size=1, steps=3):
-    """:class:`Discs` of 3 steps written as a plain Pyro model (for :class:`~spiral_ppl.programs.PyroProgram`)."""
-    if image is not None:
-        batch_size = image.shape[0]
-    sizes = {"present": 2, "centre": 64, "radius": 3, "intensity": 4}
-    drawn = {name: [] for name in sizes}
-    with pyro.plate("targets", batch_size):
-        for t in range(steps):
-            for name, size in sizes.items():
-                infer = {"location": (8, 8)} if name == "centre" else {}
-                drawn[name].append(pyro.sample(f"step_{t}/{name}", dist.Categorical(logits=torch.zeros(size)),
-                                               infer=infer))
-        canvas = draw_discs({name: torch.stack(values, -1) for name, values in drawn.items()})
-        pyro.sample("image", sp.programs.PixelNormal(canvas, 0.5), obs=image)
-    return canvas
+def discs_model_observed_by(likelihood, name: str):
+    """:class:`Discs` of 3 steps written as a plain Pyro model (for :class:`~spiral_ppl.programs.PyroProgram`),
+    its canvas observed under ``likelihood(canvas)``."""
+
+    def model(image=None, batch_size=1, steps=3):
+        if image is not None:
+            batch_size = image.shape[0]
+        sizes = {"present": 2, "centre": 64, "radius": 3, "intensity": 4}
+        drawn = {name: [] for name in sizes}
+        with pyro.plate("targets", batch_size):
+            for t in range(steps):
+                for name, size in sizes.items():
+                    infer = {"location": (8, 8)} if name == "centre" else {}
+                    drawn[name].append(pyro.sample(f"step_{t}/{name}", dist.Categorical(logits=torch.zeros(size)),
+                                                   infer=infer))
+            canvas = draw_discs({name: torch.stack(values, -1) for name, values in drawn.items()})
+            pyro.sample("image", likelihood(canvas), obs=image)
+        return canvas
+
+    model.__name__ = name
+    return model
+
+
+#: Discs under the library's pixel likelihood, which the program can score from any canvas.
+discs_model = discs_model_observed_by(lambda canvas: sp.programs.PixelNormal(canvas, 0.5), "discs_model")
+#: Discs under Pyro's own Normal, a likelihood the program can only read from the model's run.
+normal_discs = discs_model_observed_by(lambda canvas: dist.Normal(canvas, 0.5).to_event(3), "normal_discs")
 
 
 def painted_over(cover: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
