@@ -102,3 +102,42 @@ def notebook_grammar(notebook: str, name: str) -> type:
             exec(compile(definition, f"{notebook}:{name}", "exec"), namespace)
             return namespace[name]
     raise LookupError(f"{notebook} defines no class {name}")
+
+
+def shapes_model(image=None, batch_size=1):
+    """A model whose structure varies, run one program at a time: how many shapes (0 to 2) is
+    drawn first, then each shape's kind and cell on a 2x2 grid of a 6x6 canvas, and a radius
+    only for discs (squares have one size). 157 runs in all, so it can be enumerated."""
+    pixel = torch.arange(6, dtype=torch.float32) + 0.5
+    canvas = torch.zeros(6, 6)
+    count = pyro.sample("count", dist.Categorical(torch.tensor([0.2, 0.4, 0.4])))
+    for i in range(int(count)):
+        kind = pyro.sample(f"shape_{i}/kind", dist.Categorical(torch.tensor([0.5, 0.5])))
+        cell = int(pyro.sample(f"shape_{i}/cell", dist.Categorical(logits=torch.zeros(4))))
+        cy, cx = 1.5 + 3 * (cell // 2), 1.5 + 3 * (cell % 2)
+        if int(kind) == 1:
+            radius = (1.0, 2.0)[int(pyro.sample(f"shape_{i}/radius", dist.Categorical(torch.tensor([0.5, 0.5]))))]
+            cover = (pixel[:, None] - cy) ** 2 + (pixel[None, :] - cx) ** 2 <= radius**2
+        else:
+            cover = ((pixel[:, None] - cy).abs() <= 1) & ((pixel[None, :] - cx).abs() <= 1)
+        canvas = torch.where(cover, torch.tensor(1.0), canvas)
+    canvas = canvas[None, None]
+    pyro.sample("image", dist.Normal(canvas, 0.5).to_event(3), obs=image)
+    return canvas
+
+
+def dots_and_bars(image=None, batch_size=1):
+    """A tiny model whose structure varies: up to 2 marks on a 2x2 canvas, each a dot (which
+    has a cell) or a bar (which has a row). 43 runs in all, and a broad posterior: a test of
+    exactness that a few thousand renders can pass."""
+    canvas = torch.zeros(2, 2)
+    count = pyro.sample("count", dist.Categorical(torch.tensor([0.3, 0.4, 0.3])))
+    for i in range(int(count)):
+        if int(pyro.sample(f"mark_{i}/kind", dist.Categorical(torch.tensor([0.6, 0.4])))) == 0:
+            cell = int(pyro.sample(f"mark_{i}/cell", dist.Categorical(logits=torch.zeros(4))))
+            canvas[cell // 2, cell % 2] = 1.0
+        else:
+            canvas[int(pyro.sample(f"mark_{i}/row", dist.Categorical(torch.tensor([0.7, 0.3]))))] = 1.0
+    canvas = canvas[None, None]
+    pyro.sample("image", dist.Normal(canvas, 0.5).to_event(3), obs=image)
+    return canvas

@@ -171,11 +171,6 @@ def plain(name, t, size):
     (lambda image=None, batch_size=1: torch.zeros(batch_size, 1, 8, 8), "has no site 'image'"),
     (bad(lambda n, t, s: (f"step_{t}/{n}", dist.Uniform(0, s), {}) if n == "radius" else plain(n, t, s)),
      "site 'step_0/radius' of model model draws from Uniform; latent sites must be Categorical"),
-    (bad(lambda n, t, s: ("radius", *plain(n, t, s)[1:]) if n == "radius" else plain(n, t, s)),
-     "has a site 'radius'; latent sites must be named step_{t}/{component}"),
-    (bad(lambda n, t, s: plain("size" if n == "radius" and t else n, t, s)),
-     r"step 1 of model model draws components \['present', 'centre', 'size', 'intensity'\]"),
-    (bad(lambda n, t, s: (f"step_{t + 1}/{n}", *plain(n, t, s)[1:])), r"steps must be 0 .. 2 without gaps"),
     (bad(lambda n, t, s: (*plain(n, t, s)[:2], {"location": (4, 16)} if n == "centre" else {})),
      r"component 'centre': infer=\{'location': ...\} must be \(rows, cols\) of a square grid"),
     (lambda image=None, batch_size=1: pyro.sample("image", dist.Normal(torch.zeros(1, 8, 8), 1).to_event(3)),
@@ -184,11 +179,26 @@ def plain(name, t, size):
                                                   .to_event(3)), "programs have square images"),
     (lambda image=None, batch_size=1: pyro.sample("image", dist.Normal(torch.zeros(batch_size, 1, 8, 8), 1)),
      r"has event shape \(\), expected the canvas's \(1, 8, 8\)"),
-], ids=["no-image", "not-categorical", "bad-name", "other-components", "step-gap", "bad-location",
-        "canvas-without-batch", "not-square", "no-event"])
+], ids=["no-image", "not-categorical", "bad-location", "canvas-without-batch", "not-square", "no-event"])
 def test_models_outside_the_contract_get_errors_naming_the_problem(model, message):
     with pytest.raises((ValueError, TypeError), match=message):
         sp.programs.PyroProgram(model)
+
+
+@pytest.mark.parametrize("model, message", [
+    (bad(lambda n, t, s: ("radius", *plain(n, t, s)[1:]) if n == "radius" else plain(n, t, s)),
+     "has a site 'radius'; latent sites must be named step_{t}/{component}"),
+    (bad(lambda n, t, s: plain("size" if n == "radius" and t else n, t, s)),
+     r"step 1 of model model draws components \['present', 'centre', 'size', 'intensity'\]"),
+    (bad(lambda n, t, s: (f"step_{t + 1}/{n}", *plain(n, t, s)[1:])), r"steps must be 0 .. 2 without gaps"),
+], ids=["other-name", "other-components", "step-gap"])
+def test_models_without_steps_run_one_program_at_a_time_and_engines_that_need_steps_say_why(model, message):
+    prog = sp.programs.PyroProgram(model)
+    assert not prog.fixed_structure
+    with pytest.raises(ValueError, match=f"the mcmc engine needs a program of fixed steps.*{message}.*TraceMH"):
+        sp.inference.MCMC(progress=False).infer(prog, torch.zeros(1, 1, 32, 32), sp.Budget(renders=8))
+    result = sp.inference.TraceMH(progress=False).infer(prog, torch.zeros(1, 1, 32, 32), sp.Budget(renders=8))
+    assert result.renders.tolist() == [8] and result.l2.shape == (1,)
 
 
 def test_drawing_part_way_needs_a_steps_keyword_and_canvases_must_keep_their_shape():

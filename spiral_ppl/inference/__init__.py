@@ -9,6 +9,7 @@ from spiral_ppl.inference.proposals import GuideProposal, PriorProposal, StepPro
 from spiral_ppl.inference.result import Curve, Result
 from spiral_ppl.inference.smc import SMC
 from spiral_ppl.inference.spiral import Spiral, SpiralConfig
+from spiral_ppl.inference.trace_mh import TraceMH
 
 __all__ = [
     "MCMC",
@@ -26,6 +27,7 @@ __all__ = [
     "Spiral",
     "SpiralConfig",
     "StepProposal",
+    "TraceMH",
     "effective_sample_size",
     "enumerate_posterior",
 ]

@@ -21,7 +21,7 @@ from spiral_ppl import checks
 from spiral_ppl.inference.budget import Budget
 from spiral_ppl.inference.randomness import preserved_random_state
 from spiral_ppl.inference.result import Result
-from spiral_ppl.programs.base import Program
+from spiral_ppl.programs.base import Program, require_fixed_structure
 
 
 def check_progress(progress: object) -> bool | None:
@@ -40,6 +40,9 @@ class Engine(abc.ABC):
 
     #: Short name used in tables and plots.
     name: str = "engine"
+    #: Whether the engine needs the program's steps (batched draws, per-step priors), or
+    #: works from the model's addresses and so also runs programs whose structure varies.
+    needs_fixed_structure: bool = True
 
     def infer(self, prog: Program, images: torch.Tensor, budget: Budget, *, seed: int | None = None) -> Result:
         """Reconstruct each target image with at most ``budget.renders`` renders per target.
@@ -51,6 +54,8 @@ class Engine(abc.ABC):
         """
         if not isinstance(prog, Program):
             raise TypeError(f"prog must be a spiral_ppl.programs.Program, got {type(prog).__name__}")
+        if self.needs_fixed_structure:
+            require_fixed_structure(prog, f"the {self.name} engine")
         images = prog.check_images(images, name="images")
         budget = Budget.check(budget)
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32):

@@ -35,16 +35,23 @@ from pyro.infer import TraceEnum_ELBO
 from spiral_ppl import checks
 from spiral_ppl.checks import positive_int
 from spiral_ppl.programs.base import Program, site_name
+from spiral_ppl.programs.traces import enumerate_traces, exact_posterior_of_traces
 
 
 @dataclass
 class ExactPosterior:
     """:ivar log_evidence: ``(B,)`` exact ``log p(image)`` per target.
-    :ivar marginals: ``{site: (B, size)}`` exact posterior probabilities of every site.
+    :ivar marginals: ``{site: (B, size)}`` exact posterior probabilities of every site. For a
+        program whose structure varies, the probability that a run visits the site and
+        takes each value there (a row sums to the probability of visiting it).
+    :ivar traces: for a program whose structure varies, per target the posterior probability
+        of each run, keyed by its choices ``((address, value), ...)`` in the order visited
+        (:meth:`~spiral_ppl.programs.ProgramTrace.key`); ``None`` otherwise.
     """
 
     log_evidence: torch.Tensor
     marginals: dict[str, torch.Tensor]
+    traces: list[dict[tuple, float]] | None = None
 
 
 def enumerate_posterior(prog: Program, images: torch.Tensor, *, max_programs: int = 10**6) -> ExactPosterior:
@@ -56,6 +63,8 @@ def enumerate_posterior(prog: Program, images: torch.Tensor, *, max_programs: in
         raise TypeError(f"prog must be a spiral_ppl.programs.Program, got {type(prog).__name__}")
     images = prog.check_images(images, name="images")
     positive_int("max_programs", max_programs, hint="most combinations of site values to enumerate")
+    if not prog.fixed_structure:
+        return _enumerate_runs(prog, images, max_programs)
     programs = math.prod(component.size for component in prog.action_space) ** prog.steps
     if programs > max_programs:
         raise ValueError(
@@ -96,6 +105,28 @@ def enumerate_posterior(prog: Program, images: torch.Tensor, *, max_programs: in
         for c in prog.action_space
     }
     return ExactPosterior(log_evidence=log_evidence.float(), marginals=probs)
+
+
+def _enumerate_runs(prog: Program, images: torch.Tensor, max_programs: int) -> ExactPosterior:
+    """The exact posterior of a model whose structure varies: every run, one target at a time
+    (:func:`~spiral_ppl.programs.enumerate_traces`), weighed by its joint."""
+    log_evidence, traces = [], []
+    for b in range(images.shape[0]):
+        runs = enumerate_traces(prog, images[b : b + 1], max_programs=max_programs)
+        evidence, posterior = exact_posterior_of_traces(runs)
+        log_evidence.append(evidence)
+        traces.append(posterior)
+    sizes: dict[str, int] = {}
+    for run in runs:
+        for address, size in run.sizes.items():
+            sizes[address] = max(size, sizes.get(address, 0))
+    marginals = {address: torch.zeros(images.shape[0], size, dtype=torch.float64) for address, size in sizes.items()}
+    for b, posterior in enumerate(traces):
+        for key, prob in posterior.items():
+            for address, value in key:
+                marginals[address][b, value] += prob
+    return ExactPosterior(log_evidence=torch.tensor(log_evidence).float(),
+                          marginals={address: probs.float() for address, probs in marginals.items()}, traces=traces)
 
 
 def _empty_guide(image):

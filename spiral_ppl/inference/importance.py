@@ -51,6 +51,7 @@ from spiral_ppl.inference.budget import Budget
 from spiral_ppl.inference.engine import Engine, check_progress, hide_progress
 from spiral_ppl.inference.result import BestSoFar, Curve, Result
 from spiral_ppl.programs.base import Program, mean_squared_error, sample_sites
+from spiral_ppl.programs.traces import run_trace
 
 
 def effective_sample_size(log_weights: torch.Tensor, dim: int = 0) -> torch.Tensor:
@@ -96,6 +97,7 @@ class Importance(Engine):
     """
 
     name = "importance"
+    needs_fixed_structure = False
 
     def __init__(
         self,
@@ -119,6 +121,8 @@ class Importance(Engine):
         return 1 + non_negative_int("guide.renders_per_sample", self.guide.renders_per_sample)
 
     def _infer(self, prog: Program, images: torch.Tensor, budget: Budget) -> Result:
+        if not prog.fixed_structure:
+            return self._infer_one_program_at_a_time(prog, images, budget)
         targets = images.shape[0]
         per_sample = self.renders_per_sample()
         total = budget.renders // per_sample
@@ -156,6 +160,49 @@ class Importance(Engine):
             log_weights=log_weights,
             ess=effective_sample_size(log_weights),
             log_evidence=log_weights.logsumexp(0) - math.log(total),
+        )
+
+    def _infer_one_program_at_a_time(self, prog: Program, images: torch.Tensor, budget: Budget) -> Result:
+        """Importance sampling from the prior of a model whose structure varies: one run of the
+        model per sample (:func:`~spiral_ppl.programs.run_trace`), weighed by its likelihood.
+        ``Result.diagnostics["samples"]`` holds every sample's choices, per target, in the order
+        of ``log_weights``."""
+        if self.guide is not None:
+            raise ValueError(f"{prog!r} runs one program at a time ({prog.structure_note}); importance sampling "
+                             "draws its programs from the model's prior: give Importance() without a guide")
+        targets, total = images.shape[0], budget.renders
+        checks.fits_in_memory(f"importance sampling with {total:,} samples per target for {targets} targets",
+                              total * targets * 1024, remedy="give a smaller budget")
+        log_weights = torch.empty(total, targets, dtype=torch.float64)
+        sample_l2 = torch.empty(total, targets)
+        samples: list[list[dict[str, int]]] = []
+        best = []
+        with tqdm(total=total * targets, desc=self.name, unit="sample", disable=hide_progress(self.progress)) as bar:
+            for b in range(targets):
+                image, chosen = images[b : b + 1], []
+                best_trace, best_l2 = None, math.inf
+                for i in range(total):
+                    trace = run_trace(prog, image, check=False)
+                    log_weights[i, b] = trace.log_likelihood
+                    sample_l2[i, b] = l2 = float(mean_squared_error(trace.canvas, image)[0])
+                    chosen.append(trace.choices)
+                    if l2 < best_l2:
+                        best_trace, best_l2 = trace, l2
+                bar.update(total)
+                samples.append(chosen)
+                best.append(best_trace)
+        return Result(
+            images=torch.cat([trace.canvas for trace in best]).to(images.device),
+            actions={},
+            choices=[dict(trace.choices) for trace in best],
+            l2=sample_l2.min(0).values.to(images.device),
+            renders=torch.zeros(targets, dtype=torch.long),
+            seconds=0.0,
+            curve=Curve.from_samples(sample_l2),
+            log_weights=log_weights.float(),
+            ess=effective_sample_size(log_weights).float(),
+            log_evidence=(log_weights.logsumexp(0) - math.log(total)).float(),
+            diagnostics={"samples": samples},
         )
 
     def _sample(self, prog: Program, images: torch.Tensor, count: int):

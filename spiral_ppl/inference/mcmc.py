@@ -74,7 +74,7 @@ from spiral_ppl.inference.budget import Budget
 from spiral_ppl.inference.engine import Engine, check_progress, hide_progress
 from spiral_ppl.inference.moves import BLOCKS, PROPOSALS, BlockProposal, metropolis_accept, select_actions
 from spiral_ppl.inference.result import BestSoFar, Curve, Result
-from spiral_ppl.programs.base import Program, site_name
+from spiral_ppl.programs.base import Program, require_fixed_structure, site_name
 from spiral_ppl.squared_error import squared_error
 
 
@@ -111,6 +111,7 @@ class BlockedMetropolisHastings(MCMCKernel):
     def __init__(self, program: Program, *, chains: int = 1, blocks: str = "step", proposal: str = "prior") -> None:
         if not isinstance(program, Program):
             raise TypeError(f"program must be a spiral_ppl.programs.Program, got {type(program).__name__}")
+        require_fixed_structure(program, "BlockedMetropolisHastings (its blocks are steps)")
         self.program = program
         self.chains = positive_int("chains", chains)
         self.propose = BlockProposal(program, blocks=blocks, proposal=proposal)

@@ -47,7 +47,7 @@ from typing import Mapping
 import torch
 
 from spiral_ppl.checks import choice
-from spiral_ppl.programs.base import Program
+from spiral_ppl.programs.base import Program, require_fixed_structure
 
 BLOCKS = ("step", "site", "mixed")
 PROPOSALS = ("prior", "uniform")
@@ -68,6 +68,7 @@ class BlockProposal:
     def __init__(self, program: Program, *, blocks: str = "step", proposal: str = "prior") -> None:
         if not isinstance(program, Program):
             raise TypeError(f"program must be a spiral_ppl.programs.Program, got {type(program).__name__}")
+        require_fixed_structure(program, "block moves (their blocks are steps)")
         self.program = program
         self.blocks = choice("blocks", blocks, BLOCKS)
         self.proposal = choice("proposal", proposal, PROPOSALS)

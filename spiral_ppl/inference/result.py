@@ -60,6 +60,11 @@ class Result:
     :ivar log_evidence: ``(B,)`` estimate of ``log p(image)``, where defined.
     :ivar engine: name of the engine that produced it.
     :ivar diagnostics: engine-specific extras (acceptance rates, ESS history, ...).
+    :ivar choices: the inferred programs as ``{address: value}``, one per target, from the
+        engines that work from a model's addresses (:class:`~spiral_ppl.inference.TraceMH`,
+        :class:`~spiral_ppl.inference.Importance` on a program run one at a time). Where a
+        program's structure varies they are the only form of its programs: ``actions`` is
+        then empty.
     """
 
     images: torch.Tensor
@@ -73,6 +78,7 @@ class Result:
     log_evidence: torch.Tensor | None = None
     engine: str = ""
     diagnostics: dict[str, Any] = field(default_factory=dict)
+    choices: list[dict[str, int]] | None = None
 
     def __repr__(self) -> str:
         extra = ""

@@ -4,6 +4,7 @@ from spiral_ppl.programs.base import (
     DEFAULT_PIXEL_SCALE,
     Program,
     mean_squared_error,
+    require_fixed_structure,
     sample_sites,
     site_name,
     trace,
@@ -14,6 +15,14 @@ from spiral_ppl.programs.pyro_program import PyroProgram
 from spiral_ppl.programs.renderer_program import PaintProgram, RendererProgram
 from spiral_ppl.programs.scene_program import DEFAULT_COMMAND_PRIOR, SceneProgram
 from spiral_ppl.programs.stepwise import PrefixStepwise, RendererStepwise, Stepwise
+from spiral_ppl.programs.traces import (
+    ProgramTrace,
+    empirical_posterior,
+    enumerate_traces,
+    exact_posterior_of_traces,
+    run_trace,
+    total_variation,
+)
 
 __all__ = [
     "DEFAULT_COMMAND_PRIOR",
@@ -22,6 +31,7 @@ __all__ = [
     "PaintProgram",
     "PixelNormal",
     "PrefixStepwise",
+    "ProgramTrace",
     "Program",
     "PyroProgram",
     "RenderMeter",
@@ -29,8 +39,14 @@ __all__ = [
     "RendererStepwise",
     "SceneProgram",
     "Stepwise",
+    "empirical_posterior",
+    "enumerate_traces",
+    "exact_posterior_of_traces",
     "mean_squared_error",
+    "require_fixed_structure",
+    "run_trace",
     "sample_sites",
     "site_name",
+    "total_variation",
     "trace",
 ]

@@ -68,6 +68,16 @@ def site_name(step: int, component: str) -> str:
     return f"step_{step}/{component}"
 
 
+def require_fixed_structure(prog: "Program", what: str) -> None:
+    """Refuse, naming ``what`` needs them, a program without fixed steps (see :attr:`Program.fixed_structure`)."""
+    if not getattr(prog, "fixed_structure", True):
+        raise ValueError(
+            f"{what} needs a program of fixed steps (every run drawing the same sites step_{{t}}/{{component}} for a "
+            f"batch of targets), but {prog!r} runs one program at a time: {prog.structure_note}. Use "
+            "sp.inference.Importance or sp.inference.TraceMH, which work from the model's addresses"
+        )
+
+
 class Program(abc.ABC):
     """A generative program with named discrete latent sites (base class).
 
@@ -88,6 +98,13 @@ class Program(abc.ABC):
     action_space: tuple[Component, ...]
     channels: int
     image_size: int
+    #: Whether every run draws the same sites ``step_{t}/{component}`` for a batch of targets.
+    #: A model with Python control flow over its choices (a :class:`~spiral_ppl.programs.PyroProgram`
+    #: of one) has not: engines that need steps refuse it (:func:`require_fixed_structure`),
+    #: those that work from its addresses run it one program at a time.
+    fixed_structure: bool = True
+    #: Why the structure is not fixed (empty when it is).
+    structure_note: str = ""
 
     def __init__(
         self,

@@ -36,6 +36,16 @@ by the canvas's memory (engines pass views of the drawn canvases, reshaped to pa
 chains by targets). A model whose likelihood is :class:`~spiral_ppl.programs.PixelNormal`
 needs no such lookup: that likelihood is a function of the canvas alone.
 
+A model whose runs visit different sites (Python control flow over its choices: a number of
+objects drawn first, a radius only for discs), or that draws its sites outside a plate of
+targets, or under other names, has no fixed steps. The 16 runs from the prior that
+:class:`PyroProgram` traces first show it; the program then runs one program at a time
+(``fixed_structure`` is ``False``, ``structure_note`` says why), its model is the user's own
+for one target, and the engines that work from a model's addresses run it
+(:class:`~spiral_ppl.inference.Importance`, :class:`~spiral_ppl.inference.TraceMH`,
+:func:`~spiral_ppl.inference.enumerate_posterior`; see :mod:`spiral_ppl.programs.traces`).
+The others refuse it, saying why.
+
 Priors that depend on earlier sites (or masked sites, whose log-probability counts only
 where the mask holds) are not fixed per step. The Pyro model of such a program
 (:meth:`PyroProgram.model`) draws each site from the prior the model gives it after the
@@ -83,8 +93,9 @@ from pyro.poutine import runtime
 from pyro.poutine.messenger import Messenger
 
 from spiral_ppl import checks
-from spiral_ppl.programs.base import Program, site_name
+from spiral_ppl.programs.base import Program, require_fixed_structure, site_name
 from spiral_ppl.programs.likelihood import PixelNormal
+from spiral_ppl.programs.meter import RenderMeter
 from spiral_ppl.programs.prior_table import PriorTable
 from spiral_ppl.renderers.base import Component
 
@@ -114,22 +125,89 @@ class PyroProgram(Program):
         self.user_model = model
         self.name = getattr(model, "__name__", type(model).__name__)
         self.draws_prefixes = _takes_keyword(model, "steps")
-        run = _run_model(model, batch_size=1)
-        steps, components, priors = self._read_structure(run)
-        self.action_space = components
+        runs = _probe_runs(model)
+        run = runs[0]
+        for probe in runs:
+            self._check_canvas_and_image(probe)
         self.channels, self.image_size = run.canvas.shape[1], run.canvas.shape[2]
         image = run.sites[IMAGE_SITE]["fn"]
         self._likelihood_scale = image.scale if isinstance(image, PixelNormal) else None
         self._drawn: collections.deque = collections.deque(maxlen=REMEMBERED_DRAWS)
+        try:
+            _same_sites_in_every_run(runs)
+            steps, components, priors = self._read_structure(run)
+        except _NotInSteps as why:
+            self._run_one_at_a_time(str(why))
+            return
+        self.action_space = components
         self.dependent = self._find_dependent_sites(run, steps)
         # Uniform priors are left out, so that they are stored exactly as a Program's default.
         priors = {name: probs for name, probs in priors.items() if not bool(torch.all(probs == probs[:, :1]))}
         super().__init__(steps, priors=priors, pixel_scale=self._likelihood_scale or 0.5)
 
+    def _run_one_at_a_time(self, why: str) -> None:
+        """Set up a model without fixed steps: engines run it one program at a time, from its addresses."""
+        self.fixed_structure = False
+        self.structure_note = why
+        self.steps, self.action_space, self.dependent = None, (), {}
+        self.pixel_scale = self._likelihood_scale or 0.5
+        self.meter = RenderMeter()
+
+    # -- models without fixed steps -----------------------------------------------------------------
+
+    def _needs_steps(self, what: str) -> None:
+        if not self.fixed_structure:
+            require_fixed_structure(self, what)
+
+    def render(self, actions: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        self._needs_steps("render(actions)")
+        return super().render(actions)
+
+    def sample_prior(self, count: int, **kwargs: Any) -> dict[str, torch.Tensor]:
+        self._needs_steps("sample_prior")
+        return super().sample_prior(count, **kwargs)
+
+    def log_prior(self, actions: Mapping[str, torch.Tensor], **kwargs: Any) -> torch.Tensor:
+        self._needs_steps("log_prior(actions)")
+        return super().log_prior(actions, **kwargs)
+
+    def log_likelihood(self, canvas: torch.Tensor, images: torch.Tensor, squared_error=None) -> torch.Tensor:
+        self._needs_steps("log_likelihood(canvas, images)")
+        return super().log_likelihood(canvas, images, squared_error)
+
+    def site_names(self) -> list[str]:
+        self._needs_steps("site_names()")
+        return super().site_names()
+
+    @property
+    def stepwise(self):
+        self._needs_steps("stepwise")
+        return super().stepwise
+
+    def _model_one_program(self, image: torch.Tensor | None, batch_size: int | None) -> torch.Tensor:
+        """The user's model on one target, as it is (its sites are the model's own), counted as one render."""
+        if image is not None:
+            image = self.check_images(image)
+            count = image.shape[0]
+        else:
+            count = checks.optional_positive_int("batch_size", batch_size, hint="targets to draw") or 1
+        if count != 1:
+            raise ValueError(f"model {self.name} runs one program at a time ({self.structure_note}); give one "
+                             f"target (1, {self.channels}, {self.image_size}, {self.image_size}), got {count}")
+        canvas = self.user_model(image=image) if image is not None else self.user_model(batch_size=1)
+        expected = (1, self.channels, self.image_size, self.image_size)
+        if not isinstance(canvas, torch.Tensor) or tuple(canvas.shape) != expected:
+            found = tuple(canvas.shape) if isinstance(canvas, torch.Tensor) else type(canvas).__name__
+            raise ValueError(f"model {self.name} returned a canvas of shape {found}, expected {expected}")
+        self.meter.charge(1)
+        return canvas
+
     # -- reading the model ----------------------------------------------------------------------
 
-    def _read_structure(self, run: "_ModelRun") -> tuple[int, tuple[Component, ...], dict[str, torch.Tensor]]:
-        """Steps, components and per-step prior probabilities of a traced run of ``batch_size=1``."""
+    def _check_canvas_and_image(self, run: "_ModelRun") -> None:
+        """What every model must do, whatever its structure: return a square canvas (one for
+        ``batch_size=1``), observe it at the site ``image`` with one event of pixels, and draw
+        every other site, unobserved, from a ``Categorical``."""
         if IMAGE_SITE not in run.sites:
             raise ValueError(f"model {self.name} has no site {IMAGE_SITE!r}: observe its canvas with "
                              f"pyro.sample('image', likelihood(canvas), obs=image)")
@@ -146,21 +224,27 @@ class PyroProgram(Program):
             raise ValueError(f"the likelihood at site 'image' of model {self.name} has event shape {event}, expected "
                              f"the canvas's {tuple(canvas.shape[1:])}: make the pixels one event, e.g. "
                              "dist.Normal(canvas, 0.5).to_event(3)")
+        for name, site in run.sites.items():
+            if name == IMAGE_SITE:
+                continue
+            if site["is_observed"]:
+                raise ValueError(f"site {name!r} of model {self.name} is observed; only 'image' may be")
+            if not isinstance(site["fn"], torch.distributions.Categorical):
+                raise ValueError(f"site {name!r} of model {self.name} draws from {type(site['fn']).__name__}; "
+                                 "latent sites must be Categorical (a discrete choice of 0 .. size - 1)")
+
+    def _read_structure(self, run: "_ModelRun") -> tuple[int, tuple[Component, ...], dict[str, torch.Tensor]]:
+        """Steps, components and per-step prior probabilities of a traced run of ``batch_size=1``."""
         by_step: dict[int, list[tuple[str, dict]]] = collections.defaultdict(list)
         for name, site in run.sites.items():
             if name == IMAGE_SITE:
                 continue
             match = SITE_PATTERN.fullmatch(name)
             if match is None:
-                raise ValueError(f"model {self.name} has a site {name!r}; latent sites must be named "
+                raise _NotInSteps(f"model {self.name} has a site {name!r}; latent sites must be named "
                                  "step_{t}/{component} (and the observed one 'image')")
-            if site["is_observed"]:
-                raise ValueError(f"site {name!r} of model {self.name} is observed; only 'image' may be")
-            if not isinstance(site["fn"], torch.distributions.Categorical):
-                raise ValueError(f"site {name!r} of model {self.name} draws from {type(site['fn']).__name__}; "
-                                 "latent sites must be Categorical (a discrete choice of 0 .. size - 1)")
             if tuple(site["value"].shape) != (1,):
-                raise ValueError(f"site {name!r} of model {self.name} has shape {tuple(site['value'].shape)} for "
+                raise _NotInSteps(f"site {name!r} of model {self.name} has shape {tuple(site['value'].shape)} for "
                                  "batch_size=1, expected (1,): draw it inside pyro.plate('targets', batch_size)")
             by_step[int(match.group(1))].append((match.group(2), site))
         if not by_step:
@@ -168,7 +252,7 @@ class PyroProgram(Program):
         steps = max(by_step) + 1
         missing = [t for t in range(steps) if t not in by_step]
         if missing:
-            raise ValueError(f"model {self.name} draws steps {sorted(by_step)}; steps must be 0 .. {steps - 1} "
+            raise _NotInSteps(f"model {self.name} draws steps {sorted(by_step)}; steps must be 0 .. {steps - 1} "
                              f"without gaps (missing {missing})")
         first = [name for name, _ in by_step[0]]
         components = []
@@ -179,11 +263,11 @@ class PyroProgram(Program):
         for t in range(1, steps):
             names = [name for name, _ in by_step[t]]
             if names != first:
-                raise ValueError(f"step {t} of model {self.name} draws components {names}, step 0 draws {first}; "
+                raise _NotInSteps(f"step {t} of model {self.name} draws components {names}, step 0 draws {first}; "
                                  "every step must draw the same components in the same order")
             for component, (name, site) in zip(components, by_step[t]):
                 if site["fn"].logits.shape[-1] != component.size:
-                    raise ValueError(f"site {site_name(t, name)!r} has {site['fn'].logits.shape[-1]} values, "
+                    raise _NotInSteps(f"site {site_name(t, name)!r} has {site['fn'].logits.shape[-1]} values, "
                                      f"step 0's {component.size}; a component has one size at every step")
         priors = {c.name: torch.stack([site["fn"].probs.reshape(-1, c.size)[0].detach().float().cpu()
                                        for t in range(steps) for name, site in by_step[t] if name == c.name])
@@ -223,6 +307,7 @@ class PyroProgram(Program):
 
     def draw(self, actions: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """The model's canvases ``(N, C, H, W)`` with its sites conditioned on ``{name: LongTensor[N, T]}``."""
+        self._needs_steps("draw(actions)")
         count, steps = actions[self.action_space[0].name].shape
         if steps < self.steps and not self.draws_prefixes:
             raise ValueError(f"model {self.name} cannot draw the first {steps} of its {self.steps} steps: give it a "
@@ -249,6 +334,7 @@ class PyroProgram(Program):
 
     def likelihood(self, canvas: torch.Tensor) -> dist.Distribution:
         """The model's distribution of the image given canvases ``(*batch, C, H, W)`` it drew."""
+        self._needs_steps("likelihood(canvas)")
         if self._likelihood_scale is not None:
             return PixelNormal(canvas, self._likelihood_scale)
         for drawn, likelihood in reversed(self._drawn):
@@ -272,12 +358,14 @@ class PyroProgram(Program):
             )
 
     def prior(self, step: int, component: str, device: torch.device | str | None = None) -> dist.Categorical:
+        self._needs_steps("prior(step, component)")
         name = site_name(step, component) if isinstance(step, int) and isinstance(component, str) else None
         if name in self.dependent:
             self._refuse_dependent(f"the prior of site {name!r}")
         return super().prior(step, component, device)
 
     def prior_table(self, device: torch.device | str | None = None) -> PriorTable:
+        self._needs_steps("prior_table()")
         self._refuse_dependent("this engine (it draws and scores sites from the program's prior tables)")
         return super().prior_table(device)
 
@@ -289,6 +377,8 @@ class PyroProgram(Program):
         sites drawn before it (one run of the model, stopped at that site, per site), so that
         handlers outside (plates of particles, a guide's replay) see every site as usual.
         """
+        if not self.fixed_structure:
+            return self._model_one_program(image, batch_size)
         if not self.dependent:
             return super().model(image, batch_size=batch_size)
         if image is not None:
@@ -317,12 +407,47 @@ class PyroProgram(Program):
         return prior
 
     def __repr__(self) -> str:
+        if not self.fixed_structure:
+            return f"PyroProgram({self.name}, one program at a time, image={self.channels}x{self.image_size})"
         parts = ", ".join(f"{c.name}:{c.size}" for c in self.action_space)
         return (f"PyroProgram({self.name}, steps={self.steps}, image={self.channels}x{self.image_size}, "
                 f"actions=[{parts}])")
 
 
 # -- running the user's model -------------------------------------------------------------------------
+
+
+#: Runs of the model from its prior that decide whether its structure is fixed.
+STRUCTURE_PROBES = 16
+
+
+class _NotInSteps(ValueError):
+    """The model's runs do not draw the same sites ``step_{t}/{component}`` for a plate of targets."""
+
+
+def _probe_runs(model: Callable) -> list["_ModelRun"]:
+    """Runs of ``model`` from its prior, with a fixed seed and the caller's random state untouched."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return [_run_model(model, batch_size=1) for _ in range(STRUCTURE_PROBES)]
+
+
+def _same_sites_in_every_run(runs: list["_ModelRun"]) -> None:
+    """Raise :class:`_NotInSteps` naming two runs that visit different sites (or sizes of them)."""
+    def sites(run: "_ModelRun") -> list[tuple[str, int]]:
+        return [(name, int(site["fn"].logits.shape[-1])) for name, site in run.sites.items() if name != IMAGE_SITE]
+
+    first = sites(runs[0])
+    for run in runs[1:]:
+        other = sites(run)
+        if other != first:
+            raise _NotInSteps(f"its runs visit different sites (one drew {_listing(first)}, another "
+                              f"{_listing(other)})")
+
+
+def _listing(sites: list[tuple[str, int]]) -> str:
+    names = [f"{name}:{size}" for name, size in sites]
+    return "[" + ", ".join(names[:6]) + (", ...]" if len(names) > 6 else "]")
 
 
 class _Stop(Exception):
@@ -370,7 +495,7 @@ def _run_model(model: Callable, *, batch_size: int, values: Mapping[str, torch.T
     """Run ``model`` apart from any enclosing Pyro context, conditioned on ``values``."""
     run = _ModelRun(values or {}, stop_at)
     kwargs: dict[str, Any] = {"steps": steps} if steps is not None else {}
-    with _isolated(), run:
+    with isolated(), run:
         try:
             if image is not None:
                 run.canvas = model(image=image, **kwargs)
@@ -382,7 +507,7 @@ def _run_model(model: Callable, *, batch_size: int, values: Mapping[str, torch.T
 
 
 @contextlib.contextmanager
-def _isolated() -> Iterator[None]:
+def isolated() -> Iterator[None]:
     """A run of the user's model outside the engine's Pyro context.
 
     The model is the program's renderer: engines call it inside their own plates (particles,

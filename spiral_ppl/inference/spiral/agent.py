@@ -61,7 +61,7 @@ from spiral_ppl.inference.spiral.guide import SpiralGuide
 from spiral_ppl.inference.spiral.policy import Policy, check_temperature
 from spiral_ppl.inference.spiral.proposal import SpiralProposal
 from spiral_ppl.inference.spiral.sources import ImageSource
-from spiral_ppl.programs.base import Program
+from spiral_ppl.programs.base import Program, require_fixed_structure
 
 
 @dataclass(frozen=True)
@@ -124,6 +124,7 @@ class Spiral(Engine):
                  device: torch.device | str | None = None, max_batch: int = 1024) -> None:
         if not isinstance(prog, Program):
             raise TypeError(f"prog must be a spiral_ppl.programs.Program, got {type(prog).__name__}")
+        require_fixed_structure(prog, "a SPIRAL agent (its policy acts one step at a time)")
         if isinstance(conditional, SpiralConfig):
             raise TypeError("the second argument of Spiral is conditional (true or false), got a SpiralConfig: "
                             "pass the configuration by name, Spiral(prog, config=config)")
