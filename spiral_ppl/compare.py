@@ -32,7 +32,7 @@ from spiral_ppl.inference.engine import Engine
 from spiral_ppl.inference.result import Result
 from spiral_ppl.programs.base import Program, mean_squared_error
 
-COLUMNS = ("engine", "budget", "mean_l2", "se_l2", "renders", "seconds", "ess", "log_evidence")
+COLUMNS = ("engine", "budget", "mean_l2", "se_l2", "renders", "seconds", "ess", "log_evidence", "compile_seconds")
 
 
 @dataclass
@@ -99,6 +99,10 @@ class Comparison:
                 f"| {record['engine']} | {record['renders']:.0f} | {record['mean_l2']:.5f} | {record['se_l2']:.5f} "
                 f"| {record['seconds']:.2f} | {optional[0]} | {optional[1]} |"
             )
+        compiled = sum(record.get("compile_seconds", 0.0) for record in self.records)
+        if compiled > 0:
+            lines.append(f"\nSeconds leave out the {compiled:.1f} s spent compiling kernels on their first call "
+                         "(a one-off cost of the process, whichever engine met it first).")
         return "\n".join(lines) + "\n"
 
 
@@ -199,4 +203,5 @@ def _record(name: str, budget: int, runs: list[Result]) -> dict:
         "seconds": sum(result.seconds for result in runs) / len(runs),
         "ess": mean_of("ess"),
         "log_evidence": mean_of("log_evidence"),
+        "compile_seconds": sum(result.diagnostics.get("compile_seconds", 0.0) for result in runs) / len(runs),
     }

@@ -6,6 +6,8 @@ import pytest
 import torch
 
 import spiral_ppl as sp
+from spiral_ppl.compiling import CompiledWithFallback
+from spiral_ppl.renderers import Component
 
 
 def tiny():
@@ -59,3 +61,40 @@ def test_the_paired_difference_sees_a_consistent_gap_the_separate_errors_hide():
         sp.paired_difference(first, dataclasses.replace(second, l2=torch.tensor([0.1, float("nan"), 0.2, 0.3])))
     with pytest.raises(TypeError, match="must be an engine's Result"):
         sp.paired_difference(first, second.l2)
+
+
+class CompiledSquares(sp.programs.Program):
+    """White squares drawn by a kernel of its own, compiled on first use: a program whose first
+    render pays a compile, as a large batch of brush strokes does."""
+
+    channels, image_size = 1, 8
+    action_space = (Component("corner", 16, "location"),)
+
+    def __init__(self, steps):
+        super().__init__(steps)
+        self.kernel = CompiledWithFallback(_squares, "test squares")
+
+    def draw(self, actions):
+        return self.kernel(actions["corner"])
+
+
+def _squares(corner):
+    rows = torch.arange(8, device=corner.device)
+    y, x = (corner // 4 * 2)[..., None], (corner % 4 * 2)[..., None]
+    inside_y = ((rows >= y) & (rows < y + 2)).float()
+    inside_x = ((rows >= x) & (rows < x + 2)).float()
+    return torch.einsum("bty,btx->byx", inside_y, inside_x).clamp(max=1)[:, None]
+
+
+def test_compiling_is_reported_apart_from_the_engine_that_met_it_first():
+    prog = CompiledSquares(steps=2)
+    target = prog.render({"corner": torch.tensor([[0, 5]])})  # compiles for a batch of one
+    comparison = sp.compare(prog, target, {"first": sp.inference.Importance(), "second": sp.inference.Importance()},
+                            budgets=[64])
+    first, second = comparison.results[("first", 64, 0)], comparison.results[("second", 64, 0)]
+    # The first engine's batch of 64 is a new kind of input for the kernel: it compiles again.
+    assert first.diagnostics["compile_seconds"] > 0.2 > second.diagnostics["compile_seconds"] == 0.0
+    # What is left is the engines' own work, the same for both (well under the compile).
+    assert first.seconds < 0.5 * first.diagnostics["compile_seconds"] + 0.2
+    assert torch.equal(first.l2, second.l2)
+    assert "spent compiling kernels on their first call" in comparison.to_markdown()

@@ -53,7 +53,8 @@ class Result:
         ``prog.render`` takes).
     :ivar l2: ``(B,)`` mean squared pixel error of each best reconstruction.
     :ivar renders: ``(B,)`` renderer calls spent per target.
-    :ivar seconds: wall-clock time of the whole inference.
+    :ivar seconds: wall-clock time of the whole inference, less the time spent compiling
+        kernels on their first call (``diagnostics["compile_seconds"]``).
     :ivar curve: best l2 so far against renders.
     :ivar log_weights: ``(N, B)`` per-sample log importance weights, where the engine has them.
     :ivar ess: ``(B,)`` effective sample size, where defined.
