@@ -37,22 +37,22 @@ gives each of ``chains`` chains one run to start and the rest in moves (the rema
 engine is for small models, and for models whose structure varies, where the batched
 engines cannot go.
 
-Example: one or two dots on a 2x2 canvas::
+Example: a dot (which has a cell) or a bar (which has a row) on a 2x2 canvas::
 
     >>> import pyro, pyro.distributions as dist, torch, spiral_ppl as sp
-    >>> def dots(image=None, batch_size=1):
+    >>> def mark(image=None, batch_size=1):
     ...     canvas = torch.zeros(1, 1, 2, 2)
-    ...     count = pyro.sample("count", dist.Categorical(torch.tensor([0.5, 0.5])))
-    ...     for i in range(int(count) + 1):
-    ...         cell = pyro.sample(f"dot_{i}/cell", dist.Categorical(logits=torch.zeros(4)))
-    ...         canvas.view(-1)[cell] = 1.0
+    ...     if int(pyro.sample("kind", dist.Categorical(torch.tensor([0.5, 0.5])))) == 0:
+    ...         canvas.view(-1)[pyro.sample("cell", dist.Categorical(logits=torch.zeros(4)))] = 1.0
+    ...     else:
+    ...         canvas[0, 0, pyro.sample("row", dist.Categorical(logits=torch.zeros(2)))] = 1.0
     ...     pyro.sample("image", dist.Normal(canvas, 0.3).to_event(3), obs=image)
     ...     return canvas
-    >>> prog = sp.programs.PyroProgram(dots)
-    >>> target = torch.tensor([[[[1.0, 0.0], [0.0, 1.0]]]])
-    >>> result = sp.inference.TraceMH().infer(prog, target, sp.Budget(renders=200), seed=0)
-    >>> result.choices[0]["count"], result.l2.tolist(), result.renders.tolist()
-    (1, [0.0], [200])
+    >>> prog = sp.programs.PyroProgram(mark)
+    >>> target = torch.tensor([[[[0.0, 0.0], [1.0, 1.0]]]])
+    >>> result = sp.inference.TraceMH().infer(prog, target, sp.Budget(renders=100), seed=0)
+    >>> result.choices, result.l2.tolist(), result.renders.tolist()
+    ([{'kind': 1, 'row': 1}], [0.0], [100])
 
 Reference: Wingate, Stuhlmüller & Goodman, "Lightweight implementations of probabilistic
 programming languages via transformational compilation", AISTATS 2011; Cusumano-Towner et
