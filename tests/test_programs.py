@@ -215,6 +215,37 @@ class TestImageChecks:
             self.prog.model(torch.zeros(2, 1, 16, 16), batch_size=3)
 
 
+class TestWhatDrawReturns:
+    """A program whose ``draw`` is wrong is refused at ``render``, naming the program, not deep in an engine."""
+
+    @staticmethod
+    def broken(returns):
+        class Broken(Rectangles):
+            def draw(self, actions):
+                return returns(super().draw(actions))
+
+        return Broken(steps=1)
+
+    actions = {"present": torch.tensor([[1]]), "corner": torch.tensor([[5]]), "width": torch.tensor([[0]]),
+               "height": torch.tensor([[0]]), "shade": torch.tensor([[1]])}
+
+    def test_a_correct_draw_passes_unchanged(self):
+        assert torch.equal(self.broken(lambda x: x).render(self.actions), Rectangles(steps=1).render(self.actions))
+
+    @pytest.mark.parametrize("returns, error, match", [
+        (lambda x: x.numpy(), TypeError, "Broken.draw must return a tensor"),
+        (lambda x: x[:, 0], ValueError, r"shape \(1, 16, 16\).*expected \(1, 1, 16, 16\)"),
+        (lambda x: x.expand(1, 3, 16, 16), ValueError, "channels=1"),
+        (lambda x: (x * 255).to(torch.uint8), TypeError, "floating-point.*uint8"),
+        (lambda x: x * float("nan"), ValueError, "NaN or infinite"),
+        (lambda x: x * 2, ValueError, r"values in \[0, 2\]"),
+        (lambda x: x - 1, ValueError, r"values in \[-1, 0\].*clamp"),
+    ])
+    def test_a_wrong_draw_is_named(self, returns, error, match):
+        with pytest.raises(error, match=match):
+            self.broken(returns).render(self.actions)
+
+
 def test_pixel_normal_equals_pyro_normal_and_broadcasts():
     canvas, images = torch.rand(4, 3, 3, 8, 8), torch.rand(3, 3, 8, 8)
     fast = sp.programs.PixelNormal(canvas, 0.3)

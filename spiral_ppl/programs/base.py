@@ -160,7 +160,31 @@ class Program(abc.ABC):
         first = actions[self.action_space[0].name]
         if first.shape[1] == 0:
             return self.blank_canvas(first.shape[0], device=first.device)
-        return self.draw(actions)
+        return self._check_drawn(self.draw(actions), first.shape[0])
+
+    def _check_drawn(self, images: Any, count: int) -> torch.Tensor:
+        """``draw``'s output, refused here (naming the program) rather than deep inside an engine."""
+        where = f"{type(self).__name__}.draw"
+        expected = (count, self.channels, self.image_size, self.image_size)
+        if not isinstance(images, torch.Tensor):
+            raise TypeError(f"{where} must return a tensor of images {expected}, got {type(images).__name__}")
+        if tuple(images.shape) != expected:
+            raise ValueError(
+                f"{where} returned images of shape {tuple(images.shape)} for {count} programs; expected {expected} "
+                f"(programs, channels={self.channels}, image_size, image_size): check draw against the program's "
+                "channels and image_size"
+            )
+        if not images.is_floating_point():
+            raise TypeError(f"{where} must return floating-point images in [0, 1], got dtype {images.dtype}; "
+                            "convert with .float() (and scale 8-bit values by 1/255)")
+        # One pass over the pixels: a NaN makes both extremes NaN, which fails both comparisons.
+        low, high = torch.aminmax(images)
+        if not (bool(low >= 0) and bool(high <= 1)):
+            problem = "NaN or infinite values" if not bool(torch.isfinite(images).all()) else \
+                f"values in [{float(low):.4g}, {float(high):.4g}]"
+            raise ValueError(f"{where} returned {problem}; images must be finite and in [0, 1] "
+                             "(clamp the ink, e.g. with .clamp(0, 1))")
+        return images
 
     @property
     def stepwise(self) -> Stepwise:
