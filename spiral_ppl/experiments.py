@@ -52,7 +52,8 @@ def list_configs() -> list[str]:
     return sorted(entry.name[: -len(".toml")] for entry in folder.iterdir() if entry.name.endswith(".toml"))
 
 
-def load_config(name_or_path: str | Path, overrides: Iterable[str] = (), *, program: str | None = None) -> dict[str, Any]:
+def load_config(name_or_path: str | Path, overrides: Iterable[str] = (), *,
+                program: str | None = None) -> dict[str, Any]:
     """Read a shipped configuration by name, or a TOML file by path, and apply ``overrides``.
 
     :param program: a program reference ``"module:factory"`` that replaces the ``[program]``

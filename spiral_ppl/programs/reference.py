@@ -83,8 +83,8 @@ def resolve_program(reference: Any, options: Mapping[str, Any] | None = None, *,
         try:
             made = factory(**options)
         except Exception as error:  # noqa: BLE001 - the user's code: any failure is reported, named
-            raise ValueError(f"{argument} {reference!r}: {call} raised {type(error).__name__}: {error}; fix the "
-                             "factory or its options") from None
+            raise ValueError(f"{argument} {reference!r}: {call} raised {type(error).__name__}: "
+                             f"{_one_line(error)}; fix the factory or its options") from None
     prog = _as_program(made, argument, reference, factory_name)
     setattr(prog, ATTRIBUTE, ProgramReference(reference, options))
     return prog
@@ -138,11 +138,16 @@ def _import(module_name: str, argument: str, reference: str):
             raise ValueError(f"{argument} {reference!r}: no module named {error.name!r} in the current directory "
                              f"({os.getcwd()}) or on the Python path; run from the folder that holds "
                              f"{module_name.replace('.', '/')}.py, or add its folder to PYTHONPATH") from None
-        raise ValueError(f"{argument} {reference!r}: importing {module_name} failed: {error}; install what it "
-                         "imports") from None
+        raise ValueError(f"{argument} {reference!r}: importing {module_name} failed: {_one_line(error)}; install "
+                         "what it imports") from None
     except Exception as error:  # noqa: BLE001 - the user's module: any failure is reported, named
         raise ValueError(f"{argument} {reference!r}: importing {module_name} raised {type(error).__name__}: "
-                         f"{error}; fix the module") from None
+                         f"{_one_line(error)}; fix the module") from None
+
+
+def _one_line(error: BaseException) -> str:
+    """The message of an error raised by the user's code, on one line (the command line reports one)."""
+    return " ".join(str(error).split())
 
 
 def _callables(module) -> list[str]:
@@ -165,6 +170,6 @@ def _as_program(made: Any, argument: str, reference: str, factory_name: str) -> 
             return PyroProgram(made)
         except Exception as error:  # noqa: BLE001 - the user's model: any failure is reported, named
             raise ValueError(f"{argument} {reference!r}: {factory_name}() returned a callable that is not a Pyro "
-                             f"model PyroProgram can run ({type(error).__name__}: {error})") from None
+                             f"model PyroProgram can run ({type(error).__name__}: {_one_line(error)})") from None
     raise ValueError(f"{argument} {reference!r}: {factory_name}() returned {type(made).__name__}, which is neither "
                      "a spiral_ppl.programs.Program nor a Pyro model function; return one of them")
