@@ -70,3 +70,7 @@ def not_a_program():
 
 
 NOT_CALLABLE = 3
+
+
+#: A Pyro model itself, where a factory that returns it belongs.
+dots = make_dots()
