@@ -149,7 +149,8 @@ def load_program(path: str | Path) -> tuple[Renderer | Program, dict[str, torch.
     except json.JSONDecodeError as error:
         raise ValueError(f"{path} is not valid JSON: {error}") from None
     if not isinstance(document, dict) or "steps" not in document:
-        raise ValueError(f'{path}: a program file is an object with "renderer" (or "program") and "steps"')
+        raise ValueError(f'{path}: a program file is an object with "renderer" and "steps" (or, for a program of '
+                         'your own, "program", "options" and "steps")')
     if "program" in document:
         if "renderer" in document:
             raise ValueError(f'{path} names both a "renderer" and a "program" reference; keep one')

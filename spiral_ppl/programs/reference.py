@@ -11,11 +11,10 @@ model, which is wrapped in :class:`~spiral_ppl.programs.PyroProgram`::
     def make_program(steps=3):
         return Squares(steps=steps)          # a Program subclass, or a Pyro model function
 
-    >>> prog = resolve_program("mygrammar:make_program", {"steps": 2})    # doctest: +SKIP
-    >>> prog.program_reference                                              # doctest: +SKIP
-    ProgramReference(name='mygrammar:make_program', options={'steps': 2})
+    prog = resolve_program("mygrammar:make_program", {"steps": 2})
+    prog.program_reference    # ProgramReference(name='mygrammar:make_program', options={'steps': 2})
 
-The program carries its reference (:attr:`program_reference`, see :func:`reference_of`), so
+The program carries its reference (``prog.program_reference``, see :func:`reference_of`), so
 that whatever saves it (a program file, a SPIRAL checkpoint) can write the reference and
 options, and whatever loads it calls :func:`resolve_program` again. A program made another way
 (in a notebook) has none; loading what was saved from it then needs the program given.
