@@ -199,7 +199,7 @@ def test_a_configuration_names_a_factory_and_its_options(tmp_path):
 # -- checkpoints ------------------------------------------------------------------------------------------------
 
 
-def test_train_on_a_program_by_reference_and_load_its_checkpoint(capsys, tmp_path):
+def test_train_on_a_program_by_reference_and_load_its_checkpoint(capsys, tmp_path, monkeypatch):
     # The shipped MNIST sample for training and held-out data; one phase re-targets to a single step,
     # which the factory makes through its keyword steps.
     config = tmp_path / "squares.toml"
@@ -219,6 +219,10 @@ def test_train_on_a_program_by_reference_and_load_its_checkpoint(capsys, tmp_pat
         assert type(agent.prog) is grammars.Squares and agent.prog.steps == 2
         assert agent.prog.program_reference == sp.programs.ProgramReference(SQUARES, {"steps": 2})
     assert agent.learner.updates == 3
+    # A factory that has changed since, and now makes another program, is named.
+    monkeypatch.setattr(grammars, "make_squares", lambda steps: grammars.Squares(steps=steps + 1))
+    with pytest.raises(ValueError, match=rf"the program {SQUARES} makes now differs in \['steps'\]"):
+        sp.inference.Spiral.load(tmp_path / "run" / "agent.pt")
 
 
 def test_a_checkpoint_rebuilds_its_program_or_asks_for_it(capsys, tmp_path, target):

@@ -190,10 +190,15 @@ def newest_readable(path: str | Path, keep: int) -> tuple[Path, dict[str, Any]]:
 
 def check_recorded_program(state: dict[str, Any], prog: Program | None, path: str | Path) -> Program:
     """The program a checkpoint's agent acts on: ``prog`` if it matches what the checkpoint
-    recorded (action space, images and steps), else the program rebuilt from the record."""
+    recorded (action space, images and steps), else the program rebuilt from the record (one
+    rebuilt from a reference is checked too: its factory may have changed since)."""
     recorded = state["program"]
+    which = "the program given"
     if prog is None:
-        return _rebuild_program(recorded, Path(path))
+        prog = _rebuild_program(recorded, Path(path))
+        if recorded.get("reference") is None:
+            return prog
+        which = f"the program {recorded['reference']['program']} makes now"
     if not isinstance(prog, Program):
         raise TypeError(f"prog must be a spiral_ppl.programs.Program, got {type(prog).__name__}")
     differ = description_differences(describe_program(prog), recorded)
@@ -201,7 +206,7 @@ def check_recorded_program(state: dict[str, Any], prog: Program | None, path: st
         raise ValueError(
             f"{path} holds an agent for a {recorded['class']} with {recorded['steps']} steps, images "
             f"{recorded['channels']}x{recorded['image_size']} and actions "
-            f"{[tuple(c) for c in recorded['action_space']]}; the program given differs in {differ}"
+            f"{[tuple(c) for c in recorded['action_space']]}; {which} differs in {differ}"
         )
     return prog
 
@@ -259,9 +264,8 @@ def _rebuild_program(recorded: dict[str, Any], path: Path) -> Program:
 
     reference = recorded.get("reference")  # absent from checkpoints written before references
     if reference is not None:
-        prog = resolve_program(reference["program"], reference["options"],
+        return resolve_program(reference["program"], reference["options"],
                                argument=f"the program reference saved in {path}")
-        return check_recorded_program({"program": recorded}, prog, path)
     # Rebuilt programs get their class's default priors.
     classes = {"PaintProgram": PaintProgram, "RendererProgram": RendererProgram, "SceneProgram": SceneProgram}
     if recorded["renderer"] is None or recorded["class"] not in classes:
