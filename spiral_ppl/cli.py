@@ -331,6 +331,7 @@ def _check_target(path: str, target: torch.Tensor, invert: bool) -> None:
 
 def command_render(options: argparse.Namespace) -> int:
     output = _image_output("-o/--output", options.output)
+    # What draws the file's program: its renderer, or the program its reference makes.
     renderer, actions = io.load_program(options.program)
     side = renderer.image_size * options.scale
     if options.scale != 1 and not hasattr(renderer, "with_canvas_size"):
