@@ -4,6 +4,7 @@
 
     spiral-ppl render PROGRAM.json -o canvas.png      # a program file to a picture
     spiral-ppl infer IMAGE --engine importance        # a picture to a program file
+    spiral-ppl infer IMAGE --program mygrammar:make   # ... with your own program (mygrammar.py here)
     spiral-ppl train mnist-recon --set train.steps=500 # train a SPIRAL agent (resumes a run folder)
     spiral-ppl train scenes-recon --workers 8          # ... with 8 rollout workers on Ray
     spiral-ppl pbt mnist-recon --population 4          # population-based training on Ray Tune
@@ -238,17 +239,22 @@ def _decoding_changes(options: argparse.Namespace, engines: list[str] | None) ->
     return changes
 
 
-def _load_agent(name_or_path: str | None, changes: dict[str, Any] | None = None):
+def _load_agent(name_or_path: str | None, changes: dict[str, Any] | None = None, reference: str | None = None):
     """A pretrained agent by name, or a checkpoint file, with the decoding ``changes``;
-    ``None`` passes through."""
+    ``None`` passes through. ``reference`` (``--program``) is the program a checkpoint's agent
+    acts on, for a checkpoint that cannot rebuild its own."""
     if name_or_path is None:
         return None
     names = sp.inference.Spiral.pretrained_names()
     if name_or_path in names:
+        if reference is not None:
+            raise ValueError(f"--program {reference}: the pretrained agent {name_or_path} brings its own program; "
+                             "drop --program, or give an agent trained on yours (a checkpoint file)")
         agent = sp.inference.Spiral.pretrained(name_or_path)
     elif Path(name_or_path).is_file():
+        prog = None if reference is None else sp.programs.resolve_program(reference, argument="--program")
         try:
-            agent = sp.inference.Spiral.load(name_or_path)
+            agent = sp.inference.Spiral.load(name_or_path, prog)
         except ValueError as error:
             raise ValueError(f"--agent: {error}") from None
     elif Path(name_or_path).is_dir():
@@ -273,6 +279,14 @@ def _add_config_arguments(parser: argparse.ArgumentParser, set_help: str) -> Non
     parser.add_argument("config", type=_text("config", hint="an experiment name or a .toml file"),
                         help=f"experiment name or .toml file (shipped: {', '.join(experiments.list_configs())})")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=set_help)
+
+
+def _add_program_option(parser: argparse.ArgumentParser, replaces: str) -> None:
+    parser.add_argument("--program", default=None, metavar="MODULE:FACTORY",
+                        type=_text("--program", hint="a program reference module:factory"),
+                        help="your own program: MODULE:FACTORY calls FACTORY(...) of MODULE (searched in the current "
+                             "directory, then PYTHONPATH), which returns a spiral_ppl Program or a Pyro model; "
+                             f"it replaces {replaces}")
 
 
 #: The brush options of ``infer`` and their defaults (``None`` in the parser, to tell a given one).
@@ -317,6 +331,7 @@ def _check_target(path: str, target: torch.Tensor, invert: bool) -> None:
 
 def command_render(options: argparse.Namespace) -> int:
     output = _image_output("-o/--output", options.output)
+    # What draws the file's program: its renderer, or the program its reference makes.
     renderer, actions = io.load_program(options.program)
     side = renderer.image_size * options.scale
     if options.scale != 1 and not hasattr(renderer, "with_canvas_size"):
@@ -337,13 +352,22 @@ def command_render(options: argparse.Namespace) -> int:
 
 def command_infer(options: argparse.Namespace) -> int:
     out = _output_folder("--out", options.out)
-    agent = _load_agent(options.agent, _decoding_changes(options, [options.engine]))
-    # An agent brings its program; otherwise the brush options describe one.
+    # The program: the agent's, or --program's, or the brush the brush options describe.
     given = [f"--{name.replace('_', '-')}" for name in BRUSH_DEFAULTS if getattr(options, name) is not None]
+    if options.program is not None and given:
+        raise ValueError(f"{' '.join(given)} describe a brush program, but --program {options.program} gives your "
+                         "own; drop them (your factory sets its program's size and steps), or drop --program")
+    agent = _load_agent(options.agent, _decoding_changes(options, [options.engine]), options.program)
     if agent is not None and given:
         raise ValueError(f"{' '.join(given)} describe a brush program, but --agent brings its own ({agent.prog!r}); "
                          "drop them, or drop --agent")
-    prog = agent.prog if agent is not None else _brush_program(options)
+    if agent is not None:
+        prog = agent.prog
+    elif options.program is not None:
+        prog = sp.programs.resolve_program(options.program, argument="--program")
+    else:
+        prog = _brush_program(options)
+    io.program_header(prog)  # a program that no file can hold is refused before the work, not after
     engines = _build_engines([options.engine], agent)
     _check_budgets("--renders", [options.renders], engines, prog)
     target = io.load_image(options.image, prog.channels, prog.image_size, invert=options.invert)
@@ -360,8 +384,7 @@ def command_infer(options: argparse.Namespace) -> int:
     }
     with _writing("--out", out):
         io.save_image(out / "reconstruction.png", result.images[0])
-        io.save_program(out / "program.json", prog.renderer, {k: v[0] for k, v in result.actions.items()},
-                        result=summary)
+        io.save_program(out / "program.json", prog, {k: v[0] for k, v in result.actions.items()}, result=summary)
     print(json.dumps(summary))
     print(f"wrote {out / 'reconstruction.png'} and {out / 'program.json'}")
     return 0
@@ -386,9 +409,10 @@ def _check_compare_overrides(overrides: list[str], agent) -> None:
 
 
 def _comparison(config_name: str, overrides: list[str], engines: list[str], budgets: list[int] | None,
-                targets: int, seeds: list[int], out: Path, agent) -> Path:
-    """Run one head-to-head; with an agent, every engine inverts the agent's program."""
-    config = experiments.load_config(config_name, overrides)
+                targets: int, seeds: list[int], out: Path, agent, program: str | None = None) -> Path:
+    """Run one head-to-head; with an agent, every engine inverts the agent's program; else the
+    configuration's, or ``program`` (a reference ``module:factory``) in its place."""
+    config = experiments.load_config(config_name, overrides, program=None if agent is not None else program)
     _check_compare_overrides(overrides, agent)
     prog = agent.prog if agent is not None else experiments.build_program(config)
     # Budgets default to one, ten and a hundred passes of the program's steps.
@@ -401,9 +425,12 @@ def _comparison(config_name: str, overrides: list[str], engines: list[str], budg
         raise ValueError(f"--targets {targets} is more than the {len(dataset)} held-out images of {config['name']}; "
                          f"give --targets {len(dataset)} or fewer")
     images = experiments.target_images(dataset, targets)
-    if agent is not None and images.shape[1] != prog.channels:
-        raise ValueError(f"--agent paints {prog.channels}-channel images, but the data of {config['name']} has "
-                         f"{images.shape[1]}-channel ones; compare the agent on a configuration of its own data")
+    if images.shape[1] != prog.channels:
+        painter = "--agent" if agent is not None else f"--program {program}" if program is not None else \
+            f"the [program] of {config['name']}"
+        raise ValueError(f"{painter} paints {prog.channels}-channel images, but the data of {config['name']} has "
+                         f"{images.shape[1]}-channel ones; compare on a configuration of data with "
+                         f"{prog.channels}-channel images")
     table = sp.compare(prog, images, engines=built, budgets=budgets, seeds=seeds)
     print(table.to_markdown())
     with _writing("--out", out):
@@ -419,10 +446,10 @@ def command_compare(options: argparse.Namespace) -> int:
     out = _output_folder("--out", options.out)
     for name, values in (("--engines", options.engines), ("--budgets", options.budgets), ("--seeds", options.seeds)):
         _check_distinct(name, values)
-    agent = _load_agent(options.agent, _decoding_changes(options, options.engines))
+    agent = _load_agent(options.agent, _decoding_changes(options, options.engines), options.program)
     engines = options.engines or _default_engines(agent)
     report = _comparison(options.config, options.set, engines, options.budgets, options.targets, options.seeds,
-                         out, agent)
+                         out, agent, options.program)
     print(f"wrote {report}")
     return 0
 
@@ -467,7 +494,7 @@ def command_train(options: argparse.Namespace) -> int:
     if options.ray_address is not None and not options.workers:
         raise ValueError(f"--ray-address {options.ray_address} is for Ray rollout workers, but --workers is 0 "
                          "(roll out in-process); give --workers N, or drop --ray-address")
-    config = experiments.load_config(options.config, options.set)
+    config = experiments.load_config(options.config, options.set, program=options.program)
     out = _output_folder("--out", options.out or Path("runs") / config["name"])
     agent = experiments.train_experiment(config, out, device=options.device, minutes=options.minutes,
                                          workers=options.workers, ray_address=options.ray_address)
@@ -477,7 +504,7 @@ def command_train(options: argparse.Namespace) -> int:
 
 
 def command_pbt(options: argparse.Namespace) -> int:
-    config = experiments.load_config(options.config, options.set)
+    config = experiments.load_config(options.config, options.set, program=options.program)
     out = _output_folder("--out", options.out or Path("runs") / f"{config['name']}-pbt")
     result = experiments.pbt_experiment(config, out, population=options.population, interval=options.interval,
                                         device=options.device, progress=True)
@@ -494,7 +521,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     render = commands.add_parser("render", help="render a program file (JSON) to a PNG")
     render.add_argument("program", type=_text("program", hint="a program file (JSON)"),
-                        help="program file: {'renderer': {...}, 'steps': [{component: value}, ...]}")
+                        help="program file: {'renderer': {...}, 'steps': [{component: value}, ...]}, or, for your "
+                             "own program, {'program': 'module:factory', 'options': {...}, 'steps': [...]}")
     render.add_argument("-o", "--output", default="canvas.png", type=_text("-o/--output", hint="an image file"),
                         help=f"image to write, in the format its extension names: {', '.join(sorted(io.IMAGE_FORMATS))} "
                              "(default: canvas.png)")
@@ -515,6 +543,7 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument("--out", default="inferred", type=_text("--out", hint="an output folder"),
                        help="output folder (default: inferred)")
     _add_decoding_options(infer)
+    _add_program_option(infer, "the brush options; with --agent CHECKPOINT, the program its agent acts on")
     _add_brush_options(infer)
     infer.set_defaults(run=command_infer)
 
@@ -533,6 +562,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--out", default="runs/compare", type=_text("--out", hint="an output folder"),
                          help="output folder (default: runs/compare)")
     _add_decoding_options(compare)
+    _add_program_option(compare, "the configuration's [program] table (--set program.KEY=VALUE gives FACTORY a "
+                                 "keyword); with --agent CHECKPOINT, the program its agent acts on")
     compare.set_defaults(run=command_compare)
 
     train = commands.add_parser("train", help="train a SPIRAL agent by a configuration's recipe (its phases)")
@@ -548,6 +579,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="roll out on this many Ray workers (pip install 'spiral_ppl[distributed]'); 0: in-process")
     train.add_argument("--ray-address", default=None, type=_text("--ray-address", hint="e.g. auto"),
                        help="Ray cluster to join, e.g. auto (default: start Ray here; needs --workers)")
+    _add_program_option(train, "the configuration's [program] table (--set program.KEY=VALUE gives FACTORY a "
+                               "keyword)")
     train.set_defaults(run=command_train)
 
     pbt = commands.add_parser("pbt", help="population-based training of an experiment's agent on Ray Tune")
@@ -559,6 +592,7 @@ def build_parser() -> argparse.ArgumentParser:
     pbt.add_argument("--out", default=None, type=_text("--out", hint="a run folder"),
                      help="run folder (default: runs/NAME-pbt)")
     pbt.add_argument("--device", default=None, type=_checked("--device", _device, str), help=device_help)
+    _add_program_option(pbt, "the configuration's [program] table (--set program.KEY=VALUE gives FACTORY a keyword)")
     pbt.set_defaults(run=command_pbt)
 
     demo = commands.add_parser("demo", help="the main job: head-to-head on MNIST test digits and MUJOCO SCENES")

@@ -4,7 +4,9 @@ turns one into a program, data and a training run.
 A configuration is a TOML file (see ``spiral_ppl/configs/``) with these tables:
 
 - ``[data]``: the dataset and its train / held-out test split;
-- ``[program]``: the renderer and its settings, and the number of steps;
+- ``[program]``: the renderer and its settings, and the number of steps; or, for a program of
+  your own, ``factory = "module:factory"`` and the factory's keyword arguments as the other keys
+  (see :func:`build_program`);
 - ``[agent]``: ``conditional`` and ``blind`` (the :class:`~spiral_ppl.inference.Spiral` switches);
 - ``[policy]``, ``[a2c]``, ``[critic]``, ``[reward]``, ``[train]``: the sections of
   :class:`~spiral_ppl.inference.SpiralConfig`, one to one; ``[[train.phases]]`` is the recipe
@@ -50,8 +52,14 @@ def list_configs() -> list[str]:
     return sorted(entry.name[: -len(".toml")] for entry in folder.iterdir() if entry.name.endswith(".toml"))
 
 
-def load_config(name_or_path: str | Path, overrides: Iterable[str] = ()) -> dict[str, Any]:
-    """Read a shipped configuration by name, or a TOML file by path, and apply ``overrides``."""
+def load_config(name_or_path: str | Path, overrides: Iterable[str] = (), *,
+                program: str | None = None) -> dict[str, Any]:
+    """Read a shipped configuration by name, or a TOML file by path, and apply ``overrides``.
+
+    :param program: a program reference ``"module:factory"`` that replaces the ``[program]``
+        table (as ``[program] factory = ...``) before the overrides, which may then set the
+        factory's keyword arguments (``program.steps=5``).
+    """
     if not str(name_or_path).strip():
         raise ValueError(f"a configuration is a shipped experiment name {list_configs()} or a .toml file, got ''")
     path = Path(name_or_path)
@@ -80,6 +88,8 @@ def load_config(name_or_path: str | Path, overrides: Iterable[str] = ()) -> dict
                              f"got {config[section]!r}")
     if not isinstance(config.setdefault("name", path.stem), str):
         raise ValueError(f"{name_or_path}: name must be a string, got {config['name']!r}")
+    if program is not None:
+        config["program"] = {"factory": program}
     for override in overrides:
         apply_override(config, override)
     return config
@@ -125,8 +135,23 @@ def _index(items: list, part: str, override: str) -> int:
 
 
 def build_program(config: dict[str, Any]) -> sp.programs.Program:
-    """The program a configuration describes (``[program]``)."""
+    """The program a configuration describes (``[program]``).
+
+    A built-in program names its ``renderer`` (its settings are the other keys) and ``steps``.
+    A program of your own names its ``factory``, a reference ``"module:factory"``, and the other
+    keys are the factory's keyword arguments (:func:`~spiral_ppl.programs.resolve_program`)::
+
+        [program]
+        factory = "mygrammar:make_program"   # mygrammar.py in the current directory
+        steps = 5                            # make_program(steps=5)
+    """
     settings = copy.deepcopy(config["program"])
+    if "factory" in settings:
+        factory = settings.pop("factory")
+        if "renderer" in settings:
+            raise ValueError(f"[program] names both a renderer ({settings['renderer']!r}) and a factory ({factory!r}); "
+                             "keep one: the factory makes the whole program")
+        return sp.programs.resolve_program(factory, settings, argument="[program] factory")
     renderer = settings.pop("renderer", "brush")
     steps = settings.pop("steps", 20)
     for key in ("canvas_size", "image_size"):
@@ -289,8 +314,14 @@ def train_experiment(
 
 
 def _with_steps(config: dict[str, Any], steps: int) -> sp.programs.Program:
-    """The configuration's program with ``steps`` steps."""
-    return build_program({**config, "program": {**config["program"], "steps": steps}})
+    """The configuration's program with ``steps`` steps (a factory's: its keyword ``steps``,
+    passed only when it does not make that many already)."""
+    table = config["program"]
+    if "factory" in table and "steps" not in table:
+        prog = build_program(config)
+        if prog.steps == steps:
+            return prog
+    return build_program({**config, "program": {**table, "steps": steps}})
 
 
 def pbt_experiment(

@@ -11,6 +11,15 @@ written as ``[x, y]`` grid coordinates and read either as ``[x, y]`` or as the f
         {"flag": 1, "end_point": [31, 31], "control_point": [0, 31], "brush_size": 2, "pressure": 9}
       ]
     }
+
+A program of your own, made from a reference ``"module:factory"``
+(:func:`~spiral_ppl.programs.resolve_program`), is stored by its reference and the factory's
+options instead of a renderer, and rebuilt from them when read::
+
+    {
+      "program": "mygrammar:make_program", "options": {"steps": 2},
+      "steps": [{"corner": [1, 2], "present": 1}, {"corner": 0, "present": 0}]
+    }
 """
 
 from __future__ import annotations
@@ -25,6 +34,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from spiral_ppl.programs.base import Program, require_fixed_structure
+from spiral_ppl.programs.reference import reference_of, resolve_program
 from spiral_ppl.renderers.base import Component, Renderer, validate_actions
 from spiral_ppl.renderers.brush import Brush
 
@@ -118,8 +129,13 @@ def steps_from_actions(action_space: tuple[Component, ...], actions: Mapping[str
     return steps
 
 
-def load_program(path: str | Path) -> tuple[Renderer, dict[str, torch.Tensor]]:
-    """Read a program file: its renderer and its actions ``{name: LongTensor[1, T]}``."""
+def load_program(path: str | Path) -> tuple[Renderer | Program, dict[str, torch.Tensor]]:
+    """Read a program file: what renders it and its actions ``{name: LongTensor[1, T]}``.
+
+    What renders it is the renderer the file describes, or, for a file that names a program
+    reference (``"program": "module:factory"``), the program rebuilt from it; both have
+    ``render(actions)``, ``action_space`` and ``image_size``.
+    """
     try:
         # utf-8-sig: some editors start a UTF-8 file with a byte-order mark, which JSON does not allow
         document = json.loads(Path(path).read_text(encoding="utf-8-sig"))
@@ -133,16 +149,49 @@ def load_program(path: str | Path) -> tuple[Renderer, dict[str, torch.Tensor]]:
     except json.JSONDecodeError as error:
         raise ValueError(f"{path} is not valid JSON: {error}") from None
     if not isinstance(document, dict) or "steps" not in document:
-        raise ValueError(f'{path}: a program file is an object with "renderer" and "steps"')
-    renderer = renderer_from_config(document.get("renderer", {"type": "brush"}))
-    return renderer, actions_from_steps(renderer.action_space, document["steps"])
+        raise ValueError(f'{path}: a program file is an object with "renderer" and "steps" (or, for a program of '
+                         'your own, "program", "options" and "steps")')
+    if "program" in document:
+        if "renderer" in document:
+            raise ValueError(f'{path} names both a "renderer" and a "program" reference; keep one')
+        source = resolve_program(document["program"], document.get("options"), argument=f'{path}: "program"')
+        if isinstance(document["steps"], list) and len(document["steps"]) > source.steps:
+            raise ValueError(f"{path}: {len(document['steps'])} steps, but {source!r} has {source.steps}; give its "
+                             'factory more steps in "options", or drop steps')
+    else:
+        source = renderer_from_config(document.get("renderer", {"type": "brush"}))
+    return source, actions_from_steps(source.action_space, document["steps"])
 
 
-def save_program(path: str | Path, renderer: Renderer, actions: Mapping[str, torch.Tensor], **extra: Any) -> None:
-    """Write one program as JSON (atomically); ``extra`` entries are stored beside it."""
-    steps = steps_from_actions(renderer.action_space, actions)
+def program_header(source: Renderer | Program) -> dict[str, Any]:
+    """What a program file says of ``source`` besides its steps: ``{"program": reference,
+    "options": {...}}`` for a program resolved from a reference, else ``{"renderer": {...}}``
+    for a renderer or a program on one. Raises ``ValueError`` for a program that has neither."""
+    if isinstance(source, Program):
+        require_fixed_structure(source, "a program file (one object per step)")
+        reference = reference_of(source)
+        if reference is not None:
+            return reference.to_dict()
+        renderer = getattr(source, "renderer", None)
+        if not isinstance(renderer, Renderer):
+            raise ValueError(f"{source!r} cannot be written to a program file: it was not made from a reference "
+                             "'module:factory', which the file would name to rebuild it; make it with "
+                             "sp.programs.resolve_program('module:factory') (on the command line: --program)")
+        source = renderer
+    return {"renderer": renderer_config(source)}
+
+
+def save_program(path: str | Path, source: Renderer | Program, actions: Mapping[str, torch.Tensor],
+                 **extra: Any) -> None:
+    """Write one program as JSON (atomically); ``extra`` entries are stored beside it.
+
+    :param source: the renderer that draws it, or the program (one made from a reference is
+        stored by its reference and options, see :func:`program_header`).
+    """
+    header = program_header(source)
+    steps = steps_from_actions(source.action_space, actions)
     # One line per step, so a program reads like a listing.
-    lines = ["{", f' "renderer": {json.dumps(renderer_config(renderer))},', ' "steps": [']
+    lines = ["{"] + [f" {json.dumps(key)}: {json.dumps(value)}," for key, value in header.items()] + [' "steps": [']
     lines += [f"  {json.dumps(step)}{',' if index < len(steps) - 1 else ''}" for index, step in enumerate(steps)]
     lines.append(" ]" + ("," if extra else ""))
     lines += [f" {json.dumps(key)}: {json.dumps(value)}," for key, value in extra.items()]

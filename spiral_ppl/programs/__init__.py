@@ -12,6 +12,7 @@ from spiral_ppl.programs.base import (
 from spiral_ppl.programs.likelihood import PixelNormal
 from spiral_ppl.programs.meter import Measurement, RenderMeter
 from spiral_ppl.programs.pyro_program import PyroProgram
+from spiral_ppl.programs.reference import ProgramReference, reference_of, resolve_program
 from spiral_ppl.programs.renderer_program import PaintProgram, RendererProgram
 from spiral_ppl.programs.scene_program import DEFAULT_COMMAND_PRIOR, SceneProgram
 from spiral_ppl.programs.stepwise import PrefixStepwise, RendererStepwise, Stepwise
@@ -33,6 +34,7 @@ __all__ = [
     "PrefixStepwise",
     "ProgramTrace",
     "Program",
+    "ProgramReference",
     "PyroProgram",
     "RenderMeter",
     "RendererProgram",
@@ -43,7 +45,9 @@ __all__ = [
     "enumerate_traces",
     "exact_posterior_of_traces",
     "mean_squared_error",
+    "reference_of",
     "require_fixed_structure",
+    "resolve_program",
     "run_trace",
     "sample_sites",
     "site_name",

@@ -358,8 +358,9 @@ class Spiral(Engine):
         """Read an agent written by :meth:`save`; :meth:`fit` then resumes exactly where it stopped.
 
         :param prog: the program to act on; required unless the checkpoint can rebuild its own
-            (a brush or MuJoCo program, whose renderer it describes). It must match the
-            checkpoint's action space, images and steps.
+            (a brush or MuJoCo program, whose renderer it describes, or a program made from a
+            reference ``"module:factory"``, see :func:`~spiral_ppl.programs.resolve_program`).
+            It must match the checkpoint's action space, images and steps.
         """
         path = checks.path("path", path)
         checks.device("device", device)  # before reading a large file

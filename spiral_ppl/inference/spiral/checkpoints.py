@@ -2,7 +2,9 @@
 
 A checkpoint is one ``torch.save`` file, written atomically (a crash leaves the previous file
 whole), holding the agent's weights, configuration, decoding, a description of its program
-(:func:`describe_program`) and a checksum of all of it, which :func:`read` verifies. With its
+(:func:`describe_program`: a built-in program's renderer, or the reference ``"module:factory"``
+and options a program of your own was resolved from) and a checksum of all of it, which
+:func:`read` verifies. With its
 training state (optimisers, replay buffer, random streams, update count)
 :meth:`Spiral.fit <spiral_ppl.inference.Spiral.fit>` resumes exactly. Training keeps the
 ``train.keep_checkpoints`` newest (``checkpoint.pt``, ``checkpoint.1.pt``, ...), and
@@ -45,6 +47,7 @@ SAME_PROGRAM = ("action_space", "channels", "image_size", "steps")
 def describe_program(prog: Program) -> dict[str, Any]:
     """What a checkpoint records of its program, to rebuild it or to check another against it."""
     from spiral_ppl.io import renderer_config
+    from spiral_ppl.programs.reference import reference_of
     from spiral_ppl.programs.renderer_program import RendererProgram
 
     renderer = None
@@ -61,6 +64,8 @@ def describe_program(prog: Program) -> dict[str, Any]:
         "steps": prog.steps,
         "pixel_scale": prog.pixel_scale,
         "renderer": renderer,
+        # How to make it again: {"program": "module:factory", "options": {...}}, or None.
+        "reference": None if reference_of(prog) is None else reference_of(prog).to_dict(),
     }
 
 
@@ -185,10 +190,15 @@ def newest_readable(path: str | Path, keep: int) -> tuple[Path, dict[str, Any]]:
 
 def check_recorded_program(state: dict[str, Any], prog: Program | None, path: str | Path) -> Program:
     """The program a checkpoint's agent acts on: ``prog`` if it matches what the checkpoint
-    recorded (action space, images and steps), else the program rebuilt from the record."""
+    recorded (action space, images and steps), else the program rebuilt from the record (one
+    rebuilt from a reference is checked too: its factory may have changed since)."""
     recorded = state["program"]
+    which = "the program given"
     if prog is None:
-        return _rebuild_program(recorded, Path(path))
+        prog = _rebuild_program(recorded, Path(path))
+        if recorded.get("reference") is None:
+            return prog
+        which = f"the program {recorded['reference']['program']} makes now"
     if not isinstance(prog, Program):
         raise TypeError(f"prog must be a spiral_ppl.programs.Program, got {type(prog).__name__}")
     differ = description_differences(describe_program(prog), recorded)
@@ -196,7 +206,7 @@ def check_recorded_program(state: dict[str, Any], prog: Program | None, path: st
         raise ValueError(
             f"{path} holds an agent for a {recorded['class']} with {recorded['steps']} steps, images "
             f"{recorded['channels']}x{recorded['image_size']} and actions "
-            f"{[tuple(c) for c in recorded['action_space']]}; the program given differs in {differ}"
+            f"{[tuple(c) for c in recorded['action_space']]}; {which} differs in {differ}"
         )
     return prog
 
@@ -248,13 +258,19 @@ def _component(entry: list):
 
 def _rebuild_program(recorded: dict[str, Any], path: Path) -> Program:
     from spiral_ppl.io import renderer_from_config
+    from spiral_ppl.programs.reference import resolve_program
     from spiral_ppl.programs.renderer_program import PaintProgram, RendererProgram
     from spiral_ppl.programs.scene_program import SceneProgram
 
+    reference = recorded.get("reference")  # absent from checkpoints written before references
+    if reference is not None:
+        return resolve_program(reference["program"], reference["options"],
+                               argument=f"the program reference saved in {path}")
     # Rebuilt programs get their class's default priors.
     classes = {"PaintProgram": PaintProgram, "RendererProgram": RendererProgram, "SceneProgram": SceneProgram}
     if recorded["renderer"] is None or recorded["class"] not in classes:
-        raise ValueError(f"{path} holds an agent for a {recorded['class']}, which a checkpoint cannot rebuild; "
-                         "pass the program: Spiral.load(path, prog=...)")
+        raise ValueError(f"{path} holds an agent for a {recorded['class']}, which was not made from a program "
+                         "reference 'module:factory', so the checkpoint cannot rebuild it; pass the program: "
+                         "Spiral.load(path, prog=...) (on the command line: --program module:factory)")
     renderer = renderer_from_config(recorded["renderer"])
     return classes[recorded["class"]](renderer, recorded["steps"], pixel_scale=recorded["pixel_scale"])
