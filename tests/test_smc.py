@@ -176,6 +176,9 @@ def test_systematic_resampling_and_particle_schedule():
     assert particle_schedule(11, 3) == [4, 4, 3]
     assert particle_schedule(20, 3, moves=1) == [4, 3, 3]  # 4 + 3 + 3 draws, 3 + 3 + 3 moves
     assert particle_schedule(18, 3, moves=2) == [2, 2, 2]
+    # A proposal that draws a canvas of its own doubles what a particle costs at each step.
+    assert particle_schedule(20, 3, per_particle=2) == [4, 3, 3]  # 2 * (4 + 3 + 3)
+    assert particle_schedule(30, 3, moves=1, per_particle=2) == [4, 3, 3]  # 2 * 10 + (3 + 3 + 3) = 29
     with pytest.raises(ValueError, match=r"every particle of targets \[1\] has zero"):
         systematic_resample(torch.tensor([[0.0, -math.inf], [1.0, -math.inf]]), 2)
 

@@ -253,6 +253,35 @@ def test_the_guide_is_the_policy_and_works_with_importance(temperature):
     torch.testing.assert_close(result.images, prog.render(result.actions))
 
 
+def test_smc_given_the_guide_uses_the_policy_and_keeps_its_budget():
+    prog = stroke_program(grid_size=4, steps=3)
+    agent = sp.inference.Spiral(prog, config=SpiralConfig.small(reward={"kind": "l2"}), device="cpu",
+                                decoding=sp.inference.spiral.Decoding(temperature=0.5))
+    targets = one_stroke_targets(prog, 2, seed=3)
+    # The guide hands SMC the policy as a step proposal, which reads SMC's own canvases.
+    engine = sp.inference.SMC(agent.guide)
+    assert isinstance(engine.proposal, sp.inference.spiral.SpiralProposal) and engine.proposal.temperature == 0.5
+    by_guide = engine.infer(prog, targets, sp.Budget(renders=31), seed=4)
+    by_proposal = sp.inference.SMC(agent.proposal).infer(prog, targets, sp.Budget(renders=31), seed=4)
+    assert by_guide.renders.tolist() == [31, 31] and by_guide.diagnostics["particles"] == [11, 10, 10]
+    torch.testing.assert_close(by_guide.log_weights, by_proposal.log_weights)
+
+    class RerunGuide(sp.inference.spiral.SpiralGuide):
+        """The policy as a guide with no step proposal: SMC re-runs it, and its canvases, on every prefix."""
+
+        def step_proposal(self):
+            return None
+
+    rerun = sp.inference.SMC(RerunGuide(agent))
+    assert rerun.proposal.renders_per_proposal == 2  # steps - 1 canvases per run of the guide
+    result = rerun.infer(prog, targets, sp.Budget(renders=31), seed=4)
+    # 3 renders per particle and step: 3 particles cost 27, the remaining 4 buy one more for a step.
+    assert result.diagnostics["particles"] == [4, 3, 3] and result.renders.tolist() == [30, 30]
+    assert int(result.curve.renders[-1]) == 30
+    with pytest.raises(ValueError, match="draws 2 canvases of its own.*at least 9 renders"):
+        rerun.infer(prog, targets, sp.Budget(renders=8))
+
+
 def test_rewards_returns_and_the_gradient_penalty_by_hand():
     canvases = [torch.full((2, 1, 2, 2), value) for value in (0.25, 0.5, 1.0)]
     score = lambda images: images.mean((1, 2, 3)) * torch.tensor([1.0, 2.0]).repeat(images.shape[0] // 2)  # noqa: E731

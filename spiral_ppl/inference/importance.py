@@ -87,6 +87,13 @@ class RenderingGuide(abc.ABC):
     def __call__(self, image, *args, **kwargs):
         """Sample the program's sites ``step_{t}/{component}`` for the targets ``image``."""
 
+    def step_proposal(self):
+        """The same distribution as a :class:`~spiral_ppl.inference.StepProposal` that reads the
+        canvases SMC renders instead of drawing its own, or ``None`` (the default). Given this
+        guide, :class:`~spiral_ppl.inference.SMC` uses it; without one, SMC re-runs the guide on
+        every particle's prefix at every step and pays for the canvases the guide draws."""
+        return None
+
 
 class Importance(Engine):
     """Importance sampling from the prior (``guide=None``) or from a guide.

@@ -16,12 +16,16 @@ not the proposal's business: the engine renders and counts.
 A proposal declares whether it looks at the canvases in :attr:`StepProposal.reads_canvas`
 (``True`` unless a subclass says otherwise). One that sets ``reads_canvas = False`` is passed
 ``canvas=None``, and the engine need not gather the canvases of resampled particles before
-the next step (they are replaced by the step's own canvases).
+the next step (they are replaced by the step's own canvases). A proposal that draws canvases
+of its own declares how many per particle and step in
+:attr:`StepProposal.renders_per_proposal`, and the engine pays for them from its budget.
 
 Two proposals are built in: :class:`PriorProposal` draws from the program's prior, and
 :class:`GuideProposal` turns any Pyro guide ``guide(image)`` over the sites
 ``step_{t}/{component}`` into step proposals by conditioning it on each particle's history.
-A policy that looks at the canvas (the SPIRAL agent) subclasses :class:`StepProposal`.
+A policy that looks at the canvas (the SPIRAL agent) subclasses :class:`StepProposal`; a
+:class:`~spiral_ppl.inference.importance.RenderingGuide` that has such a proposal returns it
+from ``step_proposal()``, and :func:`as_step_proposal` uses it in the guide's place.
 
 Example::
 
@@ -44,6 +48,8 @@ import pyro
 import torch
 from pyro import poutine
 
+from spiral_ppl.checks import non_negative_int
+from spiral_ppl.inference.importance import RenderingGuide
 from spiral_ppl.programs.base import Program, site_name
 
 
@@ -52,6 +58,8 @@ class StepProposal(abc.ABC):
 
     #: Whether :meth:`propose` looks at the particles' canvases; ``False`` gets ``canvas=None``.
     reads_canvas: bool = True
+    #: Canvases :meth:`propose` draws itself per particle, on top of the particle's own canvas.
+    renders_per_proposal: int = 0
 
     @abc.abstractmethod
     def propose(
@@ -102,13 +110,16 @@ class GuideProposal(StepProposal):
     :func:`pyro.poutine.condition` on each particle's steps ``< t``; its step-``t`` sites
     are the proposal. Later sites are drawn too and discarded, so a guide of ``T`` steps
     runs ``T`` times per particle; a guide that can stop early should implement
-    ``propose`` itself.
+    ``propose`` itself. A :class:`~spiral_ppl.inference.importance.RenderingGuide` draws its
+    ``renders_per_sample`` canvases at every one of those runs, and each is charged.
     """
 
     def __init__(self, guide: Callable[..., Any]) -> None:
         if not callable(guide):
             raise TypeError(f"guide must be a callable Pyro guide guide(image), got {type(guide).__name__}")
         self.guide = guide
+        if isinstance(guide, RenderingGuide):
+            self.renders_per_proposal = non_negative_int("guide.renders_per_sample", guide.renders_per_sample)
 
     reads_canvas = False
 
@@ -139,11 +150,20 @@ class GuideProposal(StepProposal):
 
 
 def as_step_proposal(proposal: Any) -> StepProposal:
-    """``None`` -> :class:`PriorProposal`; a :class:`StepProposal` as is; a guide -> :class:`GuideProposal`."""
+    """``None`` -> :class:`PriorProposal`; a :class:`StepProposal` as is; a guide -> its
+    ``step_proposal()`` where it is a :class:`~spiral_ppl.inference.importance.RenderingGuide`
+    that has one, else :class:`GuideProposal`."""
     if proposal is None:
         return PriorProposal()
     if isinstance(proposal, StepProposal):
         return proposal
+    if isinstance(proposal, RenderingGuide):
+        own = proposal.step_proposal()
+        if own is not None:
+            if not isinstance(own, StepProposal):
+                raise TypeError(f"{type(proposal).__name__}.step_proposal() must return a "
+                                f"spiral_ppl.inference.StepProposal or None, got {type(own).__name__}")
+            return own
     if hasattr(proposal, "propose"):
         raise TypeError(
             f"proposal {type(proposal).__name__} has a propose method but is no "

@@ -55,7 +55,9 @@ prefix is replayed and its canvas read once). With ``k`` moves per step, a parti
 ``T (1 + k)`` renders, so a budget of ``N`` renders per target runs
 ``N // (T (1 + k))`` particles; the remainder buys one more particle for the first steps
 (the population shrinks back by resampling, see :func:`particle_schedule`), so the budget
-is spent exactly when ``k = 0``, and to within ``2 k`` renders otherwise.
+is spent exactly when ``k = 0``, and to within ``2 k`` renders otherwise. A proposal that
+draws ``r`` canvases of its own per particle and step (a Pyro guide that renders, re-run on
+each prefix) makes that ``T (1 + r + k)``.
 
 Example::
 
@@ -107,7 +109,8 @@ class SMC(Engine):
 
     :param proposal: ``None`` for the prior, a
         :class:`~spiral_ppl.inference.proposals.StepProposal`, or a Pyro guide
-        ``guide(image)`` over the program's sites.
+        ``guide(image)`` over the program's sites (its own step proposal where it has one,
+        as ``agent.guide`` does; see :func:`~spiral_ppl.inference.proposals.as_step_proposal`).
     :param ess_threshold: resample a target's particles when their effective sample size
         falls under ``ess_threshold * N``; 0 never resamples (sequential importance
         sampling), 1 always does.
@@ -166,14 +169,17 @@ class SMC(Engine):
 
     def particles_for(self, prog: Program, budget: Budget) -> list[int]:
         """The number of particles at each step that ``budget`` pays for on ``prog``."""
-        needed = prog.steps * (1 + self.rejuvenation_moves)
+        per_particle = 1 + self.proposal.renders_per_proposal
+        needed = prog.steps * (per_particle + self.rejuvenation_moves)
         if budget.renders < needed:
             moves = f" with {self.rejuvenation_moves} rejuvenation moves per step" if self.rejuvenation_moves else ""
+            drawn = (f" and a proposal that draws {per_particle - 1} canvases of its own per particle and step"
+                     if per_particle > 1 else "")
             raise ValueError(
-                f"SMC on a program of {prog.steps} steps{moves} needs a budget of at least {needed} renders per "
-                f"target (one particle), got {budget.renders}"
+                f"SMC on a program of {prog.steps} steps{moves}{drawn} needs a budget of at least {needed} renders "
+                f"per target (one particle), got {budget.renders}"
             )
-        return particle_schedule(budget.renders, prog.steps, self.rejuvenation_moves)
+        return particle_schedule(budget.renders, prog.steps, self.rejuvenation_moves, per_particle)
 
     def _infer(self, prog: Program, images: torch.Tensor, budget: Budget) -> Result:
         schedule = self.particles_for(prog, budget)
@@ -290,7 +296,7 @@ class _ParticleRun:
         self.state, error = self.stepwise.advance_and_compare(self.state, flat_action, self.images, self.state_rows)
         self.state_rows = None
         self.canvas = self._view(self.stepwise.canvas(self.state))
-        self.spent += self.particles
+        self.spent += self.particles * (1 + proposal.renders_per_proposal)
         # The squared errors, where they came with the canvases, spare reading them again.
         error = None if error is None else self._view(error)
         self.log_likelihood = self.prog.log_likelihood(self.canvas, self.images, error)

@@ -77,14 +77,18 @@ def tempering_schedule(tempering: float | Sequence[float] | None, steps: int) ->
     return list(tempering)
 
 
-def particle_schedule(renders: int, steps: int, moves: int = 0) -> list[int]:
+def particle_schedule(renders: int, steps: int, moves: int = 0, per_particle: int = 1) -> list[int]:
     """Particles ``N_t`` per step that spend at most ``renders``: as many and as even as possible.
 
-    Step ``t`` renders ``N_t`` canvases; the population is then resampled to ``N_{t+1}``
+    Step ``t`` costs ``per_particle`` renders for each of its ``N_t`` particles (its canvas,
+    and those a proposal draws itself); the population is then resampled to ``N_{t+1}``
     and the ``moves`` rejuvenation moves of step ``t`` run on those (the last step's on
     ``N_{T-1}``). One more particle for the first ``e < steps`` steps therefore costs
-    ``e + moves * (e - 1)`` renders.
+    ``per_particle * e + moves * (e - 1)`` renders.
+
+    >>> particle_schedule(renders=100, steps=3, per_particle=3)  # 11 * 9 = 99, one render spare
+    [11, 11, 11]
     """
-    particles, spare = divmod(renders, steps * (1 + moves))
-    extra_steps = min((spare + moves) // (1 + moves), steps - 1) if spare else 0
+    particles, spare = divmod(renders, steps * (per_particle + moves))
+    extra_steps = min((spare + moves) // (per_particle + moves), steps - 1) if spare else 0
     return [particles + (t < extra_steps) for t in range(steps)]

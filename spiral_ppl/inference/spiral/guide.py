@@ -11,8 +11,9 @@ To choose its actions the policy looks at the canvases drawn so far: a sighted g
 ``steps - 1`` intermediate canvases per sample (the model draws the last), a blind one
 none. The guide declares this in :attr:`SpiralGuide.renders_per_sample`, which Importance
 reads to keep its budget of renders; the canvases are drawn (and counted) with the agent's
-program, so give Importance that same program. For SMC use :attr:`Spiral.proposal` (the
-step proposal, which reads the canvases SMC renders) rather than this guide.
+program, so give Importance that same program. Given this guide, SMC uses its
+:meth:`~SpiralGuide.step_proposal`, the policy as a step proposal that reads the canvases SMC
+renders, so ``SMC(agent.guide)`` is ``SMC(agent.proposal)`` at the guide's temperature.
 
 Like the proposal, the guide samples from the tempered policy :math:`q_\tau(a) \propto
 \pi(a)^{1/\tau}`, component by component, at ``temperature`` (the agent's
@@ -42,6 +43,7 @@ from pyro.poutine.runtime import get_plates
 
 from spiral_ppl.inference.importance import RenderingGuide
 from spiral_ppl.inference.spiral.policy import check_temperature
+from spiral_ppl.inference.spiral.proposal import SpiralProposal
 from spiral_ppl.inference.spiral.rollout import rollout
 from spiral_ppl.programs.base import site_name
 
@@ -67,6 +69,10 @@ class SpiralGuide(RenderingGuide):
     def renders_per_sample(self) -> int:
         """Canvases the guide draws per sample, on top of the model's one render."""
         return 0 if self.agent.blind else self.agent.prog.steps - 1
+
+    def step_proposal(self) -> SpiralProposal:
+        """The policy as an SMC step proposal at this guide's temperature (it draws no canvas)."""
+        return SpiralProposal(self.agent, temperature=self.temperature)
 
     def __call__(self, image: torch.Tensor, *args, **kwargs) -> None:
         agent = self.agent
