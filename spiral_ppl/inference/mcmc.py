@@ -159,8 +159,8 @@ class BlockedMetropolisHastings(MCMCKernel):
         if self._initial_params is None:
             # The model's prior over every site, drawn for all chains and targets in one call
             # (rather than by tracing the model's chains x targets x sites Categoricals).
-            table = self.program.prior_table(images.device)
-            actions = table.sample(table.program_steps((self.chains, targets, self.program.steps), images.device))
+            drawn = self.program.sample_prior(self.chains * targets, device=images.device)
+            actions = {name: value.view(self.chains, targets, -1) for name, value in drawn.items()}
         else:
             actions = self._actions_from_params(self._initial_params, targets)
         canvas = self.program.render(actions)

@@ -17,7 +17,10 @@ Blocks:
 
 Fresh values come from the program's prior for those sites (``proposal="prior"``: an
 independence proposal, so the prior terms cancel and :math:`\alpha` is the likelihood
-ratio) or uniformly over each component's values (``proposal="uniform"``). The block is
+ratio) or uniformly over each component's values (``proposal="uniform"``). A program whose
+priors are not fixed per step (they depend on earlier sites, or sites are masked) offers
+fixed tables of full support instead (:meth:`Program.proposal_table
+<spiral_ppl.programs.Program.proposal_table>`), and :math:`\alpha` keeps every term. The block is
 chosen uniformly and independently of the current values, so every move is a mixture of
 kernels each reversible with respect to the posterior, and leaves it invariant.
 
@@ -91,7 +94,7 @@ class BlockProposal:
         old = {c.name: actions[c.name].gather(-1, where).squeeze(-1) for c in space}
         if self.proposal == "prior":
             # Every component of every program in one draw; only the moved ones are kept.
-            table = self.program.prior_table(device)
+            table = self.program.proposal_table(device)
             fresh = table.sample(block_step)
             log_q_ratio = torch.where(
                 moved, table.site_log_probs(block_step, old) - table.site_log_probs(block_step, fresh), 0.0

@@ -81,19 +81,17 @@ def _particles_and_targets(history: Mapping[str, torch.Tensor]) -> torch.Size:
 
 
 class PriorProposal(StepProposal):
-    """Draws each component of step ``t`` from the program's prior for it.
+    """Draws each component of step ``t`` from the program's prior for it, given the particle's
+    earlier steps (:meth:`Program.step_prior <spiral_ppl.programs.Program.step_prior>`).
 
-    All components of all particles are drawn in one call of the program's
-    :class:`~spiral_ppl.programs.prior_table.PriorTable`.
+    With priors fixed per step, all components of all particles are drawn in one call of the
+    program's :class:`~spiral_ppl.programs.prior_table.PriorTable`.
     """
 
     reads_canvas = False
 
     def propose(self, program, step, history, canvas, images):
-        table = program.prior_table(images.device)
-        steps = torch.full(_particles_and_targets(history), step, dtype=torch.long, device=images.device)
-        action = table.sample(steps)
-        return action, table.log_prob(steps, action)
+        return program.step_prior(step, history)
 
     def __repr__(self) -> str:
         return "PriorProposal()"

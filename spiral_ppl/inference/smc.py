@@ -89,7 +89,7 @@ from spiral_ppl.inference.budget import Budget
 from spiral_ppl.inference.engine import Engine, check_progress, hide_progress
 from spiral_ppl.inference.importance import effective_sample_size
 from spiral_ppl.inference.moves import BLOCKS, PROPOSALS, BlockProposal, metropolis_accept, select_actions
-from spiral_ppl.inference.proposals import as_step_proposal
+from spiral_ppl.inference.proposals import PriorProposal, as_step_proposal
 from spiral_ppl.inference.result import BestSoFar, Curve, Result
 from spiral_ppl.inference.smc_schedules import (
     check_tempering,
@@ -244,7 +244,6 @@ class _ParticleRun:
         # Every particle and target starts from the program's blank canvas, which is no render.
         blank = prog.blank_canvas(1, device=self.device)
         self.canvas = blank.expand(particles, self.targets, *blank.shape[1:])
-        self.prior_table = prog.prior_table(self.device)
         # Per particle: its weight, and the parts of its intermediate target's density
         # (module docstring): log p(x | c_t), log p(a_{1:t}), log q(a_{1:t} | x), log gamma_t.
         self.log_weights = torch.zeros(particles, self.targets, device=self.device)
@@ -290,8 +289,11 @@ class _ParticleRun:
         del canvas
         self.canvas = None
         action, log_q = self._check_proposal(action, log_q)
-        steps = torch.full((self.particles, self.targets), step, dtype=torch.long, device=self.device)
-        log_prior = self.prior_table.log_prob(steps, action)
+        # The prior of the step given the prefix; a prior proposal has just computed it as log q.
+        if isinstance(proposal, PriorProposal):
+            log_prior = log_q
+        else:
+            log_prior = self.prog.step_prior(step, self.history, action)[1]
         flat_action = {name: value.reshape(-1) for name, value in action.items()}
         self.state, error = self.stepwise.advance_and_compare(self.state, flat_action, self.images, self.state_rows)
         self.state_rows = None

@@ -324,12 +324,45 @@ class Program(abc.ABC):
             themselves pass ``False``: the range check reads every component's minimum and
             maximum back from the device, once per call of a hot loop.
         """
-        shape = validate_actions(self.action_space, actions) if check else actions[self.action_space[0].name].shape
-        if len(shape) == 0 or shape[-1] > self.steps:
-            raise ValueError(f"actions must have shape (*batch, T) with T <= {self.steps}, got {tuple(shape)}")
+        shape = self._program_shape(actions, check)
         device = actions[self.action_space[0].name].device
         table = self.prior_table(device)
         return table.log_prob(table.program_steps(shape, device), actions).sum(-1)
+
+    def _program_shape(self, actions: Mapping[str, torch.Tensor], check: bool) -> torch.Size:
+        """The shape ``(*batch, T)`` of programs or prefixes, checked to have at most ``steps`` steps."""
+        shape = validate_actions(self.action_space, actions) if check else actions[self.action_space[0].name].shape
+        if len(shape) == 0 or shape[-1] > self.steps:
+            raise ValueError(f"actions must have shape (*batch, T) with T <= {self.steps}, got {tuple(shape)}")
+        return shape
+
+    def step_prior(self, step: int, history: Mapping[str, torch.Tensor],
+                   action: Mapping[str, torch.Tensor] | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        r"""The prior of one step given the steps before it: :math:`p(a_t \mid a_{<t})`.
+
+        :param history: the earlier steps of each program, ``{name: LongTensor[*batch, step]}``.
+        :param action: the step's action ``{name: LongTensor[*batch]}`` to score; ``None`` draws one.
+        :returns: the action and its log prior probability ``(*batch)``.
+
+        With priors fixed per step the history is not read; a program whose priors depend on
+        earlier choices (a :class:`~spiral_ppl.programs.PyroProgram` of such a model) overrides it.
+        """
+        reference = history[self.action_space[0].name]
+        table = self.prior_table(reference.device)
+        steps = torch.full(reference.shape[:-1], step, dtype=torch.long, device=reference.device)
+        if action is None:
+            action = table.sample(steps)
+        return action, table.log_prob(steps, action)
+
+    def proposal_table(self, device: torch.device | str | None = None) -> PriorTable:
+        """Fixed per-step tables that Metropolis-Hastings block moves draw fresh values from.
+
+        They are the prior's, so the prior terms of the Hastings ratio cancel. A program whose
+        priors are not fixed per step returns tables of full support instead; the moves'
+        ratio includes the program's :meth:`log_prior` and the tables' own densities, so it
+        stays exact.
+        """
+        return self.prior_table(device)
 
     # -- the Pyro model ------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ The model is any function ``model(image=None, batch_size=1)`` that
 
 It may mark a component a location on a square grid with ``infer={"location": (rows,
 cols)}`` (the SPIRAL policy decodes it with a convolutional head), mask sites with
-``poutine.mask``, and let a prior depend on earlier sites. A model that also takes a keyword
+``poutine.mask`` (see below), and let a prior depend on earlier sites. A model that also takes a keyword
 ``steps`` (how many steps to draw) can be drawn part-way, which engines that read partial
 canvases need (SMC, the SPIRAL policy).
 
@@ -46,12 +46,24 @@ for one target, and the engines that work from a model's addresses run it
 :func:`~spiral_ppl.inference.enumerate_posterior`; see :mod:`spiral_ppl.programs.traces`).
 The others refuse it, saying why.
 
-Priors that depend on earlier sites (or masked sites, whose log-probability counts only
-where the mask holds) are not fixed per step. The Pyro model of such a program
+Priors that depend on earlier sites are not fixed per step (``dependent`` names those
+sites). The program then re-runs the model to draw and score them:
+:meth:`~PyroProgram.sample_prior` runs it from the prior, :meth:`~PyroProgram.log_prior` on
+whole programs or prefixes, :meth:`~PyroProgram.step_prior` on a prefix up to the next
+step (what SMC's prior proposal and weights use), and its Pyro model
 (:meth:`PyroProgram.model`) draws each site from the prior the model gives it after the
-sites before it, so importance sampling, from the prior or a guide (the SPIRAL policy's
-included), stays exact; engines that need fixed per-step priors (MCMC's and SMC's prior
-tables) are refused with a ``ValueError`` naming the site.
+sites before it. Block moves (MCMC, SMC's rejuvenation) draw fresh values from fixed tables
+of full support, :meth:`~PyroProgram.proposal_table`, and their Hastings ratio keeps every
+prior term, so every engine stays exact; only the fixed tables themselves
+(:meth:`~PyroProgram.prior_table`, :meth:`~PyroProgram.prior`) are refused, naming the site.
+
+A mask (``poutine.mask``) on a latent site says that where it is false the site's value
+does not matter (the radius where there is no disc). The site is still drawn from its prior,
+and its prior counts like any other's, so that it is integrated out: the posterior of the
+other sites does not depend on how many values a masked site has, and a masked site's own
+posterior is its prior. This is how Pyro's exact enumeration (``TraceEnum_ELBO``) reads a
+mask on an enumerated site; ``log_prob_sum`` of one trace leaves the masked terms out, which
+agrees with it for a site drawn from its prior (as importance sampling from the prior does).
 
 Example: a dot on a 4x4 canvas, written as a plain Pyro model::
 
@@ -114,7 +126,7 @@ class PyroProgram(Program):
         site or value at fault.
 
     :ivar dependent: ``{site: why}`` for the sites whose prior is not fixed per step (it
-        changes with earlier sites, or the site is masked); empty for most grammars.
+        changes with earlier sites); empty for most grammars.
     :ivar draws_prefixes: whether the model takes ``steps``, so partial programs can be drawn.
     """
 
@@ -141,6 +153,7 @@ class PyroProgram(Program):
             return
         self.action_space = components
         self.dependent = self._find_dependent_sites(run, steps)
+        self._proposal_tables: dict[torch.device, PriorTable] = {}
         # Uniform priors are left out, so that they are stored exactly as a Program's default.
         priors = {name: probs for name, probs in priors.items() if not bool(torch.all(probs == probs[:, :1]))}
         super().__init__(steps, priors=priors, pixel_scale=self._likelihood_scale or 0.5)
@@ -163,13 +176,59 @@ class PyroProgram(Program):
         self._needs_steps("render(actions)")
         return super().render(actions)
 
-    def sample_prior(self, count: int, **kwargs: Any) -> dict[str, torch.Tensor]:
+    def sample_prior(self, count: int, *, generator: torch.Generator | None = None,
+                     device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
         self._needs_steps("sample_prior")
-        return super().sample_prior(count, **kwargs)
+        if not self.dependent:
+            return super().sample_prior(count, generator=generator, device=device)
+        checks.positive_int("count", count)
+        device = checks.device("device", device) or torch.device("cpu")
+        with _random_stream(generator):
+            run = _run_model(self.user_model, batch_size=count, stop_at=IMAGE_SITE)
+        return {c.name: torch.stack([run.sites[site_name(t, c.name)]["value"].reshape(count).long()
+                                     for t in range(self.steps)], -1).to(device)
+                for c in self.action_space}
 
-    def log_prior(self, actions: Mapping[str, torch.Tensor], **kwargs: Any) -> torch.Tensor:
+    def log_prior(self, actions: Mapping[str, torch.Tensor], *, check: bool = True) -> torch.Tensor:
         self._needs_steps("log_prior(actions)")
-        return super().log_prior(actions, **kwargs)
+        if not self.dependent:
+            return super().log_prior(actions, check=check)
+        shape = self._program_shape(actions, check)
+        given = shape[-1]
+        run = self._run_prior(actions, shape, until_step=given)
+        return sum(self._site_log_prob(run, site_name(t, c.name)) for t in range(given)
+                   for c in self.action_space).reshape(shape[:-1]).to(actions[self.action_space[0].name].device)
+
+    def step_prior(self, step: int, history: Mapping[str, torch.Tensor],
+                   action: Mapping[str, torch.Tensor] | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        self._needs_steps("step_prior(step, history)")
+        if not self.dependent:
+            return super().step_prior(step, history, action)
+        reference = history[self.action_space[0].name]
+        shape = (*reference.shape[:-1], step + (action is not None))
+        programs = history if action is None else \
+            {name: torch.cat([value, action[name].unsqueeze(-1)], -1) for name, value in history.items()}
+        # The model draws the step itself where no action is given, from its prior after the history.
+        run = self._run_prior(programs, shape, until_step=step + 1)
+        names = [site_name(step, c.name) for c in self.action_space]
+        drawn = {c.name: run.sites[name]["value"].reshape(shape[:-1]).long().to(reference.device)
+                 for c, name in zip(self.action_space, names)}
+        log_p = sum(self._site_log_prob(run, name) for name in names).reshape(shape[:-1]).to(reference.device)
+        return drawn, log_p
+
+    def proposal_table(self, device: torch.device | str | None = None) -> PriorTable:
+        """The prior's tables where they are fixed; else the priors traced from one run of the
+        model mixed half and half with uniform ones, so that every value can be proposed."""
+        self._needs_steps("proposal_table()")
+        if not self.dependent:
+            return super().proposal_table(device)
+        device = checks.device("device", device) or torch.device("cpu")
+        if device not in self._proposal_tables:
+            half = math.log(0.5)
+            mixed = {name: torch.logaddexp(logits.log_softmax(-1) + half, torch.full_like(logits, half - math.log(
+                logits.shape[-1]))) for name, logits in self._prior_logits.items()}
+            self._proposal_tables[device] = PriorTable(self.action_space, mixed, device)
+        return self._proposal_tables[device]
 
     def log_likelihood(self, canvas: torch.Tensor, images: torch.Tensor, squared_error=None) -> torch.Tensor:
         self._needs_steps("log_likelihood(canvas, images)")
@@ -275,13 +334,10 @@ class PyroProgram(Program):
         return steps, tuple(components), priors
 
     def _find_dependent_sites(self, run: "_ModelRun", steps: int) -> dict[str, str]:
-        """Sites whose prior is not one fixed ``Categorical`` per step: masked ones, and those whose
-        prior changes when earlier sites change (seen on four targets with different earlier values)."""
+        """Sites whose prior is not one fixed ``Categorical`` per step: those whose prior changes
+        when earlier sites change (seen on four targets with different earlier values)."""
         names = [site_name(t, c.name) for t in range(steps) for c in self.action_space]
         dependent = {}
-        for name in names:
-            if not _all_true(run.sites[name]["mask"]):
-                dependent[name] = "it is masked (poutine.mask)"
         # Each target takes a different value at every site: 0, the last, the middle, 1.
         values = {}
         for name in names:
@@ -293,13 +349,9 @@ class PyroProgram(Program):
             raise ValueError(f"model {self.name} returned {tuple(probe.canvas.shape)} for 4 images; it must take "
                              "the batch from image.shape[0] when an image is given")
         for name in names:
-            if name in dependent:
-                continue
             logits = probe.sites[name]["fn"].logits.expand(4, -1)
             reference = run.sites[name]["fn"].logits.reshape(1, -1)
-            if not _all_true(probe.sites[name]["mask"]):
-                dependent[name] = "it is masked (poutine.mask)"
-            elif not torch.allclose(logits, reference.expand_as(logits), atol=1e-6):
+            if not torch.allclose(logits, reference.expand_as(logits), atol=1e-6):
                 dependent[name] = "its prior changes with earlier sites"
         return dependent
 
@@ -348,13 +400,29 @@ class PyroProgram(Program):
 
     # -- priors that depend on earlier sites --------------------------------------------------------
 
+    def _run_prior(self, programs: Mapping[str, torch.Tensor], shape: tuple[int, ...], until_step: int) -> "_ModelRun":
+        """A run of the model on programs (or prefixes) ``{name: LongTensor[*batch, T]}`` of ``shape``,
+        stopped before step ``until_step`` (or before its image, after the last step), so that
+        every site up to there is drawn with the prior the model gives it."""
+        count = math.prod(shape[:-1])
+        values = {site_name(t, c.name): programs[c.name].reshape(count, shape[-1])[:, t]
+                  for t in range(shape[-1]) for c in self.action_space}
+        stop_at = site_name(until_step, self.action_space[0].name) if until_step < self.steps else IMAGE_SITE
+        return _run_model(self.user_model, batch_size=count, values=values, stop_at=stop_at)
+
+    @staticmethod
+    def _site_log_prob(run: "_ModelRun", name: str) -> torch.Tensor:
+        """A drawn site's log prior probability, masked or not (see the module docstring on masks)."""
+        site = run.sites[name]
+        return site["fn"].log_prob(site["value"])
+
     def _refuse_dependent(self, what: str) -> None:
         if self.dependent:
             name, why = next(iter(self.dependent.items()))
             raise ValueError(
                 f"{what} needs a fixed Categorical prior per step and component, but site {name!r} of model "
-                f"{self.name} has none ({why}). Use an engine that re-runs the model: sp.inference.Importance "
-                "(from the prior or a guide such as a SPIRAL agent's)"
+                f"{self.name} has none ({why}). Use the program's methods that re-run the model: sample_prior, "
+                "log_prior and step_prior (every engine does)"
             )
 
     def prior(self, step: int, component: str, device: torch.device | str | None = None) -> dist.Categorical:
@@ -395,16 +463,13 @@ class PyroProgram(Program):
         return canvas
 
     def _site_prior(self, name: str, earlier: list[torch.Tensor], batch_size: int) -> dist.Distribution:
-        """The prior of site ``name`` given the values of the sites before it, batched like them."""
+        """The prior of site ``name`` given the values of the sites before it, batched like them
+        (unmasked: see the module docstring on masks)."""
         earlier = list(torch.broadcast_tensors(*earlier)) if earlier else []
         shape = earlier[0].shape if earlier else torch.Size([batch_size])
         values = {site: value.reshape(-1) for site, value in zip(self.site_names(), earlier)}
         site = _run_model(self.user_model, batch_size=shape.numel(), values=values, stop_at=name).sites[name]
-        prior = dist.Categorical(logits=site["fn"].logits.expand(shape.numel(), -1).reshape(*shape, -1))
-        mask = site["mask"]
-        if not _all_true(mask):
-            prior = prior.mask(torch.as_tensor(mask).expand(shape.numel()).reshape(shape))
-        return prior
+        return dist.Categorical(logits=site["fn"].logits.expand(shape.numel(), -1).reshape(*shape, -1))
 
     def __repr__(self) -> str:
         if not self.fixed_structure:
@@ -423,6 +488,22 @@ STRUCTURE_PROBES = 16
 
 class _NotInSteps(ValueError):
     """The model's runs do not draw the same sites ``step_{t}/{component}`` for a plate of targets."""
+
+
+@contextlib.contextmanager
+def _random_stream(generator: torch.Generator | None) -> Iterator[None]:
+    """Pyro draws from torch's global stream; with a ``generator``, the draws inside come from a
+    stream seeded by it, and the global stream is left as it was."""
+    if generator is None:
+        yield
+        return
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator (or None for torch's global stream), e.g. "
+                        f"torch.Generator().manual_seed(0), got {type(generator).__name__}")
+    seed = int(torch.randint(2**62, (1,), generator=generator, device=generator.device))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
 
 def _probe_runs(model: Callable) -> list["_ModelRun"]:
@@ -583,14 +664,6 @@ def _location_kind(name: str, location: Any, size: int) -> str:
         raise ValueError(f"component {name!r}: infer={{'location': ...}} must be (rows, cols) of a square grid of its "
                          f"{size} values, e.g. {hint}, got {location!r}")
     return "location"
-
-
-def _all_true(mask: Any) -> bool:
-    if mask is None:
-        return True
-    if isinstance(mask, torch.Tensor):
-        return bool(mask.all())
-    return bool(mask)
 
 
 def _same_memory(canvas: torch.Tensor, drawn: torch.Tensor) -> bool:

@@ -24,8 +24,11 @@ functions have the same pair: ``generate``/``regenerate`` and exhaustive enumera
   that engines are tested against.
 
 The model is ``prog.model`` for one target; each complete run is one render, charged to the
-program's meter as any render is. Latent sites must be ``Categorical``; ``poutine.mask``
-and ``poutine.scale`` are respected (a masked site's value costs nothing in the joint).
+program's meter as any render is. Latent sites must be ``Categorical``; ``poutine.scale``
+is respected. ``poutine.mask`` leaves masked pixels of the image out of the likelihood; on a
+latent site it says the value does not matter there, and the site is integrated out from
+its prior, whose term counts as any other's (as :class:`~spiral_ppl.programs.PyroProgram`
+and Pyro's exact enumeration read it).
 
 Example: how many dots, then where::
 
@@ -69,8 +72,8 @@ class ProgramTrace:
 
     :ivar choices: ``{address: value}`` in the order the run visited them.
     :ivar sizes: ``{address: number of values}`` of each site's ``Categorical``.
-    :ivar log_probs: ``{address: log p_α(v_α | earlier choices)}``, the joint's terms (zero
-        where the site is masked, times the site's scale).
+    :ivar log_probs: ``{address: log p_α(v_α | earlier choices)}``, the joint's terms (times
+        the site's scale; a mask on a latent site does not change them).
     :ivar proposal_log_probs: ``{address: log p_α(v_α | ...)}`` unmasked and unscaled: what
         drawing the value fresh from the site's prior costs a proposal.
     :ivar fresh: the addresses drawn fresh from their priors in this run (not forced or kept).
@@ -164,15 +167,19 @@ class _Regenerate(Messenger):
         self.choices[name] = int(value.reshape(()))
         self.sizes[name] = int(fn.logits.shape[-1])
         self.proposal_log_probs[name] = float(log_prob.sum())
-        self.log_probs[name] = float(_masked(log_prob, msg).sum())
+        self.log_probs[name] = float(_scaled(log_prob, msg).sum())
+
+
+def _scaled(log_prob: torch.Tensor, msg: dict) -> torch.Tensor:
+    scale = msg["scale"]
+    return log_prob * scale if not isinstance(scale, (int, float)) or scale != 1.0 else log_prob
 
 
 def _masked(log_prob: torch.Tensor, msg: dict) -> torch.Tensor:
     mask = msg["mask"]
     if mask is not None:
         log_prob = log_prob * torch.as_tensor(mask, dtype=log_prob.dtype)
-    scale = msg["scale"]
-    return log_prob * scale if not isinstance(scale, (int, float)) or scale != 1.0 else log_prob
+    return _scaled(log_prob, msg)
 
 
 def run_trace(prog: Any, image: torch.Tensor | None = None, *, forced: Mapping[str, int] | None = None,
