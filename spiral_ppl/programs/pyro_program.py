@@ -11,9 +11,9 @@ The model is any function ``model(image=None, batch_size=1)`` that
 
 It may mark a component a location on a square grid with ``infer={"location": (rows,
 cols)}`` (the SPIRAL policy decodes it with a convolutional head), mask sites with
-``poutine.mask`` (see below), and let a prior depend on earlier sites. A model that also takes a keyword
-``steps`` (how many steps to draw) can be drawn part-way, which engines that read partial
-canvases need (SMC, the SPIRAL policy).
+``poutine.mask`` (see below), and let a prior depend on earlier sites. A model that also
+takes a keyword ``steps`` (how many steps to draw) can be drawn part-way, which engines that
+read partial canvases need (SMC, the SPIRAL policy).
 
 :class:`PyroProgram` finds the steps, components, cardinalities, priors and image shape by
 tracing the model (once with ``batch_size=1``, and once more for four targets whose earlier
