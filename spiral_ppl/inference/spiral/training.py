@@ -106,13 +106,16 @@ def check_weights(name: str, optimiser: torch.optim.Optimizer, update: int) -> N
     """Stop training with :class:`TrainingDiverged` if an optimiser step left a weight or a
     moment estimate NaN or infinite (a learning rate far too high, say): the checkpoint is
     written only after this check, so the last one on disk stays good."""
-    finite = []
+    # Grouped by device: on a GPU, Adam keeps its step counts on the CPU beside GPU weights.
+    finite: dict[torch.device, list[torch.Tensor]] = {}
     for group in optimiser.param_groups:
         for parameter in group["params"]:
             moments = optimiser.state.get(parameter, {}).values()
-            finite += [torch.isfinite(tensor).all() for tensor in (parameter.detach(), *moments)
-                       if isinstance(tensor, torch.Tensor) and tensor.is_floating_point()]
-    if finite and not bool(torch.stack(finite).all()):  # one device synchronisation
+            for tensor in (parameter.detach(), *moments):
+                if isinstance(tensor, torch.Tensor) and tensor.is_floating_point():
+                    finite.setdefault(tensor.device, []).append(torch.isfinite(tensor).all())
+    # One synchronisation per device.
+    if not all(bool(torch.stack(flags).all()) for flags in finite.values()):
         raise TrainingDiverged(
             f"the {name}'s weights (or its optimiser's moments) became NaN or infinite at update {update}; "
             "training stopped before writing them, and the last checkpoint is untouched: resume from it "
