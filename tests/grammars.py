@@ -38,6 +38,17 @@ class Discs(sp.programs.Program):
 RADII = (3.0, 5.0, 8.0)
 
 
+class Switches(sp.programs.Program):
+    """Lights on a 4x4 canvas, each step switching them on or not: no location and no ordered
+    value, so nothing for local or residual moves to move."""
+
+    channels, image_size = 1, 4
+    action_space = (Component("on", 2),)
+
+    def draw(self, actions):
+        return actions["on"].float().amax(-1).view(-1, 1, 1, 1).expand(-1, 1, 4, 4)
+
+
 def draw_discs(actions):
     """The canvases ``(N, 1, 32, 32)`` of :class:`Discs` programs ``{name: LongTensor[N, T]}``."""
     device = actions["centre"].device

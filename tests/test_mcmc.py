@@ -7,7 +7,8 @@ import pytest
 import torch
 
 import spiral_ppl as sp
-from spiral_ppl.inference.moves import BlockProposal
+from spiral_ppl.inference.moves import BlockProposal, LocalProposal, ResidualProposal
+from tests.grammars import Switches
 from tests.paint_helpers import check_recovers_planted
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -37,11 +38,14 @@ def worst_total_variation(samples, exact, prog):
     return worst
 
 
-@pytest.mark.parametrize("blocks,proposal", [("step", "prior"), ("mixed", "uniform")])
-def test_marginals_converge_to_exact_enumeration(tiny, blocks, proposal):
+@pytest.mark.parametrize("blocks,proposal,moves", [
+    ("step", "prior", {}), ("mixed", "uniform", {}), ("step", "prior", {"local": 0.5}),
+    ("step", "prior", {"residual": 0.5}), ("mixed", "prior", {"local": 0.3, "residual": 0.3, "anneal": 0.05}),
+], ids=["step-prior", "mixed-uniform", "local", "residual", "mixture-annealed"])
+def test_marginals_converge_to_exact_enumeration(tiny, blocks, proposal, moves):
     prog, images, exact = tiny
     pyro.set_rng_seed(0)
-    kernel = sp.inference.BlockedMetropolisHastings(prog, chains=128, blocks=blocks, proposal=proposal)
+    kernel = sp.inference.BlockedMetropolisHastings(prog, chains=128, blocks=blocks, proposal=proposal, **moves)
     mcmc = pyro.infer.MCMC(kernel, num_samples=400, warmup_steps=100, disable_progbar=True)
     mcmc.run(images)
     samples = mcmc.get_samples()
@@ -50,6 +54,31 @@ def test_marginals_converge_to_exact_enumeration(tiny, blocks, proposal):
     # Prior draws are far from the posterior: the test can tell a sampler from no sampler.
     prior = {name: torch.randint(p.shape[-1], (400, 128, 2)) for name, p in exact.marginals.items()}
     assert worst_total_variation(prior, exact, prog) > 0.2
+
+
+def test_parallel_tempering_leaves_the_posterior_of_its_untempered_chains_invariant(tiny):
+    prog, images, exact = tiny
+    pyro.set_rng_seed(0)
+    # Chains untempered, hot, untempered and cold, 32 times over, neighbours swapping.
+    exponents = (1.0, 0.3, 1.0, 3.0) * 32
+    kernel = sp.inference.BlockedMetropolisHastings(prog, chains=128, local=0.3, exponents=exponents)
+    mcmc = pyro.infer.MCMC(kernel, num_samples=400, warmup_steps=100, disable_progbar=True)
+    mcmc.run(images)
+    untempered = [chain for chain, exponent in enumerate(exponents) if exponent == 1.0]
+    samples = {name: value[:, untempered] for name, value in mcmc.get_samples().items()}
+    # Swapping without the ratio (always) gives 0.08 here.
+    assert worst_total_variation(samples, exact, prog) < 0.05
+    assert 0.05 < float(kernel._swaps_accepted) / kernel._swaps_offered < 0.95  # swaps happen, not always
+    # The cold chains sit on likelier programs than the posterior's.
+    log_joint, _ = kernel.traces()
+    assert float(log_joint[:, 3::4].mean()) > float(log_joint[:, untempered].mean())
+    with pytest.raises(ValueError, match=r"one positive likelihood exponent per chain \(4 of them\)"):
+        sp.inference.MCMC(chains=4, exponents=(1, 2))
+    with pytest.raises(ValueError, match="exponents must be"):
+        sp.inference.MCMC(chains=2, exponents=(1, 0))
+    assert sp.inference.MCMC(chains=3, exponents=16).exponents == (1.0, 4.0, 16.0)  # a ladder from 1
+    with pytest.raises(ValueError, match="at least 2 chains"):
+        sp.inference.MCMC(chains=1, exponents=16)
 
 
 def test_runs_under_pyro_mcmc_with_several_chains_and_reports_invariant_diagnostics(tiny):
@@ -113,6 +142,51 @@ def test_block_proposal_moves_one_block_and_cancels_the_prior(tiny):
     assert torch.allclose(log_q_ratio[flags.sum(-1) == 1], torch.tensor(0.1).log() - torch.tensor(0.9).log())
     with pytest.raises(ValueError, match="blocks must be one of"):
         BlockProposal(prog, blocks="row")
+
+
+def test_local_moves_are_symmetric_steps_of_a_few_cells_or_one_value(tiny):
+    prog, _, _ = tiny
+    wide = sp.programs.PaintProgram(sp.renderers.Brush(canvas_size=16, grid_size=8, compile=False), steps=2)
+    actions = {c.name: torch.randint(c.size, (4000, 2), generator=torch.Generator().manual_seed(0))
+               for c in wide.action_space}
+    torch.manual_seed(0)
+    move = LocalProposal(wide, radius=2)(actions)
+    changed = torch.stack([move.actions[name] != actions[name] for name in actions])  # (K, 4000, 2)
+    assert int(changed.flatten(1).sum(0).max()) == 1 and not bool(changed[0].any())  # one site; never the flag
+    # A moved location stays within 2 cells along each axis; an ordered value moves by one.
+    for name in ("end_point", "control_point"):
+        moved = changed[[c.name for c in wide.action_space].index(name)]
+        old, new = actions[name][moved], move.actions[name][moved]
+        assert int((old // 8 - new // 8).abs().max()) <= 2 and int((old % 8 - new % 8).abs().max()) <= 2
+    for name in ("brush_size", "pressure"):
+        moved = changed[[c.name for c in wide.action_space].index(name)]
+        assert bool(((actions[name][moved] - move.actions[name][moved]).abs() == 1).all())
+    # Symmetric, so the ratio is 0; a move off the grid or past the values keeps the site and is refused.
+    refused = torch.isinf(move.log_q_known)
+    assert bool((move.log_q_known[~refused] == 0).all()) and 0.05 < float(refused.float().mean()) < 0.5
+    assert not bool(changed[:, refused].any())
+    with pytest.raises(ValueError, match="no location or ordered component"):
+        LocalProposal(Switches(steps=1), radius=1)
+
+
+def test_residual_moves_put_locations_where_the_canvas_misses_the_target(tiny):
+    prog, images, _ = tiny
+    blank = prog.blank_canvas(1).expand(2, *prog.blank_canvas(1).shape[1:])
+    proposal = ResidualProposal(prog, uniform=0.2)
+    log_p = proposal.cell_log_probs(blank, images, 3)  # (2, 9)
+    # The cells' shares of the squared residual, pooled over the 3x3 grid, mixed 80/20 with a uniform.
+    pooled = torch.nn.functional.adaptive_avg_pool2d((images - blank).pow(2).sum(1, keepdim=True), 3).flatten(1)
+    torch.testing.assert_close(log_p.exp(), 0.8 * pooled / pooled.sum(1, keepdim=True) + 0.2 / 9)
+    # A perfect canvas leaves no residual: every cell alike.
+    torch.testing.assert_close(proposal.cell_log_probs(images, images, 3).exp(), torch.full((2, 9), 1 / 9))
+    actions = {c.name: torch.zeros(300, 2, 2, dtype=torch.long) for c in prog.action_space}
+    torch.manual_seed(0)
+    move = proposal(actions, blank.expand(300, 2, 1, 8, 8), images)
+    drawn = torch.nn.functional.one_hot(move.actions["end_point"].flatten(0, 1).amax(-1), 9).float().mean(0)
+    assert float(drawn @ pooled.mean(0)) > float(pooled.mean())  # likelier where ink is missing
+    assert move.reverse is not None and move.log_q_ratio(images.expand(300, 2, 1, 8, 8)).shape == (300, 2)
+    with pytest.raises(ValueError, match="no location component"):
+        ResidualProposal(Switches(steps=1))
 
 
 def test_engine_spends_exactly_its_budget_and_recovers_a_planted_program(planted16):

@@ -9,6 +9,7 @@ import torch
 
 import spiral_ppl as sp
 from spiral_ppl.inference.smc_schedules import particle_schedule, systematic_resample, tempering_schedule
+from tests.grammars import Switches
 from tests.paint_helpers import check_recovers_planted
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -38,9 +39,10 @@ def skewed_guide(image):
 @pytest.mark.parametrize(
     "proposal,ess_threshold,intermediate,tempering",
     [(None, 0.5, "model", None), (skewed_guide, 1.0, "model", None), (None, 0.0, "model", None),
-     (skewed_guide, 1.0, "proposal", 0.1), (None, 1.0, "model", (0.0, 1.0))],
+     (skewed_guide, 1.0, "proposal", 0.1), (None, 1.0, "model", (0.0, 1.0)),
+     (sp.inference.ResidualStepProposal(), 0.5, "model", None)],
     ids=["prior-adaptive", "guide-always-resample", "prior-never-resample", "guide-proposal-targets-tempered",
-         "prior-likelihood-only-at-the-end"],
+         "prior-likelihood-only-at-the-end", "residual-proposal"],
 )
 def test_log_evidence_is_unbiased(tiny, proposal, ess_threshold, intermediate, tempering):
     prog, image, log_z = tiny
@@ -54,6 +56,19 @@ def test_log_evidence_is_unbiased(tiny, proposal, ess_threshold, intermediate, t
     ratio = (result.log_evidence - log_z).exp()
     assert abs(float(ratio.mean()) - 1) < 0.1
     assert result.log_weights.shape == (400, replicates)
+
+
+def test_the_residual_proposal_places_strokes_where_ink_is_missing(planted16):
+    prog, images = planted16
+    blank = images.pow(2).flatten(1).mean(1)
+    by_prior = sp.inference.SMC().infer(prog, images, sp.Budget(renders=300), seed=0)
+    by_residual = sp.inference.SMC(sp.inference.ResidualStepProposal()).infer(prog, images, sp.Budget(renders=300), seed=0)
+    assert float((by_residual.l2 / blank).mean()) < 0.8 * float((by_prior.l2 / blank).mean())
+    with pytest.raises(ValueError, match="uniform must be a number in \\(0, 1\\]"):
+        sp.inference.ResidualStepProposal(uniform=0)
+    with pytest.raises(ValueError, match="no location component"):
+        sp.inference.SMC(sp.inference.ResidualStepProposal()).infer(Switches(steps=1), torch.zeros(1, 1, 4, 4),
+                                                                    sp.Budget(renders=4))
 
 
 def test_weights_telescope_to_the_full_importance_weight(tiny):
@@ -114,11 +129,12 @@ def test_tempering_schedules():
         sp.inference.SMC(intermediate="proposal", rejuvenation_moves=1)
 
 
-def test_rejuvenation_targets_the_tempered_intermediate_targets(tiny):
+@pytest.mark.parametrize("moves", [{}, {"local": 0.5}, {"residual": 0.5}], ids=["blocks", "local", "residual"])
+def test_rejuvenation_targets_the_tempered_intermediate_targets(tiny, moves):
     prog, image, log_z = tiny
     replicates = 200
     images = image.expand(replicates, -1, -1, -1)
-    engine = sp.inference.SMC(ess_threshold=1.0, tempering=0.2, rejuvenation_moves=1)
+    engine = sp.inference.SMC(ess_threshold=1.0, tempering=0.2, rejuvenation_moves=1, **moves)
     result = engine.infer(prog, images, sp.Budget(renders=800), seed=0)
     ratio = (result.log_evidence - log_z).exp()
     assert abs(float(ratio.mean()) - 1) < 0.1

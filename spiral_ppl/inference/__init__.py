@@ -5,7 +5,7 @@ from spiral_ppl.inference.engine import Engine
 from spiral_ppl.inference.enumeration import ExactPosterior, enumerate_posterior
 from spiral_ppl.inference.importance import Importance, RenderingGuide, effective_sample_size
 from spiral_ppl.inference.mcmc import MCMC, BlockedMetropolisHastings
-from spiral_ppl.inference.proposals import GuideProposal, PriorProposal, StepProposal
+from spiral_ppl.inference.proposals import GuideProposal, PriorProposal, ResidualStepProposal, StepProposal
 from spiral_ppl.inference.result import Curve, Result
 from spiral_ppl.inference.smc import SMC
 from spiral_ppl.inference.spiral import Spiral, SpiralConfig
@@ -22,6 +22,7 @@ __all__ = [
     "Importance",
     "PriorProposal",
     "RenderingGuide",
+    "ResidualStepProposal",
     "Result",
     "SMC",
     "Spiral",

@@ -8,8 +8,25 @@ The target of every chain is the posterior of a program given its target image :
     \mathcal{N}\big(x;\ \mathrm{render}(a), \sigma^2 I\big).
 
 Each transition redraws one block of sites (by default every component of one step, as in
-the MCMC baseline of Ganin et al. 2018; see :mod:`spiral_ppl.inference.moves`) and accepts
-with the Metropolis-Hastings probability. :class:`BlockedMetropolisHastings` advances
+the MCMC baseline of Ganin et al. 2018), or, in a chosen share of transitions, moves one
+location or ordered value a little (local moves) or redraws a step where the canvas misses
+the target (residual moves; see :mod:`spiral_ppl.inference.moves`), and accepts with the
+Metropolis-Hastings probability.
+
+Annealing (``anneal``) raises the likelihood to a power :math:`\beta_s` during the warm-up,
+from ``anneal`` at the first transition geometrically up to 1 at its end, so that early
+chains cross between modes more easily; after the warm-up :math:`\beta = 1` and the chains
+sample the posterior. Each transition still costs one render per chain.
+
+Parallel tempering (``exponents``) gives each chain its own power :math:`\beta_c` of the
+likelihood, so chain :math:`c` samples :math:`\pi_c(a) \propto p(a)\, p(x \mid a)^{\beta_c}`.
+After every transition, neighbouring chains (alternately the pairs from the first and the
+second chain on) offer to swap their programs, accepted with probability
+:math:`\min\big(1, \exp((\beta_c - \beta_{c+1})(\ell_{c+1} - \ell_c))\big)` for log
+likelihoods :math:`\ell`, which leaves the product of the :math:`\pi_c` invariant (Geyer
+1991). A swap renders nothing. The chains with :math:`\beta = 1` sample the posterior;
+hotter ones (:math:`\beta < 1`) cross between modes, colder ones (:math:`\beta > 1`) settle
+in the best programs near a mode, which is what a search for the least l2 wants. :class:`BlockedMetropolisHastings` advances
 ``chains`` chains for each of ``B`` targets at once: one transition is one batched render of
 ``chains * B`` programs, i.e. ``chains`` renders per target.
 
@@ -61,6 +78,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from typing import Sequence
 
 import torch
 from pyro.infer.mcmc.mcmc_kernel import MCMCKernel
@@ -72,10 +90,43 @@ from spiral_ppl import checks
 from spiral_ppl.checks import choice, non_negative_int, positive_int
 from spiral_ppl.inference.budget import Budget
 from spiral_ppl.inference.engine import Engine, check_progress, hide_progress
-from spiral_ppl.inference.moves import BLOCKS, PROPOSALS, BlockProposal, metropolis_accept, select_actions
+from spiral_ppl.inference.moves import BLOCKS, PROPOSALS, MoveMixture, metropolis_accept, select_actions
 from spiral_ppl.inference.result import BestSoFar, Curve, Result
 from spiral_ppl.programs.base import Program, require_fixed_structure, site_name
 from spiral_ppl.squared_error import squared_error
+
+
+def check_anneal(anneal: float | None) -> float | None:
+    """``anneal`` as the kernel takes it: ``None``, or the first likelihood exponent in (0, 1]."""
+    if anneal is None:
+        return None
+    return checks.number_in("anneal", anneal, 0, 1, open_low=True,
+                            hint="the likelihood's exponent at the first transition, or None for no annealing")
+
+
+def check_exponents(exponents: float | Sequence[float] | None, chains: int) -> tuple[float, ...] | None:
+    """``exponents`` as the kernel takes them: ``None``; one positive likelihood exponent per
+    chain; or one number, the last chain's, with a geometric ladder from 1 at the first.
+
+    >>> check_exponents(16, 3)
+    (1.0, 4.0, 16.0)
+    """
+    if exponents is None:
+        return None
+    if isinstance(exponents, (int, float)) and not isinstance(exponents, bool) and 0 < exponents < math.inf:
+        if chains < 2:
+            raise ValueError(f"parallel tempering needs at least 2 chains to swap, got chains={chains}")
+        return tuple(float(exponents) ** (chain / (chains - 1)) for chain in range(chains))
+
+    def positive(value: object) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < math.inf
+
+    if isinstance(exponents, str) or not isinstance(exponents, Sequence) or len(exponents) != chains \
+            or not all(positive(value) for value in exponents):
+        raise ValueError(f"exponents must be one positive likelihood exponent per chain ({chains} of them), e.g. "
+                         f"(1, 2, 4, 8) for 4 chains, the last chain's (a ladder from 1), or None for no parallel "
+                         f"tempering; got {exponents!r}")
+    return tuple(float(value) for value in exponents)
 
 
 def chain_diagnostics(trace: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -100,6 +151,14 @@ class BlockedMetropolisHastings(MCMCKernel):
     :param blocks: ``"step"`` (all components of one step, the paper's move), ``"site"``
         (single-site moves) or ``"mixed"``.
     :param proposal: fresh block values from the ``"prior"`` or ``"uniform"``.
+    :param local: the share of transitions that are local moves, in [0, 1].
+    :param residual: the share of transitions that are residual (data-driven) moves, in [0, 1].
+    :param anneal: the likelihood's exponent at the first transition, in (0, 1], rising
+        geometrically to 1 at the end of the warm-up; ``None``: no annealing.
+    :param exponents: for parallel tempering, the likelihood's exponent :math:`\\beta_c > 0`
+        of each chain (as many as ``chains``), or one number, the last chain's, for a geometric
+        ladder from 1 at the first; neighbours swap programs. ``None``: every chain samples
+        the posterior.
 
     :meth:`setup` takes the target images ``(B, C, H, W)`` (``mcmc.run(images)``). Chains
     start from the prior unless :attr:`initial_params` is set. Besides the samples, the
@@ -108,13 +167,17 @@ class BlockedMetropolisHastings(MCMCKernel):
     included, since each is a rendered candidate.
     """
 
-    def __init__(self, program: Program, *, chains: int = 1, blocks: str = "step", proposal: str = "prior") -> None:
+    def __init__(self, program: Program, *, chains: int = 1, blocks: str = "step", proposal: str = "prior",
+                 local: float = 0.0, residual: float = 0.0, anneal: float | None = None,
+                 exponents: float | Sequence[float] | None = None) -> None:
         if not isinstance(program, Program):
             raise TypeError(f"program must be a spiral_ppl.programs.Program, got {type(program).__name__}")
         require_fixed_structure(program, "BlockedMetropolisHastings (its blocks are steps)")
         self.program = program
         self.chains = positive_int("chains", chains)
-        self.propose = BlockProposal(program, blocks=blocks, proposal=proposal)
+        self.propose = MoveMixture(program, blocks=blocks, proposal=proposal, local=local, residual=residual)
+        self.anneal = check_anneal(anneal)
+        self.exponents = check_exponents(exponents, self.chains)
         # pyro.infer.MCMC stores every transition's values in one float tensor and applies
         # transforms[site].inv to give each site back in its support: the integers.
         self.transforms: dict = {name: _IntegerValues() for name in program.site_names()}
@@ -124,6 +187,9 @@ class BlockedMetropolisHastings(MCMCKernel):
         self._initial_params: dict[str, torch.Tensor] | None = None
         self._images: torch.Tensor | None = None
         self._actions: dict[str, torch.Tensor] | None = None
+        self._canvas: torch.Tensor | None = None
+        self._log_prior: torch.Tensor | None = None
+        self._log_likelihood: torch.Tensor | None = None
         self._log_joint: torch.Tensor | None = None
         self._l2: torch.Tensor | None = None
         self._t = 0
@@ -133,6 +199,8 @@ class BlockedMetropolisHastings(MCMCKernel):
         self._log_joint_trace: list[torch.Tensor] = []
         self._l2_trace: list[torch.Tensor] = []
         self._best: BestSoFar | None = None
+        self._exponents: torch.Tensor | None = None
+        self._swaps_offered, self._swaps_accepted = 0, 0
 
     # -- the MCMCKernel contract --------------------------------------------------------------
 
@@ -156,6 +224,8 @@ class BlockedMetropolisHastings(MCMCKernel):
         self._warmup_steps = non_negative_int("warmup_steps", warmup_steps, hint="transitions left out of the traces")
         self._images = images
         targets = images.shape[0]
+        if self.exponents is not None:
+            self._exponents = torch.tensor(self.exponents, device=images.device).unsqueeze(1)
         if self._initial_params is None:
             # The model's prior over every site, drawn for all chains and targets in one call
             # (rather than by tracing the model's chains x targets x sites Categoricals).
@@ -165,7 +235,9 @@ class BlockedMetropolisHastings(MCMCKernel):
             actions = self._actions_from_params(self._initial_params, targets)
         canvas = self.program.render(actions)
         self._actions = actions
-        self._log_joint, self._l2 = self._score(actions, canvas)
+        self._canvas = canvas if self.propose.reads_canvas else None
+        self._log_prior, self._log_likelihood, self._l2 = self._score(actions, canvas)
+        self._log_joint = self._log_prior + self._log_likelihood
         self._accepted = torch.zeros(self.chains, targets, device=images.device)
         self._proposed = torch.zeros(self.chains, 1, device=images.device)
         self._best = BestSoFar(targets, images.device)
@@ -211,6 +283,7 @@ class BlockedMetropolisHastings(MCMCKernel):
         self._initial_params = None
         self._images = None
         self._actions = None
+        self._canvas = None
 
     # -- the work -----------------------------------------------------------------------------
 
@@ -227,16 +300,28 @@ class BlockedMetropolisHastings(MCMCKernel):
         if not 1 <= active <= self.chains:
             raise ValueError(f"chains must lie in [1, {self.chains}], got {chains!r}")
         current = {name: value[:active] for name, value in self._actions.items()}
-        proposed, log_q_ratio = self.propose(current)
+        move = self.propose(current, None if self._canvas is None else self._canvas[:active], self._images)
+        proposed = move.actions
         canvas = self.program.render(proposed)
-        log_joint, l2 = self._score(proposed, canvas)
-        accept = metropolis_accept(log_joint - self._log_joint[:active] + log_q_ratio)
+        log_prior, log_likelihood, l2 = self._score(proposed, canvas)
+        beta = self.likelihood_exponent()
+        if self._exponents is not None:
+            beta = beta * self._exponents[:active]
+        log_ratio = (log_prior - self._log_prior[:active] + beta * (log_likelihood - self._log_likelihood[:active])
+                     + move.log_q_ratio(canvas))
+        accept = metropolis_accept(log_ratio)
 
         for name, value in select_actions(accept, proposed, current).items():
             self._actions[name][:active] = value
-        self._log_joint[:active] = torch.where(accept, log_joint, self._log_joint[:active])
+        if self._canvas is not None:
+            self._canvas[:active] = torch.where(accept.view(*accept.shape, 1, 1, 1), canvas, self._canvas[:active])
+        self._log_prior[:active] = torch.where(accept, log_prior, self._log_prior[:active])
+        self._log_likelihood[:active] = torch.where(accept, log_likelihood, self._log_likelihood[:active])
+        self._log_joint[:active] = self._log_prior[:active] + self._log_likelihood[:active]
         self._l2[:active] = torch.where(accept, l2, self._l2[:active])
         self._best.update(l2, canvas, proposed)
+        if self._exponents is not None and active == self.chains:
+            self._swap_neighbours()
 
         self._t += 1
         if self._t > self._warmup_steps:
@@ -245,6 +330,39 @@ class BlockedMetropolisHastings(MCMCKernel):
             if active == self.chains:
                 self._log_joint_trace.append(self._log_joint.clone())
                 self._l2_trace.append(self._l2.clone())
+
+    def _swap_neighbours(self) -> None:
+        """Offer every other pair of neighbouring chains a swap of their programs, per target
+        (the parallel-tempering move of the module docstring)."""
+        chains, targets = self._log_likelihood.shape
+        first = torch.arange(self._t % 2, chains - 1, 2, device=self._log_likelihood.device)
+        if first.numel() == 0:
+            return
+        second = first + 1
+        beta = self._exponents * self.likelihood_exponent()  # (chains, 1)
+        log_alpha = (beta[first] - beta[second]) * (self._log_likelihood[second] - self._log_likelihood[first])
+        swap = metropolis_accept(log_alpha)  # (pairs, targets)
+        order = torch.arange(chains, device=swap.device).unsqueeze(1).repeat(1, targets)
+        order[first] = torch.where(swap, second.unsqueeze(1), first.unsqueeze(1))
+        order[second] = torch.where(swap, first.unsqueeze(1), second.unsqueeze(1))
+
+        def reordered(values: torch.Tensor) -> torch.Tensor:
+            index = order.view(chains, targets, *([1] * (values.dim() - 2))).expand_as(values)
+            return values.gather(0, index)
+
+        self._actions = {name: reordered(value) for name, value in self._actions.items()}
+        if self._canvas is not None:
+            self._canvas = reordered(self._canvas)
+        self._log_prior, self._log_likelihood = reordered(self._log_prior), reordered(self._log_likelihood)
+        self._log_joint, self._l2 = reordered(self._log_joint), reordered(self._l2)
+        self._swaps_offered += swap.numel()
+        self._swaps_accepted += swap.sum()
+
+    def likelihood_exponent(self) -> float:
+        """The power :math:`\beta` of the likelihood in the next transition (1 unless annealing)."""
+        if self.anneal is None or self._t >= self._warmup_steps:
+            return 1.0
+        return self.anneal ** (1 - self._t / self._warmup_steps)
 
     def traces(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Post-warm-up traces ``(samples, chains, B)`` of the log joint and the l2 error."""
@@ -261,16 +379,18 @@ class BlockedMetropolisHastings(MCMCKernel):
         assert self._actions is not None
         return self._actions
 
-    def _score(self, actions: dict[str, torch.Tensor], canvas: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Log joint ``log p(a) + log p(x | render(a))`` and mean squared pixel error, ``(chains, B)`` each.
+    def _score(self, actions: dict[str, torch.Tensor],
+               canvas: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Log prior ``log p(a)``, log likelihood ``log p(x | render(a))`` and mean squared pixel
+        error, ``(chains, B)`` each.
 
-        One pass over the pixels serves both (the default likelihood is a function of the
-        squared error).
+        One pass over the pixels serves the last two (the default likelihood is a function of
+        the squared error).
         """
         error = squared_error(canvas, self._images)
         log_likelihood = self.program.log_likelihood(canvas, self._images, error)
         # The chains' programs were drawn or checked by this kernel: no need to check them again.
-        return self.program.log_prior(actions, check=False) + log_likelihood, error / math.prod(canvas.shape[-3:])
+        return self.program.log_prior(actions, check=False), log_likelihood, error / math.prod(canvas.shape[-3:])
 
     @property
     def best_l2(self) -> torch.Tensor | None:
@@ -353,8 +473,19 @@ class MCMC(Engine):
     :param chains: chains per target (at most ``N``).
     :param blocks: ``"step"``, ``"site"`` or ``"mixed"`` (see :mod:`~spiral_ppl.inference.moves`).
     :param proposal: ``"prior"`` or ``"uniform"``.
-    :param warmup: fraction of the transitions left out of the diagnostics.
+    :param local: the share of local moves (:class:`~spiral_ppl.inference.moves.LocalProposal`).
+    :param residual: the share of residual moves (:class:`~spiral_ppl.inference.moves.ResidualProposal`).
+    :param anneal: the likelihood's exponent at the first transition, rising to 1 by the end of
+        the warm-up; ``None``: no annealing.
+    :param exponents: parallel tempering: each chain's likelihood exponent, neighbours swapping
+        programs (:class:`BlockedMetropolisHastings`); ``None``: none.
+    :param warmup: fraction of the transitions that are warm-up: annealed, and left out of
+        the diagnostics.
     :param progress: show a progress bar (``None``: only on a terminal).
+
+    ``MCMC(blocks="step", local=0, residual=0, anneal=None)`` is the paper's baseline; the
+    defaults are the mixture that did best on validation targets
+    (``benchmarks/search_defaults.py``).
 
     ``Result.diagnostics`` holds ``acceptance_rate``, ``log_joint_r_hat``, ``log_joint_ess``,
     ``l2_r_hat``, ``l2_ess`` (each ``(B,)``), the traces ``log_joint`` and ``l2``
@@ -369,6 +500,10 @@ class MCMC(Engine):
         chains: int = 4,
         blocks: str = "step",
         proposal: str = "prior",
+        local: float = 0.0,
+        residual: float = 0.0,
+        anneal: float | None = None,
+        exponents: float | Sequence[float] | None = None,
         warmup: float = 0.5,
         progress: bool | None = None,
     ) -> None:
@@ -378,6 +513,13 @@ class MCMC(Engine):
         self.chains = chains
         self.blocks = blocks
         self.proposal = proposal
+        self.local = checks.number_in("local", local, 0, 1, hint="the share of local moves")
+        self.residual = checks.number_in("residual", residual, 0, 1, hint="the share of residual moves")
+        if self.local + self.residual > 1:
+            raise ValueError(f"local + residual is the share of moves that are not block moves, at most 1; got "
+                             f"local={local} and residual={residual}")
+        self.anneal = check_anneal(anneal)
+        self.exponents = check_exponents(exponents, chains)
         self.warmup = float(warmup)
         self.progress = check_progress(progress)
         # Fail at construction rather than mid-run on a bad block or proposal name.
@@ -396,7 +538,9 @@ class MCMC(Engine):
         checks.fits_in_memory(f"MCMC with {transitions:,} transitions of {self.chains} chains for {targets} targets",
                               transitions * (8 * targets * (1 + 2 * self.chains) + 640),
                               remedy="give a smaller budget", where=images.device)
-        kernel = BlockedMetropolisHastings(prog, chains=self.chains, blocks=self.blocks, proposal=self.proposal)
+        kernel = BlockedMetropolisHastings(prog, chains=self.chains, blocks=self.blocks, proposal=self.proposal,
+                                           local=self.local, residual=self.residual, anneal=self.anneal,
+                                           exponents=self.exponents)
         kernel.setup(int(self.warmup * transitions), images)
         renders, best_l2 = [self.chains], [kernel.best_l2.clone()]
         with tqdm(total=transitions, desc=self.name, unit="step", disable=hide_progress(self.progress)) as bar:

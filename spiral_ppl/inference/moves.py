@@ -24,6 +24,25 @@ fixed tables of full support instead (:meth:`Program.proposal_table
 chosen uniformly and independently of the current values, so every move is a mixture of
 kernels each reversible with respect to the posterior, and leaves it invariant.
 
+Two more kinds of move search where the blocks above rarely look:
+
+- :class:`LocalProposal`: one location moves by up to ``radius`` grid cells in each
+  direction, or one ordered component (:attr:`Component.ordered
+  <spiral_ppl.renderers.Component.ordered>`: a size, a pressure, a colour level) by one
+  value. The proposal is symmetric, and one that leaves the grid or the values is rejected,
+  so :math:`\alpha` is the ratio of the targets.
+- :class:`ResidualProposal`: a data-driven step block. The residual of the current canvas,
+  :math:`r = (x - c(a))^2` summed over channels, is averaged over each location
+  component's grid cells; the step's locations are drawn from those averages mixed with a
+  uniform (so every cell stays possible), and its other components from the prior. The
+  reverse move reads the residual of the *proposed* canvas, so its density
+  :math:`q_{a'}(a_{\mathrm{block}})` is known only after rendering: :meth:`Proposal.log_q_ratio`
+  takes that canvas. It works for any program whose components include locations, from the
+  images and the grids alone.
+
+:class:`MoveMixture` picks one kind of move for each program independently of its state
+(with fixed weights), so the mixture, like each kind, leaves the posterior invariant.
+
 Everything is vectorised: programs carry any batch shape (chains, particles, targets), and
 every program gets its own block.
 
@@ -45,10 +64,14 @@ sampling methods using Markov chains and their applications", Biometrika 1970.
 
 from __future__ import annotations
 
-from typing import Mapping
+import math
+from dataclasses import dataclass
+from typing import Callable, Mapping
 
 import torch
+import torch.nn.functional as F
 
+from spiral_ppl import checks
 from spiral_ppl.checks import choice
 from spiral_ppl.programs.base import Program, require_fixed_structure
 
@@ -122,3 +145,204 @@ def select_actions(
 ) -> dict[str, torch.Tensor]:
     """Programs where ``accept`` (shape ``batch``) holds taken from ``proposed``, else ``current``."""
     return {name: torch.where(accept.unsqueeze(-1), proposed[name], value) for name, value in current.items()}
+
+
+# -- local and data-driven moves, and their mixture ------------------------------------------------------
+
+
+@dataclass
+class Proposal:
+    """Proposed programs and what the Hastings ratio needs of the proposal.
+
+    :ivar actions: the proposed programs ``{name: LongTensor[*batch, T]}``.
+    :ivar log_q_known: :math:`\\log q(a \\mid a') - \\log q(a' \\mid a)` as far as it is
+        known before the proposed canvases are drawn, shape ``batch`` (``-inf`` for a
+        proposal that left the grid or the values, which must be rejected).
+    :ivar reverse: for moves whose reverse density reads the proposed canvases, a function
+        of them giving the rest of the ratio; ``None`` when nothing is left.
+    """
+
+    actions: dict[str, torch.Tensor]
+    log_q_known: torch.Tensor
+    reverse: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+    def log_q_ratio(self, proposed_canvas: torch.Tensor) -> torch.Tensor:
+        """The whole :math:`\\log q(a \\mid a') - \\log q(a' \\mid a)`, given the proposed canvases ``(*batch, C, H, W)``."""
+        if self.reverse is None:
+            return self.log_q_known
+        return self.log_q_known + self.reverse(proposed_canvas)
+
+
+def _replace_site(actions: Mapping[str, torch.Tensor], name: str, step: torch.Tensor,
+                  value: torch.Tensor) -> dict[str, torch.Tensor]:
+    """``actions`` with component ``name`` of step ``step`` (shape ``batch``) set to ``value``."""
+    proposed = dict(actions)
+    proposed[name] = actions[name].scatter(-1, step.unsqueeze(-1), value.unsqueeze(-1))
+    return proposed
+
+
+class LocalProposal:
+    """Moves one location by up to ``radius`` cells along each axis, or one ordered component by
+    one value (see the module docstring). Symmetric: :math:`\\log q(a \\mid a') - \\log q(a' \\mid a)`
+    is 0, or ``-inf`` where the move leaves the grid or the values.
+
+    :param program: whose locations and ordered components are moved.
+    :param radius: the largest step along each grid axis.
+    """
+
+    def __init__(self, program: Program, *, radius: int = 2) -> None:
+        require_fixed_structure(program, "local moves")
+        self.program = program
+        self.radius = checks.positive_int("radius", radius, hint="grid cells a location may move along each axis")
+        self.movable = [c for c in program.action_space if c.kind == "location" or c.ordered]
+        if not self.movable:
+            raise ValueError(f"{program!r} has no location or ordered component for local moves to move; mark "
+                             "sizes and levels Component(..., ordered=True), or give local moves no weight")
+
+    def __call__(self, actions: Mapping[str, torch.Tensor]) -> Proposal:
+        reference = actions[self.movable[0].name]
+        batch_shape, steps, device = reference.shape[:-1], reference.shape[-1], reference.device
+        step = torch.randint(steps, batch_shape, device=device)
+        which = torch.randint(len(self.movable), batch_shape, device=device)
+        proposed, valid = dict(actions), torch.ones(batch_shape, dtype=torch.bool, device=device)
+        for index, component in enumerate(self.movable):
+            chosen = which == index
+            old = actions[component.name].gather(-1, step.unsqueeze(-1)).squeeze(-1)
+            if component.kind == "location":
+                side = component.grid_size
+                # A uniform offset in the square of radius r, the offset (0, 0) left out.
+                offsets = (2 * self.radius + 1) ** 2 - 1
+                flat = torch.randint(offsets, batch_shape, device=device)
+                flat = flat + (flat >= offsets // 2).long()
+                dy, dx = flat // (2 * self.radius + 1) - self.radius, flat % (2 * self.radius + 1) - self.radius
+                y, x = old // side + dy, old % side + dx
+                inside = (y >= 0) & (y < side) & (x >= 0) & (x < side)
+                new = y.clamp(0, side - 1) * side + x.clamp(0, side - 1)
+            else:
+                new = old + 2 * torch.randint(2, batch_shape, device=device) - 1
+                inside = (new >= 0) & (new < component.size)
+                new = new.clamp(0, component.size - 1)
+            # Programs whose move left the grid keep their value (they are rejected anyway).
+            new = torch.where(chosen & inside, new, old)
+            proposed = _replace_site(proposed, component.name, step, new)
+            valid = valid & (~chosen | inside)
+        log_q = torch.where(valid, 0.0, -math.inf).to(torch.float32)
+        return Proposal(proposed, log_q)
+
+
+def residual_cell_log_probs(canvas: torch.Tensor, images: torch.Tensor, side: int, uniform: float) -> torch.Tensor:
+    """Log probabilities ``(*batch, side * side)`` of the cells of a ``side``-cell grid, in
+    proportion to the squared residual of ``canvas`` ``(*batch, C, H, W)`` against ``images``
+    averaged over each cell, mixed with a uniform of weight ``uniform`` (all cells alike where
+    the residual is zero)."""
+    residual = (images - canvas).pow(2).sum(-3)  # (*batch, H, W)
+    batch_shape = residual.shape[:-2]
+    pooled = F.adaptive_avg_pool2d(residual.reshape(-1, 1, *residual.shape[-2:]), side).reshape(*batch_shape, -1)
+    total = pooled.sum(-1, keepdim=True)
+    share = torch.where(total > 0, pooled / total.clamp_min(1e-30), 1.0 / pooled.shape[-1])
+    return ((1 - uniform) * share + uniform / pooled.shape[-1]).log()
+
+
+class ResidualProposal:
+    """A data-driven step block: locations drawn where the canvas misses the target (see the
+    module docstring), the step's other components from :meth:`Program.proposal_table
+    <spiral_ppl.programs.Program.proposal_table>`.
+
+    :param program: whose steps are redrawn; it must have a location component.
+    :param uniform: the weight of the uniform distribution mixed into each location's, in
+        (0, 1]; it keeps every cell possible, so the move can always be reversed.
+    """
+
+    def __init__(self, program: Program, *, uniform: float = 0.2) -> None:
+        require_fixed_structure(program, "residual moves")
+        self.program = program
+        self.uniform = checks.number_in("uniform", uniform, 0, 1, open_low=True,
+                                        hint="weight of the uniform part of each location's proposal")
+        self.locations = [c for c in program.action_space if c.kind == "location"]
+        if not self.locations:
+            raise ValueError(f"{program!r} has no location component for residual moves to place; give "
+                             "residual moves no weight")
+
+    def cell_log_probs(self, canvas: torch.Tensor, images: torch.Tensor, side: int) -> torch.Tensor:
+        """Log proposal probabilities ``(*batch, side * side)`` of the cells of a ``side``-cell grid
+        (see :func:`residual_cell_log_probs`)."""
+        return residual_cell_log_probs(canvas, images, side, self.uniform)
+
+    def __call__(self, actions: Mapping[str, torch.Tensor], canvas: torch.Tensor, images: torch.Tensor) -> Proposal:
+        space = self.program.action_space
+        reference = actions[space[0].name]
+        batch_shape, steps, device = reference.shape[:-1], reference.shape[-1], reference.device
+        step = torch.randint(steps, batch_shape, device=device)
+        old = {c.name: actions[c.name].gather(-1, step.unsqueeze(-1)).squeeze(-1) for c in space}
+        table = self.program.proposal_table(device)
+        fresh = table.sample(step)
+        others = [index for index, c in enumerate(space) if c.kind != "location"]
+        log_q = (table.site_log_probs(step, old)[others] - table.site_log_probs(step, fresh)[others]).sum(0)
+        sides = sorted({c.grid_size for c in self.locations})
+        forward = {side: self.cell_log_probs(canvas, images, side) for side in sides}
+        for component in self.locations:
+            log_p = forward[component.grid_size].expand(*batch_shape, component.size)
+            fresh[component.name] = torch.distributions.Categorical(logits=log_p).sample()
+            log_q = log_q - log_p.gather(-1, fresh[component.name].unsqueeze(-1)).squeeze(-1)
+        proposed = dict(actions)
+        for component in space:
+            proposed = _replace_site(proposed, component.name, step, fresh[component.name])
+
+        def reverse(proposed_canvas: torch.Tensor) -> torch.Tensor:
+            backward = {side: self.cell_log_probs(proposed_canvas, images, side) for side in sides}
+            return sum(backward[c.grid_size].expand(*batch_shape, c.size).gather(-1, old[c.name].unsqueeze(-1))
+                       .squeeze(-1) for c in self.locations)
+
+        return Proposal(proposed, log_q, reverse)
+
+
+class MoveMixture:
+    """Metropolis-Hastings moves of several kinds, one kind per program, chosen with fixed weights.
+
+    :param program: whose programs are moved.
+    :param blocks: the block moves' blocks, ``"step"``, ``"site"`` or ``"mixed"`` (:class:`BlockProposal`).
+    :param proposal: the block moves' fresh values, ``"prior"`` or ``"uniform"``.
+    :param local: the weight of :class:`LocalProposal` moves, in [0, 1].
+    :param residual: the weight of :class:`ResidualProposal` moves, in [0, 1].
+    :param radius: the local moves' largest step along each grid axis.
+
+    Block moves get the rest of the weight, ``1 - local - residual``. Calling it on programs,
+    their canvases and the targets returns a :class:`Proposal`.
+    """
+
+    def __init__(self, program: Program, *, blocks: str = "step", proposal: str = "prior", local: float = 0.0,
+                 residual: float = 0.0, radius: int = 2) -> None:
+        self.local_weight = checks.number_in("local", local, 0, 1, hint="the share of local moves")
+        self.residual_weight = checks.number_in("residual", residual, 0, 1, hint="the share of residual moves")
+        if self.local_weight + self.residual_weight > 1:
+            raise ValueError(f"local + residual is the share of moves that are not block moves, at most 1; got "
+                             f"local={local} and residual={residual}")
+        self.block = BlockProposal(program, blocks=blocks, proposal=proposal)
+        self.local = LocalProposal(program, radius=radius) if self.local_weight else None
+        self.residual = ResidualProposal(program) if self.residual_weight else None
+
+    @property
+    def reads_canvas(self) -> bool:
+        """Whether some moves read the current canvases (the residual ones)."""
+        return self.residual is not None
+
+    def __call__(self, actions: Mapping[str, torch.Tensor], canvas: torch.Tensor | None = None,
+                 images: torch.Tensor | None = None) -> Proposal:
+        proposed, log_q_ratio = self.block(actions)
+        if self.local is None and self.residual is None:
+            return Proposal(proposed, log_q_ratio)
+        reference = next(iter(actions.values()))
+        kind = torch.rand(reference.shape[:-1], device=reference.device)
+        reverse = None
+        for move, chosen in ((self.local, kind < self.local_weight),
+                             (self.residual, (kind >= self.local_weight)
+                              & (kind < self.local_weight + self.residual_weight))):
+            if move is None:
+                continue
+            other = move(actions) if move is self.local else move(actions, canvas, images)
+            proposed = select_actions(chosen, other.actions, proposed)
+            log_q_ratio = torch.where(chosen, other.log_q_known, log_q_ratio)
+            if other.reverse is not None:
+                def reverse(proposed_canvas, rest=other.reverse, chosen=chosen):
+                    return torch.where(chosen, rest(proposed_canvas), 0.0)
+        return Proposal(proposed, log_q_ratio, reverse)

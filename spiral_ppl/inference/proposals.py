@@ -20,8 +20,9 @@ the next step (they are replaced by the step's own canvases). A proposal that dr
 of its own declares how many per particle and step in
 :attr:`StepProposal.renders_per_proposal`, and the engine pays for them from its budget.
 
-Two proposals are built in: :class:`PriorProposal` draws from the program's prior, and
-:class:`GuideProposal` turns any Pyro guide ``guide(image)`` over the sites
+Three proposals are built in: :class:`PriorProposal` draws from the program's prior,
+:class:`ResidualStepProposal` places the next step's locations where the canvas misses the
+target, and :class:`GuideProposal` turns any Pyro guide ``guide(image)`` over the sites
 ``step_{t}/{component}`` into step proposals by conditioning it on each particle's history.
 A policy that looks at the canvas (the SPIRAL agent) subclasses :class:`StepProposal`; a
 :class:`~spiral_ppl.inference.importance.RenderingGuide` that has such a proposal returns it
@@ -48,8 +49,10 @@ import pyro
 import torch
 from pyro import poutine
 
+from spiral_ppl import checks
 from spiral_ppl.checks import non_negative_int
 from spiral_ppl.inference.importance import RenderingGuide
+from spiral_ppl.inference.moves import residual_cell_log_probs
 from spiral_ppl.programs.base import Program, site_name
 
 
@@ -95,6 +98,45 @@ class PriorProposal(StepProposal):
 
     def __repr__(self) -> str:
         return "PriorProposal()"
+
+
+class ResidualStepProposal(StepProposal):
+    """Draws each particle's next step where its canvas misses the target: a data-driven
+    proposal for any program with location components.
+
+    Each location component of step ``t`` is drawn from the particle's residual,
+    :math:`(x - c)^2` summed over channels and averaged over the component's grid cells,
+    mixed with a uniform of weight ``uniform`` so that every cell stays possible
+    (:func:`~spiral_ppl.inference.moves.residual_cell_log_probs`); the other components come
+    from the program's fixed per-step tables (:meth:`Program.proposal_table
+    <spiral_ppl.programs.Program.proposal_table>`: the prior, where it is fixed). ``log_q``
+    is that proposal's density, so the weights stay exact.
+
+    :param uniform: the weight of the uniform part of each location's proposal, in (0, 1].
+    """
+
+    def __init__(self, uniform: float = 0.2) -> None:
+        self.uniform = checks.number_in("uniform", uniform, 0, 1, open_low=True,
+                                        hint="weight of the uniform part of each location's proposal")
+
+    def propose(self, program, step, history, canvas, images):
+        locations = [c for c in program.action_space if c.kind == "location"]
+        if not locations:
+            raise ValueError(f"{program!r} has no location component for a residual proposal to place; use the "
+                             "prior proposal (proposal=None)")
+        table = program.proposal_table(images.device)
+        steps = torch.full(_particles_and_targets(history), step, dtype=torch.long, device=images.device)
+        action = table.sample(steps)
+        others = [index for index, c in enumerate(program.action_space) if c.kind != "location"]
+        log_q = table.site_log_probs(steps, action)[others].sum(0)
+        for component in locations:
+            cells = residual_cell_log_probs(canvas, images, component.grid_size, self.uniform)
+            action[component.name] = torch.distributions.Categorical(logits=cells).sample()
+            log_q = log_q + cells.gather(-1, action[component.name].unsqueeze(-1)).squeeze(-1)
+        return action, log_q
+
+    def __repr__(self) -> str:
+        return f"ResidualStepProposal(uniform={self.uniform})"
 
 
 class GuideProposal(StepProposal):

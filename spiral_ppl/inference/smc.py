@@ -88,7 +88,7 @@ from spiral_ppl.checks import choice, non_negative_int
 from spiral_ppl.inference.budget import Budget
 from spiral_ppl.inference.engine import Engine, check_progress, hide_progress
 from spiral_ppl.inference.importance import effective_sample_size
-from spiral_ppl.inference.moves import BLOCKS, PROPOSALS, BlockProposal, metropolis_accept, select_actions
+from spiral_ppl.inference.moves import BLOCKS, PROPOSALS, MoveMixture, metropolis_accept, select_actions
 from spiral_ppl.inference.proposals import PriorProposal, as_step_proposal
 from spiral_ppl.inference.result import BestSoFar, Curve, Result
 from spiral_ppl.inference.smc_schedules import (
@@ -123,6 +123,10 @@ class SMC(Engine):
     :param rejuvenation_moves: Metropolis-Hastings moves per particle after each step.
     :param blocks: block of the rejuvenation moves: ``"step"``, ``"site"`` or ``"mixed"``.
     :param move_proposal: fresh values of a moved block from the ``"prior"`` or ``"uniform"``.
+    :param local: the share of rejuvenation moves that are local moves
+        (:class:`~spiral_ppl.inference.moves.LocalProposal`).
+    :param residual: the share that are residual (data-driven) moves
+        (:class:`~spiral_ppl.inference.moves.ResidualProposal`).
     :param progress: show a progress bar (``None``: only on a terminal).
 
     ``Result.log_weights`` are the final particles' ``(N, B)``, ``Result.log_evidence``
@@ -145,6 +149,8 @@ class SMC(Engine):
         rejuvenation_moves: int = 0,
         blocks: str = "step",
         move_proposal: str = "prior",
+        local: float = 0.0,
+        residual: float = 0.0,
         progress: bool | None = None,
     ) -> None:
         self.proposal = as_step_proposal(proposal)
@@ -163,6 +169,11 @@ class SMC(Engine):
         self.rejuvenation_moves = rejuvenation_moves
         self.blocks = choice("blocks", blocks, BLOCKS)
         self.move_proposal = choice("move_proposal", move_proposal, PROPOSALS)
+        self.local = checks.number_in("local", local, 0, 1, hint="the share of local rejuvenation moves")
+        self.residual = checks.number_in("residual", residual, 0, 1, hint="the share of residual rejuvenation moves")
+        if self.local + self.residual > 1:
+            raise ValueError(f"local + residual is the share of moves that are not block moves, at most 1; got "
+                             f"local={local} and residual={residual}")
         self.progress = check_progress(progress)
         if proposal is not None:
             self.name = "smc-guide"
@@ -258,7 +269,8 @@ class _ParticleRun:
         self.curve_renders: list[int] = []
         self.curve_l2: list[torch.Tensor] = []
         self.best = BestSoFar(self.targets, self.device)
-        self.mover = BlockProposal(prog, blocks=engine.blocks, proposal=engine.move_proposal)
+        self.mover = MoveMixture(prog, blocks=engine.blocks, proposal=engine.move_proposal, local=engine.local,
+                                 residual=engine.residual)
         self.accepted = torch.zeros(self.targets, device=self.device)
         self.moves = 0
 
@@ -339,7 +351,8 @@ class _ParticleRun:
     def rejuvenate(self, step: int, score_candidates: bool) -> None:
         """One Metropolis-Hastings move of every particle's prefix, invariant for ``gamma_t``
         (with ``intermediate="model"``: the prior of the prefix times its tempered likelihood)."""
-        proposed, log_q_ratio = self.mover(self.history)
+        move = self.mover(self.history, self.canvas if self.mover.reads_canvas else None, self.images)
+        proposed = move.actions
         canvas = self._view(self.stepwise.canvas(self._replay(proposed)))
         self.spent += self.particles
         # One pass over the pixels gives the likelihood and, for the candidates, the l2.
@@ -347,7 +360,7 @@ class _ParticleRun:
         log_likelihood = self.prog.log_likelihood(canvas, self.images, error)
         log_prior = self.prog.log_prior(proposed, check=False)
         beta = self.tempering[step]
-        log_ratio = log_prior - self.log_prior + beta * (log_likelihood - self.log_likelihood) + log_q_ratio
+        log_ratio = log_prior - self.log_prior + beta * (log_likelihood - self.log_likelihood) + move.log_q_ratio(canvas)
         accept = metropolis_accept(log_ratio)
         self.accepted += accept.float().mean(0)
         self.moves += 1

@@ -10,10 +10,11 @@ The model is any function ``model(image=None, batch_size=1)`` that
   shape is ``(C, H, W)``.
 
 It may mark a component a location on a square grid with ``infer={"location": (rows,
-cols)}`` (the SPIRAL policy decodes it with a convolutional head), mask sites with
-``poutine.mask`` (see below), and let a prior depend on earlier sites. A model that also
-takes a keyword ``steps`` (how many steps to draw) can be drawn part-way, which engines that
-read partial canvases need (SMC, the SPIRAL policy).
+cols)}`` (the SPIRAL policy decodes it with a convolutional head), mark one ordered (a size,
+a level) with ``infer={"ordered": True}`` (search then tries neighbouring values), mask
+sites with ``poutine.mask`` (see below), and let a prior depend on earlier sites. A model
+that also takes a keyword ``steps`` (how many steps to draw) can be drawn part-way, which
+engines that read partial canvases need (SMC, the SPIRAL policy).
 
 :class:`PyroProgram` finds the steps, components, cardinalities, priors and image shape by
 tracing the model (once with ``batch_size=1``, and once more for four targets whose earlier
@@ -317,8 +318,9 @@ class PyroProgram(Program):
         components = []
         for name, site in by_step[0]:
             location = site["infer"].get("location")
-            components.append(Component(name, site["fn"].logits.shape[-1], _location_kind(name, location,
-                                                                                          site["fn"].logits.shape[-1])))
+            size = site["fn"].logits.shape[-1]
+            components.append(Component(name, size, _location_kind(name, location, size),
+                                        ordered=bool(site["infer"].get("ordered", False))))
         for t in range(1, steps):
             names = [name for name, _ in by_step[t]]
             if names != first:

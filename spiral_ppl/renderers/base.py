@@ -51,11 +51,14 @@ class Component:
     :param kind: ``"scalar"`` for an ordinary categorical choice, ``"location"`` for a flat
         index ``y * grid_size + x`` into a square grid of ``size`` cells. The SPIRAL policy
         decodes locations with a convolutional head and scalars with a linear one.
+    :param ordered: whether neighbouring values of a scalar are alike (a size, a pressure, a
+        colour level), so that search can try the next value up or down (local moves).
     """
 
     name: str
     size: int
     kind: ComponentKind = "scalar"
+    ordered: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name or "/" in self.name:
@@ -63,6 +66,8 @@ class Component:
         positive_int(f"component {self.name!r}: size", self.size)
         if self.kind not in ("scalar", "location"):
             raise ValueError(f"component {self.name!r}: kind must be 'scalar' or 'location', got {self.kind!r}")
+        if not isinstance(self.ordered, bool):
+            raise TypeError(f"component {self.name!r}: ordered must be True or False, got {self.ordered!r}")
         if self.kind == "location" and math.isqrt(self.size) ** 2 != self.size:
             raise ValueError(
                 f"location component {self.name!r} must have a square size (grid_size ** 2), got {self.size}"

@@ -171,10 +171,10 @@ class MujocoScene(Renderer):
             Component("command", 3),
             Component("shape", len(SHAPES)),
             Component("location", grid_size * grid_size, "location"),
-            Component("object_size", len(sizes)),
-            Component("red", color_bins),
-            Component("green", color_bins),
-            Component("blue", color_bins),
+            Component("object_size", len(sizes), ordered=True),
+            Component("red", color_bins, ordered=True),
+            Component("green", color_bins, ordered=True),
+            Component("blue", color_bins, ordered=True),
         )
         self._gl: _GLScene | None = None
         self._pool: ProcessPoolExecutor | None = None

@@ -126,11 +126,11 @@ class PaintRenderer(Renderer):
             Component("flag", 2),
             Component("end_point", grid_cells, "location"),
             Component("control_point", grid_cells, "location"),
-            Component("brush_size", len(sizes)),
-            Component("pressure", pressure_levels),
+            Component("brush_size", len(sizes), ordered=True),
+            Component("pressure", pressure_levels, ordered=True),
         ]
         if color:
-            components += [Component(name, color_bins) for name in COLOR_COMPONENTS]
+            components += [Component(name, color_bins, ordered=True) for name in COLOR_COMPONENTS]
         self.action_space = tuple(components)
 
     # -- what the action values mean ---------------------------------------------------------
