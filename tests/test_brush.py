@@ -92,10 +92,8 @@ def paint_every_pixel(brush, state, action):
     """One stroke per canvas of ``state`` by the reference that evaluates every pixel, compiled
     when ``brush`` compiles (the two modes round cube roots differently)."""
     stroke, _ = brush._stroke(state.position, action, state.canvas.device)
-    coordinates = torch.arange(brush.canvas_size, dtype=torch.float32)
-    ys, xs = torch.meshgrid(coordinates, coordinates, indexing="ij")
     paint = brush._kernel(_paint_every_pixel, state.canvas.shape[0])
-    return paint(state.canvas, *stroke, xs.reshape(-1), ys.reshape(-1))
+    return paint(state.canvas, None, *stroke, *brush._pixels(state.canvas.device))
 
 
 def random_strokes(brush, count, generator, on_the_border=False):

@@ -158,13 +158,17 @@ def _stroke_distance(start, control, end, pixel_x, pixel_y):
     return torch.where(straight[:, None], segment, curve).sqrt()
 
 
-def _paint_every_pixel(canvas, start, control, end, radius, edge, opacity, ink, pixel_x, pixel_y):
-    """Composite one stroke per canvas over every pixel: ``canvas + alpha * (ink - canvas)``.
+def _paint_every_pixel(canvas, rows, start, control, end, radius, edge, opacity, ink, pixel_x, pixel_y):
+    """Composite one stroke per canvas over every pixel of the canvases ``canvas[rows]`` (all of
+    them if ``rows`` is None): ``canvas + alpha * (ink - canvas)``.
 
     ``radius``, ``edge`` (width of the soft edge in pixels), ``opacity``: ``(B,)`` (opacity 0
-    for jumps); ``ink``: ``(B, C)``; ``pixel_x``, ``pixel_y``: ``(H * W,)``. The reference that
-    :func:`_paint_tiles` must match: it costs the same whatever the stroke covers.
+    for jumps); ``ink``: ``(B, C)``; ``pixel_x``, ``pixel_y``: ``(H * W,)``. It costs the same
+    whatever the stroke covers: the brush uses it below :data:`TILES_FROM_PIXELS`, and it is
+    the reference that :func:`_paint_tiles` must match.
     """
+    if rows is not None:
+        canvas = canvas.index_select(0, rows)
     batch, channels, height, width = canvas.shape
     distance = _stroke_distance(start, control, end, pixel_x, pixel_y)
     coverage = ((radius[:, None] - distance) / edge[:, None] + 0.5).clamp(0, 1)
@@ -204,6 +208,11 @@ def _cut_into_tiles(canvas_size: int, tile_size: int, device: torch.device) -> _
 
 #: Side in pixels of the tiles the brush evaluates (see :func:`_tiles_near_strokes`).
 TILE_SIZE = 8
+
+#: Calls painting fewer pixels than this evaluate every pixel: below it, choosing the tiles
+#: costs more than the pixels it saves (the two break even at about 4 canvases of 64x64 eager
+#: and 8 compiled, on a 2-core CPU).
+TILES_FROM_PIXELS = 4 * 64 * 64
 
 #: Pieces each curve is cut into when bounding it by boxes in :func:`_tiles_near_strokes`.
 CURVE_PIECES = 8
@@ -252,6 +261,8 @@ def _tiles_near_strokes(start, control, end, radius, edge, opacity, tile_first, 
     of each row (and column) of the ``K x K`` tiles, numbered row by row.
     """
     squared_gaps = []
+    # Axis by axis on (B,) coordinates: compiled, a trailing axis of length 2 is vectorised as
+    # if it were long and ran several times slower.
     for axis in (0, 1):  # x, then y
         low, high = _piece_boxes(start[:, axis], control[:, axis], end[:, axis])
         # The gap between two intervals is whichever of these is positive (0 if they overlap).
@@ -293,8 +304,14 @@ def _paint_tiles(canvas, rows, stroke_of, tile_of, start, control, end, radius, 
 
 def _paint_tiles_and_compare(canvas, rows, targets, *stroke):
     """:func:`_paint_tiles`, and the squared error of each painted canvas against its target
-    (``tiled_squared_error``). Compiled, the selected canvases are not copied twice."""
+    (``tiled_squared_error``). Compiled, the painted canvases are not read back to be compared."""
     painted = _paint_tiles(canvas, rows, *stroke)
+    return painted, tiled_squared_error(painted, targets)
+
+
+def _paint_every_pixel_and_compare(canvas, rows, targets, *stroke):
+    """:func:`_paint_every_pixel` and the squared errors, as :func:`_paint_tiles_and_compare`."""
+    painted = _paint_every_pixel(canvas, rows, *stroke)
     return painted, tiled_squared_error(painted, targets)
 
 
@@ -352,6 +369,7 @@ class Brush(PaintRenderer):
         self.softness = checks.number_in("softness", softness, 0, 2)
         self.opacity_exponent = checks.number_in("opacity_exponent", opacity_exponent, 0, 4, open_low=True)
         self.compile = checks.optional_switch("compile", compile, none="compile large batches")
+        self._pixel_grids: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
         self._tile_grids: dict[torch.device, _Tiles] = {}
 
     def settings(self) -> dict:
@@ -361,6 +379,14 @@ class Brush(PaintRenderer):
             "opacity_exponent": self.opacity_exponent,
             "compile": self.compile,
         }
+
+    def _pixels(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(x, y)`` coordinates ``(H * W,)`` of every pixel centre, row by row."""
+        if device not in self._pixel_grids:
+            coordinates = torch.arange(self.canvas_size, dtype=torch.float32, device=device)
+            ys, xs = torch.meshgrid(coordinates, coordinates, indexing="ij")
+            self._pixel_grids[device] = (xs.reshape(-1), ys.reshape(-1))
+        return self._pixel_grids[device]
 
     def _tiles(self, device: torch.device) -> _Tiles:
         if device not in self._tile_grids:
@@ -379,7 +405,7 @@ class Brush(PaintRenderer):
         canvas, position = check_state(state, BrushState)
         self.check_step(action, canvas.shape[0])
         stroke, action = self._stroke(position, action, canvas.device)
-        canvas = self._paint(_paint_tiles, canvas, None, stroke)
+        canvas = self._paint(canvas, None, stroke)
         return BrushState(canvas, action["end_point"])
 
     def step_and_compare(
@@ -398,7 +424,7 @@ class Brush(PaintRenderer):
         self.check_step(action, position.shape[0])
         self.check_targets(targets, position.shape[0])
         stroke, action = self._stroke(position, action, canvas.device)
-        canvas, error = self._paint(_paint_tiles_and_compare, canvas, rows, stroke, targets.to(canvas.device))
+        canvas, error = self._paint(canvas, rows, stroke, targets.to(canvas.device))
         return BrushState(canvas, action["end_point"]), error
 
     def canvas(self, state: BrushState) -> torch.Tensor:
@@ -417,18 +443,23 @@ class Brush(PaintRenderer):
         stroke = (start, control, end, radius, edge, opacity, self.ink(action))
         return stroke, action
 
-    def _paint(self, kernel: Callable, canvas: torch.Tensor, rows: torch.Tensor | None, stroke: tuple, *targets):
-        """Paint ``stroke`` (from :meth:`_stroke`) with ``kernel`` (:func:`_paint_tiles` or
-        :func:`_paint_tiles_and_compare`) on the tiles each stroke may ink.
+    def _paint(self, canvas: torch.Tensor, rows: torch.Tensor | None, stroke: tuple, *targets: torch.Tensor):
+        """Paint ``stroke`` (from :meth:`_stroke`) on the canvases ``canvas[rows]`` (all of them
+        if ``rows`` is None); with ``targets``, also return the squared errors against them.
 
-        Choosing the tiles ends in a list of (stroke, tile) pairs whose length depends on the
-        strokes, so it is computed first, apart from the kernel that paints them.
+        Large calls paint only the tiles each stroke may ink. Choosing them ends in a list of
+        (stroke, tile) pairs whose length depends on the strokes, so it is computed apart from
+        the kernel that paints them.
         """
-        tiles = self._tiles(canvas.device)
         canvases = canvas.shape[0] if rows is None else rows.shape[0]
+        if canvases * self.canvas_size**2 < TILES_FROM_PIXELS:
+            kernel = self._kernel(_paint_every_pixel_and_compare if targets else _paint_every_pixel, canvases)
+            return kernel(canvas, rows, *targets, *stroke, *self._pixels(canvas.device))
+        tiles = self._tiles(canvas.device)
         near = self._kernel(_tiles_near_strokes, canvases)(*stroke[:6], tiles.first, tiles.last)
         stroke_of, tile_of = near.nonzero(as_tuple=True)
-        return self._kernel(kernel, canvases)(canvas, rows, *targets, stroke_of, tile_of, *stroke, tiles)
+        kernel = self._kernel(_paint_tiles_and_compare if targets else _paint_tiles, canvases)
+        return kernel(canvas, rows, *targets, stroke_of, tile_of, *stroke, tiles)
 
     def _kernel(self, function: Callable, canvases: int) -> Callable:
         """``function`` itself, or compiled when :attr:`compile` asks for it at this many canvases."""
