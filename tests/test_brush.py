@@ -7,6 +7,8 @@ import torch
 
 import spiral_ppl as sp
 from spiral_ppl.renderers.base import index_batch
+from spiral_ppl.renderers.brush import _paint_every_pixel, _tiles_near_strokes
+from spiral_ppl.squared_error import tiled_squared_error
 from tests.paint_helpers import cell, distance_to_bezier, one_stroke, program
 
 
@@ -86,6 +88,72 @@ def test_compiled_kernel_matches_eager():
     assert (difference > 1e-3).float().mean() < 1e-3
 
 
+def paint_every_pixel(brush, state, action):
+    """One stroke per canvas of ``state`` by the reference that evaluates every pixel, compiled
+    when ``brush`` compiles (the two modes round cube roots differently)."""
+    stroke, _ = brush._stroke(state.position, action, state.canvas.device)
+    paint = brush._kernel(_paint_every_pixel, state.canvas.shape[0])
+    return paint(state.canvas, None, *stroke, *brush._pixels(state.canvas.device))
+
+
+def random_strokes(brush, count, generator, on_the_border=False):
+    """Random actions of every size, pressure and colour, flags mixed; ``on_the_border``:
+    end and control points on the grid's outer rows and columns."""
+    action = {c.name: torch.randint(0, c.size, (count,), generator=generator) for c in brush.action_space}
+    if on_the_border:
+        last = brush.grid_size - 1
+        for name in ("end_point", "control_point"):
+            along = torch.randint(0, brush.grid_size, (count,), generator=generator)
+            across = torch.randint(0, 2, (count,), generator=generator) * last
+            x, y = torch.where(torch.rand(count, generator=generator) < 0.5, along, across), along.flip(0)
+            y = torch.where(x == along, across, y)
+            action[name] = y * brush.grid_size + x
+    return action
+
+
+@pytest.mark.parametrize("compile", [False, True], ids=["eager", "compiled"])
+@pytest.mark.parametrize("look", [{}, sp.renderers.DRY_BRUSH_LOOK], ids=["hard-pen", "dry-brush"])
+def test_painting_tiles_gives_the_picture_of_painting_every_pixel(compile, look):
+    generator = torch.Generator().manual_seed(5)
+    for canvas_size, grid_size in [(16, 8), (28, 14), (31, 7), (64, 32), (128, 32)]:
+        brush = sp.renderers.Brush(canvas_size, grid_size, color=True, compile=compile, **look)
+        state = brush.initial_state(300)
+        for step in range(4):  # strokes from wherever the last ones ended, over earlier ink
+            action = random_strokes(brush, 300, generator, on_the_border=step % 2 == 1)
+            expected = paint_every_pixel(brush, state, action)
+            state = brush.step(state, action)
+            difference = (state.canvas - expected).abs().max().item()
+            assert difference < 1e-5, f"{canvas_size}x{canvas_size}, step {step}: {difference}"
+        assert (state.canvas != brush.initial_state(1).canvas).float().mean() > 0.2  # the strokes did ink
+
+
+@pytest.mark.parametrize("compile", [False, True], ids=["eager", "compiled"])
+def test_painting_tiles_scores_what_painting_every_pixel_paints(compile):
+    brush = sp.renderers.Brush(64, 32, color=True, compile=compile)
+    generator = torch.Generator().manual_seed(6)
+    state = brush.step(brush.initial_state(256), random_strokes(brush, 256, generator))
+    rows, action = torch.randint(0, 256, (512,), generator=generator), random_strokes(brush, 512, generator)
+    targets = torch.rand(4, 3, 64, 64, generator=generator)
+    for selected in (rows, None):
+        before = state if selected is None else index_batch(state, selected)
+        step_action = action if selected is not None else {name: value[:256] for name, value in action.items()}
+        expected = paint_every_pixel(brush, before, step_action)
+        painted, error = brush.step_and_compare(state, step_action, targets, selected)
+        assert (painted.canvas - expected).abs().max().item() < 1e-5
+        torch.testing.assert_close(error, tiled_squared_error(expected, targets), rtol=1e-5, atol=1e-5)
+
+
+def test_a_stroke_is_evaluated_only_on_the_tiles_it_may_ink():
+    brush = hard_pen(canvas_size=64, grid_size=32)
+    tiles = brush._tiles(torch.device("cpu"))
+    # A straight stroke from pixel (20.3, 20.3) to (24.4, 20.3) of radius 1 and a 1-pixel edge
+    # inks pixels 19..25 of rows 19..21: in the 8x8 tiles of row 2, columns 2 and 3.
+    start, end = brush.grid_to_pixels(torch.tensor([[cell(brush, 10, 10)], [cell(brush, 12, 10)]]))
+    control, radius, edge = (start + end) / 2, torch.tensor([1.0]), torch.tensor([1.0])
+    near = _tiles_near_strokes(start, control, end, radius, edge, torch.tensor([0.5]), tiles.first, tiles.last)
+    assert near.view(8, 8).nonzero().tolist() == [[2, 2], [2, 3]]
+    jump = _tiles_near_strokes(start, control, end, radius, edge, torch.tensor([0.0]), tiles.first, tiles.last)
+    assert not jump.any()
 
 
 @pytest.mark.parametrize("compile", [False, True], ids=["eager", "compiled"])
