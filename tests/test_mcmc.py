@@ -229,3 +229,12 @@ def test_bad_arguments_get_clear_errors(tiny):
         sp.inference.BlockedMetropolisHastings(lambda image: None)
     with pytest.raises(RuntimeError, match="setup"):
         sp.inference.BlockedMetropolisHastings(prog).sample({})
+    for engine in (sp.inference.MCMC, sp.inference.SMC):
+        with pytest.raises(ValueError, match="local \\+ residual .* at most 1; got local=0.7 and residual=0.5"):
+            engine(local=0.7, residual=0.5)
+        with pytest.raises(ValueError, match=r"local must be a number in \[0, 1\].*got '0.5'"):
+            engine(local="0.5")
+    with pytest.raises(ValueError, match=r"anneal must be a number in \(0, 1\]"):
+        sp.inference.MCMC(anneal=0)
+    with pytest.raises(ValueError, match="no location or ordered component"):
+        sp.inference.MCMC(local=0.5).infer(Switches(steps=1), torch.zeros(1, 1, 4, 4), sp.Budget(renders=8))

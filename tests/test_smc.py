@@ -9,6 +9,7 @@ import torch
 
 import spiral_ppl as sp
 from spiral_ppl.inference.smc_schedules import particle_schedule, systematic_resample, tempering_schedule
+from tests.custom_grammar_module import Squares
 from tests.grammars import Switches
 from tests.paint_helpers import check_recovers_planted
 
@@ -153,20 +154,6 @@ def test_recovers_a_planted_program_and_spends_exactly_its_budget(planted16):
 
 
 def test_rejuvenation_keeps_states_and_histories_in_step_on_a_custom_grammar():
-    class Squares(sp.programs.Program):
-        """Up to ``steps`` 2x2 squares on an 8x8 canvas; uses the default prefix state."""
-
-        channels, image_size = 1, 8
-        action_space = (sp.renderers.Component("corner", 16, "location"), sp.renderers.Component("present", 2))
-
-        def draw(self, actions):
-            corner, present = actions["corner"], actions["present"].float()
-            rows = torch.arange(8)
-            y, x = (corner // 4 * 2)[..., None], (corner % 4 * 2)[..., None]
-            inside_y = ((rows >= y) & (rows < y + 2)).float() * present[..., None]
-            inside_x = ((rows >= x) & (rows < x + 2)).float()
-            return torch.einsum("bty,btx->byx", inside_y, inside_x).clamp(max=1)[:, None]
-
     prog = Squares(steps=3, pixel_scale=0.3)
     target = prog.render({"corner": torch.tensor([[0, 5, 15], [3, 3, 12]]), "present": torch.tensor([[1, 1, 1], [1, 0, 1]])})
     engine = sp.inference.SMC(ess_threshold=1.0, rejuvenation_moves=2, blocks="mixed")

@@ -90,7 +90,14 @@ from spiral_ppl import checks
 from spiral_ppl.checks import choice, non_negative_int, positive_int
 from spiral_ppl.inference.budget import Budget
 from spiral_ppl.inference.engine import Engine, check_progress, hide_progress
-from spiral_ppl.inference.moves import BLOCKS, PROPOSALS, MoveMixture, metropolis_accept, select_actions
+from spiral_ppl.inference.moves import (
+    BLOCKS,
+    PROPOSALS,
+    MoveMixture,
+    check_move_shares,
+    metropolis_accept,
+    select_actions,
+)
 from spiral_ppl.inference.result import BestSoFar, Curve, Result
 from spiral_ppl.programs.base import Program, require_fixed_structure, site_name
 from spiral_ppl.squared_error import squared_error
@@ -513,11 +520,7 @@ class MCMC(Engine):
         self.chains = chains
         self.blocks = blocks
         self.proposal = proposal
-        self.local = checks.number_in("local", local, 0, 1, hint="the share of local moves")
-        self.residual = checks.number_in("residual", residual, 0, 1, hint="the share of residual moves")
-        if self.local + self.residual > 1:
-            raise ValueError(f"local + residual is the share of moves that are not block moves, at most 1; got "
-                             f"local={local} and residual={residual}")
+        self.local, self.residual = check_move_shares(local, residual)
         self.anneal = check_anneal(anneal)
         self.exponents = check_exponents(exponents, chains)
         self.warmup = float(warmup)

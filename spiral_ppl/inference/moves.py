@@ -296,6 +296,17 @@ class ResidualProposal:
         return Proposal(proposed, log_q, reverse)
 
 
+def check_move_shares(local: float, residual: float) -> tuple[float, float]:
+    """The shares of local and residual moves, each in [0, 1] and together at most 1 (block
+    moves get the rest)."""
+    local = checks.number_in("local", local, 0, 1, hint="the share of local moves")
+    residual = checks.number_in("residual", residual, 0, 1, hint="the share of residual moves")
+    if local + residual > 1:
+        raise ValueError(f"local + residual is the share of moves that are not block moves, at most 1; got "
+                         f"local={local} and residual={residual}")
+    return local, residual
+
+
 class MoveMixture:
     """Metropolis-Hastings moves of several kinds, one kind per program, chosen with fixed weights.
 
@@ -312,11 +323,7 @@ class MoveMixture:
 
     def __init__(self, program: Program, *, blocks: str = "step", proposal: str = "prior", local: float = 0.0,
                  residual: float = 0.0, radius: int = 2) -> None:
-        self.local_weight = checks.number_in("local", local, 0, 1, hint="the share of local moves")
-        self.residual_weight = checks.number_in("residual", residual, 0, 1, hint="the share of residual moves")
-        if self.local_weight + self.residual_weight > 1:
-            raise ValueError(f"local + residual is the share of moves that are not block moves, at most 1; got "
-                             f"local={local} and residual={residual}")
+        self.local_weight, self.residual_weight = check_move_shares(local, residual)
         self.block = BlockProposal(program, blocks=blocks, proposal=proposal)
         self.local = LocalProposal(program, radius=radius) if self.local_weight else None
         self.residual = ResidualProposal(program) if self.residual_weight else None

@@ -88,7 +88,14 @@ from spiral_ppl.checks import choice, non_negative_int
 from spiral_ppl.inference.budget import Budget
 from spiral_ppl.inference.engine import Engine, check_progress, hide_progress
 from spiral_ppl.inference.importance import effective_sample_size
-from spiral_ppl.inference.moves import BLOCKS, PROPOSALS, MoveMixture, metropolis_accept, select_actions
+from spiral_ppl.inference.moves import (
+    BLOCKS,
+    PROPOSALS,
+    MoveMixture,
+    check_move_shares,
+    metropolis_accept,
+    select_actions,
+)
 from spiral_ppl.inference.proposals import PriorProposal, as_step_proposal
 from spiral_ppl.inference.result import BestSoFar, Curve, Result
 from spiral_ppl.inference.smc_schedules import (
@@ -169,11 +176,7 @@ class SMC(Engine):
         self.rejuvenation_moves = rejuvenation_moves
         self.blocks = choice("blocks", blocks, BLOCKS)
         self.move_proposal = choice("move_proposal", move_proposal, PROPOSALS)
-        self.local = checks.number_in("local", local, 0, 1, hint="the share of local rejuvenation moves")
-        self.residual = checks.number_in("residual", residual, 0, 1, hint="the share of residual rejuvenation moves")
-        if self.local + self.residual > 1:
-            raise ValueError(f"local + residual is the share of moves that are not block moves, at most 1; got "
-                             f"local={local} and residual={residual}")
+        self.local, self.residual = check_move_shares(local, residual)
         self.progress = check_progress(progress)
         if proposal is not None:
             self.name = "smc-guide"
