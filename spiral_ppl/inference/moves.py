@@ -340,16 +340,19 @@ class MoveMixture:
             return Proposal(proposed, log_q_ratio)
         reference = next(iter(actions.values()))
         kind = torch.rand(reference.shape[:-1], device=reference.device)
+        is_local = kind < self.local_weight
+        is_residual = (kind >= self.local_weight) & (kind < self.local_weight + self.residual_weight)
         reverse = None
-        for move, chosen in ((self.local, kind < self.local_weight),
-                             (self.residual, (kind >= self.local_weight)
-                              & (kind < self.local_weight + self.residual_weight))):
-            if move is None:
-                continue
-            other = move(actions) if move is self.local else move(actions, canvas, images)
-            proposed = select_actions(chosen, other.actions, proposed)
-            log_q_ratio = torch.where(chosen, other.log_q_known, log_q_ratio)
-            if other.reverse is not None:
-                def reverse(proposed_canvas, rest=other.reverse, chosen=chosen):
-                    return torch.where(chosen, rest(proposed_canvas), 0.0)
+        if self.local is not None:
+            local = self.local(actions)
+            proposed = select_actions(is_local, local.actions, proposed)
+            log_q_ratio = torch.where(is_local, local.log_q_known, log_q_ratio)
+        if self.residual is not None:
+            residual = self.residual(actions, canvas, images)
+            proposed = select_actions(is_residual, residual.actions, proposed)
+            log_q_ratio = torch.where(is_residual, residual.log_q_known, log_q_ratio)
+
+            def reverse(proposed_canvas: torch.Tensor) -> torch.Tensor:
+                # Of all the moves, only the residual ones' reverse density reads the proposed canvases.
+                return torch.where(is_residual, residual.reverse(proposed_canvas), 0.0)
         return Proposal(proposed, log_q_ratio, reverse)
