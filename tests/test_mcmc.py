@@ -165,6 +165,8 @@ def test_local_moves_are_symmetric_steps_of_a_few_cells_or_one_value(tiny):
     refused = torch.isinf(move.log_q_known)
     assert bool((move.log_q_known[~refused] == 0).all()) and 0.05 < float(refused.float().mean()) < 0.5
     assert not bool(changed[:, refused].any())
+    # The tiny program's brush size and pressure have one value each: nothing to move there.
+    assert [c.name for c in LocalProposal(prog).movable] == ["end_point", "control_point"]
     with pytest.raises(ValueError, match="no location or ordered component"):
         LocalProposal(Switches(steps=1), radius=1)
 

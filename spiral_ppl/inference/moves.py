@@ -194,7 +194,8 @@ class LocalProposal:
         require_fixed_structure(program, "local moves")
         self.program = program
         self.radius = checks.positive_int("radius", radius, hint="grid cells a location may move along each axis")
-        self.movable = [c for c in program.action_space if c.kind == "location" or c.ordered]
+        # A component of one value has nowhere to move.
+        self.movable = [c for c in program.action_space if (c.kind == "location" or c.ordered) and c.size > 1]
         if not self.movable:
             raise ValueError(f"{program!r} has no location or ordered component for local moves to move; mark "
                              "sizes and levels Component(..., ordered=True), or give local moves no weight")
