@@ -127,19 +127,25 @@ def _benchmarks(path: Path, key: str) -> list[tuple[str, float, float, float]]:
     return rows
 
 
+def _benchmark_table(path: Path, key: str, rate: str, digits: int, title: str) -> list[str]:
+    """Markdown lines of a pytest-benchmark JSON file: each case's mean and median time (ms,
+    to ``digits`` decimals) and its rate ``extra_info[key]``; none when nothing was measured."""
+    rows = _benchmarks(path, key)
+    if not rows:
+        return []
+    table = [f"| {name} | {1000 * mean:.{digits}f} | {1000 * median:.{digits}f} | {value:,.0f} |"
+             for name, mean, median, value in rows]
+    return [title, "", f"| case | mean ms | median ms | {rate} |", "|---|---:|---:|---:|", *table, ""]
+
+
 def summary(folder: Path) -> str:
     """Markdown tables of the measurements in ``folder``."""
     lines = []
     gpu = json.loads((folder / "gpu.json").read_text()) if (folder / "gpu.json").exists() else {}
     if "environment" in gpu:
         lines += [f"environment: {gpu['environment']}", ""]
-    brush = _benchmarks(folder / "brush.json", "strokes_per_second")
-    if brush:
-        lines += ["bench_brush.py (mean of the rounds; strokes/s = batch / mean)", "",
-                  "| case | mean ms | median ms | strokes / s |", "|---|---:|---:|---:|"]
-        lines += [f"| {name} | {1000 * mean:.3f} | {1000 * median:.3f} | {rate:,.0f} |"
-                  for name, mean, median, rate in brush]
-        lines.append("")
+    lines += _benchmark_table(folder / "brush.json", "strokes_per_second", "strokes / s", 3,
+                              "bench_brush.py (mean of the rounds; strokes/s = batch / mean)")
     if "brush_sweep" in gpu:
         lines += ["brush sweep (CUDA events, median per call)", "",
                   "| batch | kernel | median ms | strokes / s | canvas TB/s |", "|---:|---|---:|---:|---:|"]
@@ -147,13 +153,8 @@ def summary(folder: Path) -> str:
                   f"{row['strokes_per_second']:,.0f} | {row['canvas_bytes_per_second'] / 1e12:.2f} |"
                   for row in gpu["brush_sweep"]["rows"]]
         lines.append("")
-    spiral = _benchmarks(folder / "spiral.json", "agent_steps_per_second")
-    if spiral:
-        lines += ["bench_spiral.py (mean of 5 updates; agent steps/s = batch * 6 / mean)", "",
-                  "| case | mean ms / update | median ms | agent steps / s |", "|---|---:|---:|---:|"]
-        lines += [f"| {name} | {1000 * mean:.1f} | {1000 * median:.1f} | {rate:,.0f} |"
-                  for name, mean, median, rate in spiral]
-        lines.append("")
+    lines += _benchmark_table(folder / "spiral.json", "agent_steps_per_second", "agent steps / s", 1,
+                              "bench_spiral.py (mean of 5 updates; agent steps/s = batch * 6 / mean)")
     if (folder / "eval.csv").exists():
         with open(folder / "eval.csv", newline="") as stream:
             rows = list(csv.DictReader(stream))

@@ -142,6 +142,16 @@ def optional_callable(name: str, value: Any, *, signature: str) -> Any:
     return value
 
 
+def optional_generator(name: str, value: Any) -> Any:
+    """``None`` (torch's global random stream), or ``value`` if it is a ``torch.Generator``."""
+    import torch
+
+    if value is not None and not isinstance(value, torch.Generator):
+        raise TypeError(f"{name} must be a torch.Generator (or None for torch's global stream), e.g. "
+                        f"torch.Generator().manual_seed(0), got {type(value).__name__}")
+    return value
+
+
 def path(name: str, value: Any) -> Path:
     """``value`` as a ``pathlib.Path`` if it is a str or path, else a TypeError naming ``name``."""
     if not isinstance(value, (str, os.PathLike)) or isinstance(value, str) and not value:

@@ -58,6 +58,9 @@ def test_traced_structure_and_priors_equal_the_subclass():
     # Non-uniform priors are read from the model.
     skewed = sp.programs.PyroProgram(lambda image=None, batch_size=1, steps=1: masked_discs(image, batch_size, steps))
     assert torch.allclose(skewed.prior(0, "present").probs, torch.tensor([0.3, 0.7]))
+    # A site marks its component ordered, for local search moves.
+    ordered = sp.programs.PyroProgram(bad(lambda n, t, s: (*plain(n, t, s)[:2], {"ordered": n == "radius"})))
+    assert [c.name for c in ordered.action_space if c.ordered] == ["radius"]
 
 
 @pytest.mark.parametrize("engine", [
@@ -190,6 +193,10 @@ def test_priors_that_depend_on_earlier_sites_are_drawn_and_scored_by_the_model(d
     torch.testing.assert_close(prog.log_prior(programs), (by_hand * block_prior[block].prod(-1)).log())
     torch.testing.assert_close(prog.log_prior({n: v[:, :1] for n, v in programs.items()}),
                                (torch.tensor([0.6, 0.4])[present[:, 0]] * block_prior[block[:, 0]]).log())
+    with pytest.raises(ValueError, match=r"history must hold \{name: LongTensor\[\*batch, 1\]\}"):
+        prog.step_prior(1, programs)
+    with pytest.raises(ValueError, match=r"step must be an int in \[0, 1\]"):
+        prog.step_prior(2, programs)
     # One step's prior given the history, scored and drawn.
     history = {name: value[:, :1] for name, value in programs.items()}
     step = {name: value[:, 1] for name, value in programs.items()}
@@ -283,7 +290,10 @@ def plain(name, t, size):
                                                   .to_event(3)), "programs have square images"),
     (lambda image=None, batch_size=1: pyro.sample("image", dist.Normal(torch.zeros(batch_size, 1, 8, 8), 1)),
      r"has event shape \(\), expected the canvas's \(1, 8, 8\)"),
-], ids=["no-image", "not-categorical", "bad-location", "canvas-without-batch", "not-square", "no-event"])
+    (bad(lambda n, t, s: (*plain(n, t, s)[:2], {"ordered": "yes"} if n == "radius" else {})),
+     r"site 'step_0/radius' of model model: infer=\{'ordered': ...\} must be True or False, got 'yes'"),
+], ids=["no-image", "not-categorical", "bad-location", "canvas-without-batch", "not-square", "no-event",
+        "ordered-not-a-bool"])
 def test_models_outside_the_contract_get_errors_naming_the_problem(model, message):
     with pytest.raises((ValueError, TypeError), match=message):
         sp.programs.PyroProgram(model)

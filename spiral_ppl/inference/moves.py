@@ -244,10 +244,36 @@ def residual_cell_log_probs(canvas: torch.Tensor, images: torch.Tensor, side: in
     return ((1 - uniform) * share + uniform / pooled.shape[-1]).log()
 
 
+def residual_step(program: Program, step: torch.Tensor, canvas: torch.Tensor, images: torch.Tensor, uniform: float,
+                  values: Mapping[str, torch.Tensor] | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Draw (or, given ``values``, score) one step's action of every program from the residual
+    proposal: locations from :func:`residual_cell_log_probs` of ``canvas`` ``(*batch, C, H, W)``,
+    the other components from :meth:`Program.proposal_table <spiral_ppl.programs.Program.proposal_table>`
+    at steps ``step`` ``(*batch)``. Returns the action ``{name: LongTensor[*batch]}`` and its log
+    proposal density ``(*batch)``."""
+    space = program.action_space
+    table = program.proposal_table(images.device)
+    cells = {c.grid_size: residual_cell_log_probs(canvas, images, c.grid_size, uniform)
+             for c in space if c.kind == "location"}
+    if not cells:
+        raise ValueError(f"{program!r} has no location component for a residual proposal to place; use another "
+                         "proposal, or give residual moves no weight")
+    if values is None:
+        values = table.sample(step)
+        for component in space:
+            if component.kind == "location":
+                values[component.name] = torch.distributions.Categorical(logits=cells[component.grid_size]).sample()
+    others = [index for index, c in enumerate(space) if c.kind != "location"]
+    log_q = table.site_log_probs(step, values)[others].sum(0)
+    for component in space:
+        if component.kind == "location":
+            log_q = log_q + cells[component.grid_size].gather(-1, values[component.name].unsqueeze(-1)).squeeze(-1)
+    return dict(values), log_q
+
+
 class ResidualProposal:
-    """A data-driven step block: locations drawn where the canvas misses the target (see the
-    module docstring), the step's other components from :meth:`Program.proposal_table
-    <spiral_ppl.programs.Program.proposal_table>`.
+    """A data-driven step block: a step redrawn by :func:`residual_step`, locations where the
+    canvas misses the target (see the module docstring).
 
     :param program: whose steps are redrawn; it must have a location component.
     :param uniform: the weight of the uniform distribution mixed into each location's, in
@@ -257,10 +283,8 @@ class ResidualProposal:
     def __init__(self, program: Program, *, uniform: float = 0.2) -> None:
         require_fixed_structure(program, "residual moves")
         self.program = program
-        self.uniform = checks.number_in("uniform", uniform, 0, 1, open_low=True,
-                                        hint="weight of the uniform part of each location's proposal")
-        self.locations = [c for c in program.action_space if c.kind == "location"]
-        if not self.locations:
+        self.uniform = check_uniform_share(uniform)
+        if not any(c.kind == "location" for c in program.action_space):
             raise ValueError(f"{program!r} has no location component for residual moves to place; give "
                              "residual moves no weight")
 
@@ -272,29 +296,24 @@ class ResidualProposal:
     def __call__(self, actions: Mapping[str, torch.Tensor], canvas: torch.Tensor, images: torch.Tensor) -> Proposal:
         space = self.program.action_space
         reference = actions[space[0].name]
-        batch_shape, steps, device = reference.shape[:-1], reference.shape[-1], reference.device
-        step = torch.randint(steps, batch_shape, device=device)
+        step = torch.randint(reference.shape[-1], reference.shape[:-1], device=reference.device)
         old = {c.name: actions[c.name].gather(-1, step.unsqueeze(-1)).squeeze(-1) for c in space}
-        table = self.program.proposal_table(device)
-        fresh = table.sample(step)
-        others = [index for index, c in enumerate(space) if c.kind != "location"]
-        log_q = (table.site_log_probs(step, old)[others] - table.site_log_probs(step, fresh)[others]).sum(0)
-        sides = sorted({c.grid_size for c in self.locations})
-        forward = {side: self.cell_log_probs(canvas, images, side) for side in sides}
-        for component in self.locations:
-            log_p = forward[component.grid_size].expand(*batch_shape, component.size)
-            fresh[component.name] = torch.distributions.Categorical(logits=log_p).sample()
-            log_q = log_q - log_p.gather(-1, fresh[component.name].unsqueeze(-1)).squeeze(-1)
+        fresh, log_q_forward = residual_step(self.program, step, canvas, images, self.uniform)
         proposed = dict(actions)
         for component in space:
             proposed = _replace_site(proposed, component.name, step, fresh[component.name])
 
         def reverse(proposed_canvas: torch.Tensor) -> torch.Tensor:
-            backward = {side: self.cell_log_probs(proposed_canvas, images, side) for side in sides}
-            return sum(backward[c.grid_size].expand(*batch_shape, c.size).gather(-1, old[c.name].unsqueeze(-1))
-                       .squeeze(-1) for c in self.locations)
+            # The old step under the residual proposal of the proposed canvases.
+            return residual_step(self.program, step, proposed_canvas, images, self.uniform, values=old)[1]
 
-        return Proposal(proposed, log_q, reverse)
+        return Proposal(proposed, -log_q_forward, reverse)
+
+
+def check_uniform_share(uniform: float) -> float:
+    """The weight of the uniform part of each location's residual proposal, in (0, 1]."""
+    return checks.number_in("uniform", uniform, 0, 1, open_low=True,
+                            hint="weight of the uniform part of each location's proposal")
 
 
 def check_move_shares(local: float, residual: float) -> tuple[float, float]:

@@ -49,10 +49,9 @@ import pyro
 import torch
 from pyro import poutine
 
-from spiral_ppl import checks
 from spiral_ppl.checks import non_negative_int
 from spiral_ppl.inference.importance import RenderingGuide
-from spiral_ppl.inference.moves import residual_cell_log_probs
+from spiral_ppl.inference.moves import check_uniform_share, residual_step
 from spiral_ppl.programs.base import Program, site_name
 
 
@@ -63,6 +62,9 @@ class StepProposal(abc.ABC):
     reads_canvas: bool = True
     #: Canvases :meth:`propose` draws itself per particle, on top of the particle's own canvas.
     renders_per_proposal: int = 0
+    #: Whether :meth:`propose` draws from the program's prior, so that its ``log_q`` is the
+    #: prior's too and the engine need not score the step again.
+    is_prior: bool = False
 
     @abc.abstractmethod
     def propose(
@@ -92,6 +94,7 @@ class PriorProposal(StepProposal):
     """
 
     reads_canvas = False
+    is_prior = True
 
     def propose(self, program, step, history, canvas, images):
         return program.step_prior(step, history)
@@ -107,7 +110,7 @@ class ResidualStepProposal(StepProposal):
     Each location component of step ``t`` is drawn from the particle's residual,
     :math:`(x - c)^2` summed over channels and averaged over the component's grid cells,
     mixed with a uniform of weight ``uniform`` so that every cell stays possible
-    (:func:`~spiral_ppl.inference.moves.residual_cell_log_probs`); the other components come
+    (:func:`~spiral_ppl.inference.moves.residual_step`); the other components come
     from the program's fixed per-step tables (:meth:`Program.proposal_table
     <spiral_ppl.programs.Program.proposal_table>`: the prior, where it is fixed). ``log_q``
     is that proposal's density, so the weights stay exact.
@@ -116,24 +119,11 @@ class ResidualStepProposal(StepProposal):
     """
 
     def __init__(self, uniform: float = 0.2) -> None:
-        self.uniform = checks.number_in("uniform", uniform, 0, 1, open_low=True,
-                                        hint="weight of the uniform part of each location's proposal")
+        self.uniform = check_uniform_share(uniform)
 
     def propose(self, program, step, history, canvas, images):
-        locations = [c for c in program.action_space if c.kind == "location"]
-        if not locations:
-            raise ValueError(f"{program!r} has no location component for a residual proposal to place; use the "
-                             "prior proposal (proposal=None)")
-        table = program.proposal_table(images.device)
         steps = torch.full(_particles_and_targets(history), step, dtype=torch.long, device=images.device)
-        action = table.sample(steps)
-        others = [index for index, c in enumerate(program.action_space) if c.kind != "location"]
-        log_q = table.site_log_probs(steps, action)[others].sum(0)
-        for component in locations:
-            cells = residual_cell_log_probs(canvas, images, component.grid_size, self.uniform)
-            action[component.name] = torch.distributions.Categorical(logits=cells).sample()
-            log_q = log_q + cells.gather(-1, action[component.name].unsqueeze(-1)).squeeze(-1)
-        return action, log_q
+        return residual_step(program, steps, canvas, images, self.uniform)
 
     def __repr__(self) -> str:
         return f"ResidualStepProposal(uniform={self.uniform})"

@@ -96,7 +96,7 @@ from spiral_ppl.inference.moves import (
     metropolis_accept,
     select_actions,
 )
-from spiral_ppl.inference.proposals import PriorProposal, as_step_proposal
+from spiral_ppl.inference.proposals import as_step_proposal
 from spiral_ppl.inference.result import BestSoFar, Curve, Result
 from spiral_ppl.inference.smc_schedules import (
     check_tempering,
@@ -304,11 +304,8 @@ class _ParticleRun:
         del canvas
         self.canvas = None
         action, log_q = self._check_proposal(action, log_q)
-        # The prior of the step given the prefix; a prior proposal has just computed it as log q.
-        if isinstance(proposal, PriorProposal):
-            log_prior = log_q
-        else:
-            log_prior = self.prog.step_prior(step, self.history, action)[1]
+        # The prior of the step given the prefix; a proposal from the prior has just computed it as log q.
+        log_prior = log_q if proposal.is_prior else self.prog.step_prior(step, self.history, action)[1]
         flat_action = {name: value.reshape(-1) for name, value in action.items()}
         self.state, error = self.stepwise.advance_and_compare(self.state, flat_action, self.images, self.state_rows)
         self.state_rows = None

@@ -308,10 +308,7 @@ class Program(abc.ABC):
         checks.fits_in_memory(f"{count:,} programs of {self.steps} steps", 4 * 8 * count * self.steps *
                               len(self.action_space), remedy="draw fewer programs at a time", where=device)
         table = self.prior_table(device)
-        if generator is not None:
-            if not isinstance(generator, torch.Generator):
-                raise TypeError(f"generator must be a torch.Generator (or None for torch's global stream), e.g. "
-                                f"torch.Generator().manual_seed(0), got {type(generator).__name__}")
+        if checks.optional_generator("generator", generator) is not None:
             if generator.device.type != table.log_probs.device.type:
                 raise ValueError(f"generator lives on {generator.device} but the programs are drawn on "
                                  f"{table.log_probs.device}: give a generator of that device, or device={generator.device.type!r}")
@@ -347,12 +344,26 @@ class Program(abc.ABC):
         With priors fixed per step the history is not read; a program whose priors depend on
         earlier choices (a :class:`~spiral_ppl.programs.PyroProgram` of such a model) overrides it.
         """
-        reference = history[self.action_space[0].name]
+        reference = self._check_history(step, history)
         table = self.prior_table(reference.device)
         steps = torch.full(reference.shape[:-1], step, dtype=torch.long, device=reference.device)
         if action is None:
             action = table.sample(steps)
         return action, table.log_prob(steps, action)
+
+    def _check_history(self, step: int, history: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The first component's history, once ``step`` and the shapes of ``history`` are checked."""
+        if not isinstance(step, int) or isinstance(step, bool) or not 0 <= step < self.steps:
+            raise ValueError(f"step must be an int in [0, {self.steps - 1}] (this program's steps), got {step!r}")
+        names = [c.name for c in self.action_space]
+        if not isinstance(history, Mapping) or sorted(history) != sorted(names):
+            found = sorted(history) if isinstance(history, Mapping) else type(history).__name__
+            raise ValueError(f"history must map every component {names} to its earlier values, got {found}")
+        reference = history[names[0]]
+        if any(history[name].shape != reference.shape for name in names) or reference.shape[-1:] != (step,):
+            raise ValueError(f"history must hold {{name: LongTensor[*batch, {step}]}} (the {step} steps before step "
+                             f"{step}), got shapes {[tuple(history[name].shape) for name in names]}")
+        return reference
 
     def proposal_table(self, device: torch.device | str | None = None) -> PriorTable:
         """Fixed per-step tables that Metropolis-Hastings block moves draw fresh values from.

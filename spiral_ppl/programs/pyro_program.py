@@ -205,7 +205,7 @@ class PyroProgram(Program):
         self._needs_steps("step_prior(step, history)")
         if not self.dependent:
             return super().step_prior(step, history, action)
-        reference = history[self.action_space[0].name]
+        reference = self._check_history(step, history)
         shape = (*reference.shape[:-1], step + (action is not None))
         programs = history if action is None else \
             {name: torch.cat([value, action[name].unsqueeze(-1)], -1) for name, value in history.items()}
@@ -319,8 +319,11 @@ class PyroProgram(Program):
         for name, site in by_step[0]:
             location = site["infer"].get("location")
             size = site["fn"].logits.shape[-1]
-            components.append(Component(name, size, _location_kind(name, location, size),
-                                        ordered=bool(site["infer"].get("ordered", False))))
+            ordered = site["infer"].get("ordered", False)
+            if not isinstance(ordered, bool):
+                raise ValueError(f"site {site_name(0, name)!r} of model {self.name}: infer={{'ordered': ...}} must be "
+                                 f"True or False, got {ordered!r}")
+            components.append(Component(name, size, _location_kind(name, location, size), ordered=ordered))
         for t in range(1, steps):
             names = [name for name, _ in by_step[t]]
             if names != first:
@@ -496,12 +499,9 @@ class _NotInSteps(ValueError):
 def _random_stream(generator: torch.Generator | None) -> Iterator[None]:
     """Pyro draws from torch's global stream; with a ``generator``, the draws inside come from a
     stream seeded by it, and the global stream is left as it was."""
-    if generator is None:
+    if checks.optional_generator("generator", generator) is None:
         yield
         return
-    if not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator (or None for torch's global stream), e.g. "
-                        f"torch.Generator().manual_seed(0), got {type(generator).__name__}")
     seed = int(torch.randint(2**62, (1,), generator=generator, device=generator.device))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

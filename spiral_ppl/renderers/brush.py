@@ -24,12 +24,13 @@ pen), and is composited over the canvas with opacity :math:`\alpha = p^{\gamma}`
 and leaves no ink. Everything is vectorised over the
 batch and over the pixels: there is no loop over canvases or over points of a stroke.
 
-A stroke's cost follows what it covers: the canvas is cut into tiles of 8x8 pixels, a cheap
-test on boxes bounding pieces of the curve picks the tiles within the stroke's reach (its
-radius plus half its soft edge, beyond which ink is exactly 0), and the exact distance is
-computed only on those, for every (stroke, tile) pair of the batch at once. Each pixel
-painted gets the arithmetic it would get if every pixel were evaluated, and every pixel
-skipped would get no ink, so the picture is the same.
+On the CPU a stroke's cost follows what it covers: the canvas is cut into tiles of 8x8
+pixels, a cheap test on boxes bounding pieces of the curve picks the tiles within the
+stroke's reach (its radius plus half its soft edge, beyond which ink is exactly 0), and the
+exact distance is computed only on those, for every (stroke, tile) pair of the batch at
+once. Each pixel painted gets the arithmetic it would get if every pixel were evaluated, and
+every pixel skipped would get no ink, so the picture is the same. On a GPU every pixel is
+evaluated (see ``Brush._paint``).
 
 The state is the canvas plus the brush position (a grid index); the brush starts at the
 upper-left grid point. Grid point ``(x, y)`` sits at pixel coordinates
