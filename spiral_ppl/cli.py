@@ -497,7 +497,7 @@ def command_train(options: argparse.Namespace) -> int:
     config = experiments.load_config(options.config, options.set, program=options.program)
     out = _output_folder("--out", options.out or Path("runs") / config["name"])
     agent = experiments.train_experiment(config, out, device=options.device, minutes=options.minutes,
-                                         workers=options.workers, ray_address=options.ray_address)
+                                         workers=options.workers, ray_address=options.ray_address, seed=options.seed)
     print(f"trained {agent.learner.updates} updates in {agent.train_seconds / 60:.1f} minutes of training time; "
           f"run folder {out}")
     return 0
@@ -574,6 +574,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", default=None, type=_checked("--device", _device, str), help=device_help)
     train.add_argument("--minutes", type=_checked("--minutes", checks.positive_number, float), default=None,
                        help="stop after about this much training time")
+    train.add_argument("--seed", type=_checked("--seed", _seed), default=0,
+                       help="random seed of a new run's weights and draws (default: 0); a resumed run continues its own")
     train.add_argument("--workers", type=_checked("--workers", checks.non_negative_int, hint="0: in-process"),
                        default=0,
                        help="roll out on this many Ray workers (pip install 'spiral_ppl[distributed]'); 0: in-process")

@@ -191,9 +191,18 @@ def load_datasets(config: dict[str, Any], image_size: int) -> tuple[Dataset, Dat
 
 
 def load_dataset(config: dict[str, Any], image_size: int, part: str) -> Dataset:
-    """The ``part`` (``"train"`` or ``"test"``) of a configuration's dataset (``[data]``)."""
+    """The ``part`` (``"train"`` or ``"test"``) of a configuration's dataset (``[data]``);
+    ``test_stride = N`` (or ``train_stride``) keeps every N-th item, so that the first
+    held-out targets of a dataset stored class by class (Omniglot) span its classes."""
     if part not in ("train", "test"):
         raise ValueError(f"part must be 'train' or 'test', got {part!r}")
+    dataset = _dataset(config, image_size, part)
+    stride = checks.positive_int(f"[data] {part}_stride", config["data"].get(f"{part}_stride", 1),
+                                 hint="keep every N-th item")
+    return dataset if stride == 1 else Subset(dataset, range(0, len(dataset), stride))
+
+
+def _dataset(config: dict[str, Any], image_size: int, part: str) -> Dataset:
     data = dict(config["data"])
     name = data.pop("dataset", None)
     root = data.pop("root", None)
@@ -272,6 +281,7 @@ def train_experiment(
     progress: bool | None = None,
     workers: int = 0,
     ray_address: str | None = None,
+    seed: int = 0,
 ):
     """Carry out the configuration's recipe (``[[train.phases]]``) into the run folder ``out``,
     resuming from its checkpoint when there is one.
@@ -282,7 +292,8 @@ def train_experiment(
     (held-out metric against training time) and ``agent.pt`` (final weights). ``minutes`` stops
     early, after the chunk of updates that crosses it. ``workers`` > 0 rolls A2C's episodes out
     on that many Ray workers (:class:`~spiral_ppl.inference.spiral.RayEpisodes`, on the cluster
-    at ``ray_address`` when given).
+    at ``ray_address`` when given). ``seed`` seeds a new run's weights and random draws; a
+    resumed run continues the random streams its checkpoint saved.
     """
     from spiral_ppl.inference.spiral import RayEpisodes, Spiral, recipe
     from spiral_ppl.inference.spiral.checkpoints import newest_readable
@@ -302,6 +313,7 @@ def train_experiment(
         agent.set_hyperparameters({"train.phases": spiral_config(config).train.phases})
         print(f"resuming {readable} at update {agent.learner.updates}")
     else:
+        torch.manual_seed(checks.non_negative_int("seed", seed))
         agent = build_agent(config, prog, device)
     started = time.perf_counter()
     agent = recipe.run(agent, train, out, eval_data=test, program=lambda steps: _with_steps(config, steps),

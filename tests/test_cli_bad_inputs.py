@@ -83,6 +83,8 @@ BAD_VALUES = [
     (["train", "mnist-recon", "--minutes", "0"], "--minutes"),
     (["train", "mnist-recon", "--minutes", "nan"], "--minutes"),
     (["train", "mnist-recon", "--workers", "-1"], "--workers"),
+    (["train", "mnist-recon", "--seed", "-1"], "--seed"),
+    (["train", "mnist-recon", "--seed", "x"], "--seed"),
     (["train", "mnist-recon", "--device", "gpu"], "--device"),
     (["train", "mnist-recon", "--device", "cuda:99"], "--device"),
     (["pbt", "mnist-recon", "--population", "1"], "--population"),

@@ -211,3 +211,46 @@ def test_pbt_refuses_a_population_before_making_its_run_folder(tmp_path):
     with pytest.raises(ValueError, match="at least 2"):
         experiments.pbt_experiment(config, tmp_path / "pbt", population=1, interval=1)
     assert not (tmp_path / "pbt").exists()
+
+
+@pytest.mark.parametrize("name", ["critic-vs-l2-mnist", "critic-vs-l2-omniglot", "critic-vs-l2-scenes", "mnist-gen-cpu"])
+def test_the_critic_comparison_recipes_build(name):
+    # The comparison's arms differ from these files by --set alone (benchmarks/critic_vs_l2.py).
+    config = experiments.load_config(name)
+    prog = experiments.build_program(config)
+    recipe = experiments.spiral_config(config)
+    assert recipe.reward.kind == "critic" and recipe.reward.normalise and recipe.reward.temporal
+    assert [phase.kind for phase in recipe.train.phases] == ["a2c"]
+    l2 = experiments.spiral_config(experiments.load_config(name, ["reward.kind=l2"]))
+    assert l2.replace({"reward.kind": "critic"}) == recipe
+    assert prog.steps >= 8 and config["agent"]["conditional"] is (name != "mnist-gen-cpu")
+
+
+def test_a_stride_keeps_every_nth_test_item(data_root, monkeypatch):
+    monkeypatch.setenv("SPIRAL_PPL_DATA", str(data_root))
+    config = experiments.load_config("mnist-recon", ["data.test_stride=1000"])
+    test = experiments.load_dataset(config, 16, "test")
+    everything = experiments.load_dataset(experiments.load_config("mnist-recon"), 16, "test")
+    assert len(test) == 10 and torch.equal(test[3][0], everything[3000][0])
+    with pytest.raises(ValueError, match=r"\[data\] test_stride must be a positive int"):
+        experiments.load_dataset(experiments.load_config("mnist-recon", ["data.test_stride=0"]), 16, "test")
+
+
+def test_a_new_runs_seed_sets_its_weights_and_cpu_time_is_logged(tmp_path):
+    from spiral_ppl import cli
+
+    fake_celeba(tmp_path / "celeba")
+    overrides = TINY + [f"data.root={str(tmp_path / 'celeba')!r}", "data.test_fraction=0.25",
+                        "train.phases.0.updates=2", "train.eval_every=1"]
+    settings = [item for pair in (("--set", o) for o in overrides) for item in pair]
+    weights = {}
+    for run, seed in (("a", 0), ("b", 0), ("c", 1)):
+        arguments = ["train", "celeba-recon", "--out", str(tmp_path / run), "--device", "cpu", "--seed", str(seed)]
+        assert cli.main(arguments + settings) == 0
+        weights[run] = sp.inference.Spiral.load(tmp_path / run / "agent.pt").policy.state_dict()
+    assert all(torch.equal(weights["a"][key], weights["b"][key]) for key in weights["a"])
+    assert not all(torch.equal(weights["a"][key], weights["c"][key]) for key in weights["a"])
+    rows = (tmp_path / "a" / "eval.csv").read_text().splitlines()
+    header, last = rows[0].split(","), rows[-1].split(",")
+    assert header[:3] == ["update", "seconds", "cpu_seconds"]
+    assert 0 < float(last[2]) and last[0] == "2"

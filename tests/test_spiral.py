@@ -153,8 +153,11 @@ def test_fit_writes_csv_logs_evaluations_and_sample_grids(tmp_path):
     history = agent.fit(data, 4, log_dir=tmp_path, progress=False)
     train_rows = (tmp_path / "train.csv").read_text().splitlines()
     eval_rows = (tmp_path / "eval.csv").read_text().splitlines()
-    assert train_rows[0].startswith("update,seconds,agent_steps_per_second,policy_loss") and len(train_rows) == 5
-    assert eval_rows[0] == "update,seconds,eval_l2,blank_l2" and len(eval_rows) == 3
+    assert train_rows[0].startswith("update,seconds,cpu_seconds,agent_steps_per_second,policy_loss")
+    assert len(train_rows) == 5
+    assert eval_rows[0] == "update,seconds,cpu_seconds,eval_l2,blank_l2" and len(eval_rows) == 3
+    cpu_seconds = [row["cpu_seconds"] for row in history]
+    assert 0 < cpu_seconds[0] < cpu_seconds[-1] == agent.train_cpu_seconds
     assert (tmp_path / "samples_2.png").stat().st_size > 1000 and (tmp_path / "samples_4.png").exists()
     # The blank canvas's l2 is the held-out targets' mean squared ink.
     assert history[-1]["blank_l2"] == pytest.approx(float(data[-16:].pow(2).mean()), rel=1e-5)
@@ -817,3 +820,104 @@ def test_an_episodes_fixed_features_are_the_first_convolution_of_target_and_coor
     computed = policy.step(canvas, target if conditional else None, None, noise, hidden,
                            choose=lambda c, _: first[c.name])
     assert torch.equal(given.log_prob, computed.log_prob) and torch.equal(given.value, computed.value)
+
+
+def test_normalised_rewards_train_the_same_whatever_their_units():
+    # l2 rewards multiplied by 1 or by 1,000 give the same losses once normalised, and
+    # losses 1,000 times apart without: the normaliser removes the reward's units, nothing else.
+    prog = stroke_program(grid_size=4, steps=2)
+    targets = one_stroke_targets(prog, 64, seed=3)
+
+    def train(scale, normalise):
+        torch.manual_seed(0)
+        config = SpiralConfig.small(a2c={"batch_size": 8, "lr": 1e-3},
+                                    reward={"kind": "l2", "scale": scale, "normalise": normalise})
+        agent = sp.inference.Spiral(prog, config=config, device="cpu")
+        history = agent.fit(targets, 3, progress=False)
+        return agent, torch.tensor([[row["policy_loss"], row["value_loss"]] for row in history])
+
+    small, small_losses = train(1.0, True)
+    large, large_losses = train(1000.0, True)
+    torch.testing.assert_close(small_losses, large_losses, rtol=1e-3, atol=1e-6)
+    assert large.learner.reward_normaliser.std == pytest.approx(1000 * small.learner.reward_normaliser.std, rel=1e-4)
+    _, raw_small = train(1.0, False)
+    _, raw_large = train(1000.0, False)
+    assert raw_large[0, 1] / raw_small[0, 1] > 1e4  # value losses are squares: 1,000^2 apart
+
+
+def test_penalties_are_subtracted_after_normalisation_and_the_scale_is_checkpointed(tmp_path):
+    prog = stroke_program(grid_size=4, steps=3)
+    config = SpiralConfig.small(a2c={"batch_size": 8},
+                                reward={"kind": "l2", "normalise": True, "new_stroke_penalty": 0.5})
+    agent = sp.inference.Spiral(prog, config=config, device="cpu")
+    targets = one_stroke_targets(prog, 8, seed=4)
+    torch.manual_seed(1)
+    episode = rollout(agent.policy, prog, 8, targets, observe_all=True)
+    with torch.no_grad():
+        penalised = agent.learner.rewards(episode, targets)
+    scale = agent.learner.reward_normaliser.std
+    scores = step_rewards(lambda x: -((x - targets.repeat(x.shape[0] // 8, 1, 1, 1)) ** 2).mean((1, 2, 3)),
+                          episode.canvases, torch.zeros_like(episode.final), temporal=False)
+    expected = scores / scale - 0.5 * new_stroke_starts(episode.actions["flag"])
+    torch.testing.assert_close(penalised, expected)
+    agent.fit(targets, 2, progress=False)
+    agent.save(tmp_path / "agent.pt")
+    again = sp.inference.Spiral.load(tmp_path / "agent.pt")
+    assert again.learner.reward_normaliser.state_dict() == agent.learner.reward_normaliser.state_dict()
+    assert again.learner.reward_normaliser.batches == 3 and again.train_cpu_seconds == agent.train_cpu_seconds > 0
+    with pytest.raises(ValueError, match="reward.normalise must be true or false"):
+        SpiralConfig(reward={"normalise": 1})
+
+
+def test_an_unconditional_agent_samples_images_with_the_programs_that_paint_them():
+    prog = stroke_program(grid_size=4, steps=3)
+    agent = sp.inference.Spiral(prog, conditional=False, config=SpiralConfig.small(), device="cpu", max_batch=4)
+    torch.manual_seed(5)
+    before = torch.rand(3)
+    torch.manual_seed(5)
+    samples = agent.sample(10, seed=7)  # three rollouts of at most 4
+    torch.testing.assert_close(torch.rand(3), before)  # the global stream is left alone
+    assert samples.images.shape == (10, 1, 16, 16)
+    assert set(samples.programs) == {c.name for c in prog.action_space}
+    assert all(value.shape == (10, 3) for value in samples.programs.values())
+    torch.testing.assert_close(prog.render(samples.programs), samples.images)
+    torch.testing.assert_close(agent.sample(10, seed=7).images, samples.images)
+    assert not torch.equal(agent.sample(10, seed=8).images, samples.images)
+    # Each episode draws its own noise: ten samples are not one program ten times.
+    assert len({tuple(row.tolist()) for row in samples.programs["end_point"]}) > 1
+    with pytest.raises(ValueError, match="count must be a positive int"):
+        agent.sample(0)
+    with pytest.raises(ValueError, match="unconditional agent"):
+        sp.inference.Spiral(prog, config=SpiralConfig.small(), device="cpu").sample(2)
+
+
+def test_mismatched_pairs_are_real_images_with_another_target():
+    from spiral_ppl.inference.spiral.training import with_mismatched_pairs
+
+    fake = torch.zeros(4, 1, 2, 2)
+    targets = torch.arange(4.0).view(4, 1, 1, 1).expand(4, 1, 2, 2) / 4
+    mixed = with_mismatched_pairs(fake, targets, 0.5)
+    # The first two fakes become the next rows' targets; the rest stay renders.
+    torch.testing.assert_close(mixed[:2], targets[1:3])
+    torch.testing.assert_close(mixed[2:], fake[2:])
+    assert torch.equal(fake, torch.zeros(4, 1, 2, 2))  # the replay's images are not changed
+    assert with_mismatched_pairs(fake, targets, 0.1) is fake  # round(0.4) = 0 rows
+    # A conditional critic trained with them tells a real image paired with the wrong target
+    # from the right pair; trained without them, its renders being blank, it cannot.
+    prog = stroke_program(grid_size=4, steps=1)
+    targets = one_stroke_targets(prog, 64, seed=5)
+    gaps = {}
+    for share in (0.0, 0.5):
+        torch.manual_seed(0)
+        config = SpiralConfig.small(a2c={"batch_size": 16}, critic={"mismatched_pairs": share, "lr": 1e-3})
+        agent = sp.inference.Spiral(prog, config=config, device="cpu")
+        blank = torch.zeros(16, 1, 16, 16)
+        for step in range(100):
+            chosen = targets[(torch.arange(16) + 16 * step) % 64]
+            agent.learner.replay.add(blank, chosen)
+            agent.learner.update_critic(lambda n: None, step + 1)
+        with torch.no_grad():
+            matched = agent.critic(targets, targets)
+            mismatched = agent.critic(targets.roll(1, 0), targets)
+        gaps[share] = float((matched > mismatched).float().mean())  # pairs told apart
+    assert gaps[0.5] > 0.95 and gaps[0.0] < 0.85, gaps

@@ -6,7 +6,8 @@ One concept per module:
   (:class:`SpiralConfig`, every hyper-parameter);
 - the networks: :mod:`.policy`, :mod:`.decoders` (one decoder per action component),
   :mod:`.critic` (discriminator and WGAN-GP loss);
-- inference: :mod:`.engine` (passes, best of them, the guided SMC), :mod:`.guide` (the policy
+- inference: :mod:`.engine` (passes, best of them, an unconditional agent's samples, the
+  guided SMC), :mod:`.guide` (the policy
   as a Pyro guide), :mod:`.proposal` (the policy as an SMC step proposal);
 - training: :mod:`.training` (the A2C loop, top to bottom), :mod:`.imitation` (behaviour
   cloning, DAgger, self-imitation), :mod:`.recipe` (phases run by one driver),
@@ -28,6 +29,7 @@ from spiral_ppl.inference.spiral.config import (
 )
 from spiral_ppl.inference.spiral.critic import Critic, wgan_gp_loss
 from spiral_ppl.inference.spiral.distributed import RayEpisodes
+from spiral_ppl.inference.spiral.engine import Samples
 from spiral_ppl.inference.spiral.episodes import EpisodeBatch, EpisodeSource, LocalEpisodes
 from spiral_ppl.inference.spiral.guide import SpiralGuide
 from spiral_ppl.inference.spiral.policy import Policy
@@ -39,7 +41,7 @@ from spiral_ppl.inference.spiral.vtrace import VTraceTargets, vtrace
 
 __all__ = [
     "A2CConfig", "Critic", "CriticConfig", "Decoding", "Episode", "EpisodeBatch", "EpisodeSource", "Learner",
-    "LocalEpisodes", "Phase", "Policy", "PolicyConfig", "RayEpisodes", "ReplayBuffer", "RewardConfig", "Spiral",
-    "SpiralConfig", "SpiralGuide", "SpiralProposal", "TrainConfig", "TrainingDiverged", "VTraceTargets", "replay",
+    "LocalEpisodes", "Phase", "Policy", "PolicyConfig", "RayEpisodes", "ReplayBuffer", "RewardConfig", "Samples",
+    "Spiral", "SpiralConfig", "SpiralGuide", "SpiralProposal", "TrainConfig", "TrainingDiverged", "VTraceTargets", "replay",
     "rollout", "vtrace", "wgan_gp_loss",
 ]

@@ -144,7 +144,8 @@ class Spiral(Engine):
                        .to(self.device) if config.reward.kind == "critic" else None)
         self.learner = training.Learner(self, config)
         self.decoding = Decoding() if decoding is None else decoding
-        self.train_seconds = 0.0
+        self.train_seconds = 0.0  # wall-clock seconds spent training
+        self.train_cpu_seconds = 0.0  # this process's CPU seconds spent training (all its threads)
         self._source_state: torch.Tensor | None = None  # the training images' sampler, to resume exactly
         self._resume_rng: dict[str, Any] | None = None
         if self.blind:
@@ -203,6 +204,13 @@ class Spiral(Engine):
         """Final canvases of one pass on ``targets`` (an unconditional agent draws as many
         samples), decoded as :meth:`infer`'s first pass, leaving the training's random streams alone."""
         return engine.one_pass(self, targets)
+
+    def sample(self, n: int, *, seed: int | None = None) -> engine.Samples:
+        """``n`` images painted by an unconditional agent, each from its own noise vector, and
+        their programs: ``samples.images`` ``(n, C, H, W)``, ``samples.programs``
+        ``{component: (n, steps)}`` (``prog.render(samples.programs)`` paints them again). Drawn
+        at the decoding's temperature; ``seed`` makes them reproducible."""
+        return engine.sample(self, n, seed)
 
     @property
     def guide(self) -> SpiralGuide:
@@ -324,6 +332,7 @@ class Spiral(Engine):
         if self.critic is not None:
             copy_.critic.load_state_dict(self.critic.state_dict())
         copy_.learner.updates, copy_.train_seconds = self.learner.updates, self.train_seconds
+        copy_.train_cpu_seconds = self.train_cpu_seconds
         return copy_
 
     def restore_training_streams(self, images: ImageSource) -> None:
@@ -387,6 +396,7 @@ class Spiral(Engine):
         except (RuntimeError, KeyError, ValueError) as error:
             raise ValueError(f"{source}: the weights do not fit the agent they describe: {str(error)[:300]}") from None
         agent.train_seconds = float(state["train_seconds"])
+        agent.train_cpu_seconds = float(state.get("train_cpu_seconds", 0.0))  # older checkpoints lack it
         agent._source_state, agent._resume_rng = state["source_state"], state["rng"]
         return agent
 

@@ -131,6 +131,7 @@ def save(agent: "Spiral", path: str | Path, *, training_state: bool = True, keep
         "critic": agent.critic.state_dict() if agent.critic is not None else None,
         "learner": agent.learner.state_dict() if training_state else None,
         "train_seconds": agent.train_seconds,
+        "train_cpu_seconds": agent.train_cpu_seconds,
         "source_state": agent._source_state if training_state else None,
         "rng": random_state() if training_state else None,
     }

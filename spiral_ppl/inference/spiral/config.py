@@ -115,8 +115,13 @@ class CriticConfig:
     drift_penalty: float = 1e-3  #: weight of the squared mean score that keeps it near 0
     spectral_norm: bool = False  #: SPIRAL++'s spectrally normalised critic (Mellor et al. 2019)
     replay_batches: int = 20  #: capacity of the replay buffer, in batches of episodes
+    #: a conditional critic's share of generated examples replaced by real images paired with
+    #: another target (a matching-aware critic): it must then judge whether an image matches its
+    #: target, not only whether it looks real
+    mismatched_pairs: float = 0.0
 
     def __post_init__(self) -> None:
+        checks.number_in("critic.mismatched_pairs", self.mismatched_pairs, 0, 1, open_high=True)
         for name in ("channels", "steps", "replay_batches"):
             checks.positive_int(f"critic.{name}", getattr(self, name))
         checks.positive_number("critic.lr", self.lr)
@@ -134,6 +139,10 @@ class RewardConfig:
     #: error to the target (conditional agents only).
     kind: str = "critic"
     scale: float = 1.0  #: rewards are multiplied by this (l2 rewards are small numbers)
+    #: divide rewards by a running standard deviation of the episodes' returns, so that rewards
+    #: of any units meet the entropy cost and learning rate at the same scale (the penalties,
+    #: subtracted after it, are then in units of that deviation)
+    normalise: bool = False
     temporal: bool = False  #: :math:`r_t = s(x_t) - s(x_{t-1})` (SPIRAL++) instead of a terminal reward
     new_stroke_penalty: float = 0.0  #: cost of starting a stroke sequence (needs a ``flag`` component)
     empty_canvas_penalty: float = 0.0  #: cost of an episode that leaves the canvas empty
@@ -142,6 +151,7 @@ class RewardConfig:
         checks.choice("reward.kind", self.kind, REWARDS)
         checks.positive_number("reward.scale", self.scale)
         checks.switch("reward.temporal", self.temporal)
+        checks.switch("reward.normalise", self.normalise)
         for name in ("new_stroke_penalty", "empty_canvas_penalty"):
             checks.non_negative_number(f"reward.{name}", getattr(self, name))
 

@@ -14,12 +14,15 @@ and the policy's reward is :math:`D` itself):
 
 with :math:`\hat x` uniform on segments between real and generated images and
 :math:`\lambda = 10`. A conditional critic scores pairs :math:`D(x \mid x^\ast)`, the image
-and the target stacked on the channel axis; real pairs are :math:`(x^\ast, x^\ast)`. With
+and the target stacked on the channel axis; real pairs are :math:`(x^\ast, x^\ast)`, and with
+``mismatched_pairs`` > 0 part of the generated pairs are real images with another target,
+:math:`(x^\ast_j, x^\ast_i)` (a matching-aware critic, Reed et al. 2016). With
 ``spectral_norm=True`` every layer is spectrally normalised, as in SPIRAL++.
 
 References: Gulrajani et al., "Improved Training of Wasserstein GANs", NeurIPS 2017;
 Radford et al., "Unsupervised Representation Learning with Deep Convolutional GANs", 2016;
-Ganin et al. 2018 (the conditional critic); Mellor et al., "Unsupervised Doodling and
+Ganin et al. 2018 (the conditional critic); Reed et al., "Generative Adversarial Text to Image
+Synthesis", ICML 2016 (mismatched pairs); Mellor et al., "Unsupervised Doodling and
 Painting with Improved SPIRAL", 2019 (spectral normalisation).
 
 Example::

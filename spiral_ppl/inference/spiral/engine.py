@@ -17,7 +17,7 @@ that SMC with the intermediate targets and tempering saved in the agent's decodi
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 
@@ -87,6 +87,36 @@ def one_pass(agent: "Spiral", targets: torch.Tensor) -> torch.Tensor:
     with torch.random.fork_rng(devices=devices), torch.no_grad():
         episode = decode(agent, agent.prog, targets, greedy=agent.decoding.greedy_first)
     return episode.final.float()
+
+
+class Samples(NamedTuple):
+    """What an unconditional agent paints: images and the programs that paint them."""
+
+    images: torch.Tensor  #: ``(n, C, H, W)`` final canvases
+    programs: dict[str, torch.Tensor]  #: ``{component: (n, steps)}`` actions, as ``prog.render`` takes them
+
+
+def sample(agent: "Spiral", count: int, seed: int | None = None) -> Samples:
+    """``count`` programs drawn from an unconditional policy (a fresh noise vector each) at the
+    decoding's temperature, and their renders, in rollouts of at most ``agent.max_batch``.
+    With ``seed`` the draws are reproducible and the global random streams are left as they were."""
+    if agent.conditional:
+        raise ValueError("sample() draws from an unconditional agent (conditional=False); a conditional agent "
+                         "reconstructs targets: use agent.infer(prog, images, budget) or agent.one_pass(images)")
+    checks.positive_int("count", count, hint="images to sample")
+    devices = [agent.device] if agent.device.type == "cuda" else []
+    images, programs = [], []
+    with torch.random.fork_rng(devices=devices, enabled=seed is not None), torch.no_grad():
+        if seed is not None:
+            torch.manual_seed(checks.non_negative_int("seed", seed))
+        for start in range(0, count, agent.max_batch):
+            with agent.learner.autocast():
+                episode = rollout(agent.policy, agent.prog, min(agent.max_batch, count - start),
+                                  temperature=agent.decoding.temperature)
+            images.append(episode.final.float())
+            programs.append(episode.actions)
+    return Samples(torch.cat(images), {name: torch.cat([part[name] for part in programs])
+                                       for name in programs[0]})
 
 
 def guided_smc(agent: "Spiral", **options: Any) -> SMC:

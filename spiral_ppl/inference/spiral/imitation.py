@@ -157,7 +157,7 @@ def imitate(agent: "Spiral", data: Any, steps: int, *, expert: Expert | None = N
     history = []
     with denormals_flushed():
         for _ in tqdm(range(steps), desc=f"{agent.name} imitation", unit="update", disable=hide_progress(progress)):
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             images, programs = batch(torch.randint(count, (agent.config.a2c.batch_size,)))
             validate_actions(agent.prog.action_space, programs, ndim=2)
             if next(iter(programs.values())).shape[1] != agent.prog.steps:
@@ -167,7 +167,9 @@ def imitate(agent: "Spiral", data: Any, steps: int, *, expert: Expert | None = N
             demonstrations = {name: value.to(agent.device) for name, value in programs.items()}
             metrics = imitation_update(agent, targets, demonstrations, expert)
             agent.train_seconds += time.perf_counter() - started
-            history.append({"update": agent.learner.updates, "seconds": agent.train_seconds, **metrics})
+            agent.train_cpu_seconds += time.process_time() - cpu_started
+            history.append({"update": agent.learner.updates, "seconds": agent.train_seconds,
+                            "cpu_seconds": agent.train_cpu_seconds, **metrics})
     return history
 
 

@@ -257,14 +257,18 @@ def _imitation_round(agent: "Spiral", run: PhaseRun, data: Any, images: ImageSou
     phase, seed = run.phase, agent.learner.updates
     if phase.kind == "imitation":
         return agent.imitate(data, 1, progress=False)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     if phase.kind == "sleep":
         metrics = sleep_update(agent, torch.Generator().manual_seed(seed))
         agent.train_seconds += time.perf_counter() - started
-        return [{"update": agent.learner.updates, "seconds": agent.train_seconds, **metrics}]
+        agent.train_cpu_seconds += time.process_time() - cpu_started
+        return [{"update": agent.learner.updates, "seconds": agent.train_seconds,
+                 "cpu_seconds": agent.train_cpu_seconds, **metrics}]
     generator = torch.Generator().manual_seed(seed)
     chosen = images.indices[torch.randint(len(images), (phase.targets,), generator=generator)]
     targets = images.images(chosen).to(agent.device)
     labels = search_labels(agent, targets, phase.passes, seed, phase.search)
-    agent.train_seconds += time.perf_counter() - started  # the search is part of the phase's training time
+    # The search is part of the phase's training time.
+    agent.train_seconds += time.perf_counter() - started
+    agent.train_cpu_seconds += time.process_time() - cpu_started
     return agent.imitate((targets, labels), run.updates_this_round(phase.round_updates), progress=False)

@@ -52,6 +52,7 @@ from spiral_ppl.inference.spiral.episodes import EpisodeBatch, EpisodeSource, ep
 from spiral_ppl.inference.spiral.logs import TrainingLog
 from spiral_ppl.inference.spiral.replay import ReplayBuffer
 from spiral_ppl.inference.spiral.rewards import (
+    RewardNormaliser,
     check_new_stroke_penalty,
     discounted_returns,
     empty_canvases,
@@ -160,6 +161,7 @@ class Learner:
         self.critic_optimiser = (torch.optim.Adam(self.critic.parameters(), lr=config.critic.lr,
                                                   betas=config.critic.betas) if self.critic is not None else None)
         self.replay = ReplayBuffer(config.critic.replay_batches)
+        self.reward_normaliser = RewardNormaliser()
         self.updates = 0
         self._empty_canvas: torch.Tensor | None = None
 
@@ -204,7 +206,8 @@ class Learner:
         return self._empty_canvas
 
     def rewards(self, episode: Episode, targets: torch.Tensor | None) -> torch.Tensor:
-        """``(B, T)`` rewards of a batch of episodes (see :mod:`~spiral_ppl.inference.spiral.rewards`)."""
+        """``(B, T)`` rewards of a batch of episodes (see :mod:`~spiral_ppl.inference.spiral.rewards`);
+        with ``reward.normalise``, their totals also update the running scale."""
         reward = self.config.reward
         batch = episode.final.shape[0]
 
@@ -216,6 +219,10 @@ class Learner:
 
         rewards = step_rewards(score, episode.canvases, torch.zeros_like(episode.final), temporal=reward.temporal)
         rewards = rewards * reward.scale
+        if reward.normalise:
+            rewards = self.reward_normaliser(rewards)
+        # Penalties come after normalisation: they cost the same share of a typical return
+        # whatever the score's units.
         if reward.new_stroke_penalty:
             rewards = rewards - reward.new_stroke_penalty * new_stroke_starts(episode.actions["flag"])
         if reward.empty_canvas_penalty:
@@ -259,6 +266,7 @@ class Learner:
             "return": float(returns[:, 0].mean()),
             "l2": float(mean_squared_error(episode.final, targets).mean()) if targets is not None else float("nan"),
             "ink": float(episode.final.mean()),
+            **({"reward_std": self.reward_normaliser.std} if self.config.reward.normalise else {}),
             **lag_metrics,
         }
         if self.critic is not None:
@@ -283,6 +291,8 @@ class Learner:
             fake, targets = self.replay.sample(batch_size)
             # A conditional critic's real pairs are (target, target): a perfect reconstruction.
             real = targets if targets is not None else real_images(batch_size).to(self.device)
+            if targets is not None and critic.mismatched_pairs:
+                fake = with_mismatched_pairs(fake, targets, critic.mismatched_pairs)
             with self.autocast():
                 loss, parts = wgan_gp_loss(self.critic, real, fake, targets, gradient_penalty=critic.gradient_penalty,
                                            drift_penalty=critic.drift_penalty)
@@ -302,6 +312,7 @@ class Learner:
             "policy_optimiser": self.policy_optimiser.state_dict(),
             "critic_optimiser": self.critic_optimiser.state_dict() if self.critic_optimiser else None,
             "replay": self.replay.state_dict(),
+            "reward_normaliser": self.reward_normaliser.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -310,6 +321,25 @@ class Learner:
         if self.critic_optimiser is not None:
             self.critic_optimiser.load_state_dict(state["critic_optimiser"])
         self.replay.load_state_dict(state["replay"], device=self.device)
+        if "reward_normaliser" in state:  # older checkpoints lack it
+            self.reward_normaliser.load_state_dict(state["reward_normaliser"])
+
+
+def with_mismatched_pairs(fake: torch.Tensor, targets: torch.Tensor, share: float) -> torch.Tensor:
+    """``fake`` with its first ``round(share * B)`` images replaced by other rows' targets: real
+    images that do not match the target they are paired with (each row gets the next row's).
+
+    A conditional critic that sees only (target, target) as real and (render, target) as fake
+    can score realism alone; these pairs are real images that it must still score as fake.
+    Reference: Reed et al., "Generative Adversarial Text to Image Synthesis", ICML 2016 (the
+    matching-aware discriminator).
+    """
+    count = round(share * fake.shape[0])
+    if count == 0 or fake.shape[0] < 2:
+        return fake
+    fake = fake.clone()
+    fake[:count] = targets.roll(-1, dims=0)[:count]
+    return fake
 
 
 # -- the loop ---------------------------------------------------------------------------------------
@@ -344,15 +374,16 @@ def fit(agent: "Spiral", data: Any, steps: int, *, eval_data: Any = None, log_di
         with denormals_flushed(), tqdm(total=steps, desc=agent.name, unit="update",
                                        disable=hide_progress(progress)) as bar:
             for _ in range(steps):
-                started = time.perf_counter()
+                started, cpu_started = time.perf_counter(), time.process_time()
                 batch: EpisodeBatch = source.next_batch()
                 metrics = agent.learner.learn(batch.episode, batch.targets, images.batch,
                                               behaviour_log_probs=batch.behaviour_log_probs)
                 agent.remember_training_streams(images)
                 elapsed = time.perf_counter() - started
                 agent.train_seconds += elapsed
+                agent.train_cpu_seconds += time.process_time() - cpu_started
                 update = agent.learner.updates
-                metrics = {"update": update, "seconds": agent.train_seconds,
+                metrics = {"update": update, "seconds": agent.train_seconds, "cpu_seconds": agent.train_cpu_seconds,
                            "agent_steps_per_second": episode_steps / elapsed, **metrics, **(batch.metrics or {})}
                 history.append(metrics)
                 bar.update(1)
@@ -382,7 +413,8 @@ def report(agent: "Spiral", metrics: dict[str, float], last: bool, *, held_out: 
         evaluation = evaluate(agent, held_out, log_dir, update)
         metrics.update(evaluation)
         if log is not None:
-            log.write("eval", {"update": update, "seconds": agent.train_seconds, **evaluation})
+            log.write("eval", {"update": update, "seconds": agent.train_seconds,
+                               "cpu_seconds": agent.train_cpu_seconds, **evaluation})
         if log_dir is not None and "eval_l2" in evaluation:
             keep_if_best(agent, evaluation["eval_l2"], Path(log_dir))
     if checkpoint is not None and ((train.checkpoint_every and update % train.checkpoint_every == 0) or last):
