@@ -6,14 +6,7 @@ import torch
 import spiral_ppl as sp
 from spiral_ppl import digits
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """A small network trains faster on one thread than on two contended ones (shared machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def test_frechet_distance_of_diagonal_gaussians_by_hand():
