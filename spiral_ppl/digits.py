@@ -78,9 +78,11 @@ def train_digit_classifier(train_images: torch.Tensor, train_labels: torch.Tenso
                            progress: bool | None = None) -> DigitClassifier:
     """A :class:`DigitClassifier` fitted by Adam to ``(N, 1, 28, 28)`` images and their labels."""
     checks.positive_int("epochs", epochs)
-    if train_images.ndim != 4 or train_images.shape[0] != train_labels.shape[0]:
+    if train_images.ndim != 4 or train_labels.ndim != 1 or train_images.shape[0] != train_labels.shape[0]:
         raise ValueError(f"train_images (N, 1, H, W) and train_labels (N,) must agree, got "
                          f"{tuple(train_images.shape)} and {tuple(train_labels.shape)}")
+    if train_labels.dtype != torch.long or bool((train_labels < 0).any() | (train_labels > 9).any()):
+        raise ValueError("train_labels must be digits 0..9 as a LongTensor, e.g. sp.data.MNIST(...).labels")
     generator = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng():
         torch.manual_seed(seed)

@@ -281,7 +281,7 @@ def train_experiment(
     progress: bool | None = None,
     workers: int = 0,
     ray_address: str | None = None,
-    seed: int = 0,
+    seed: int | None = None,
 ):
     """Carry out the configuration's recipe (``[[train.phases]]``) into the run folder ``out``,
     resuming from its checkpoint when there is one.
@@ -292,8 +292,9 @@ def train_experiment(
     (held-out metric against training time) and ``agent.pt`` (final weights). ``minutes`` stops
     early, after the chunk of updates that crosses it. ``workers`` > 0 rolls A2C's episodes out
     on that many Ray workers (:class:`~spiral_ppl.inference.spiral.RayEpisodes`, on the cluster
-    at ``ray_address`` when given). ``seed`` seeds a new run's weights and random draws; a
-    resumed run continues the random streams its checkpoint saved.
+    at ``ray_address`` when given). ``seed`` seeds a new run's weights and random draws (``None``:
+    they come from torch's global stream as it stands); a resumed run continues the random
+    streams its checkpoint saved.
     """
     from spiral_ppl.inference.spiral import RayEpisodes, Spiral, recipe
     from spiral_ppl.inference.spiral.checkpoints import newest_readable
@@ -313,7 +314,8 @@ def train_experiment(
         agent.set_hyperparameters({"train.phases": spiral_config(config).train.phases})
         print(f"resuming {readable} at update {agent.learner.updates}")
     else:
-        torch.manual_seed(checks.non_negative_int("seed", seed))
+        if seed is not None:
+            torch.manual_seed(checks.non_negative_int("seed", seed))
         agent = build_agent(config, prog, device)
     started = time.perf_counter()
     agent = recipe.run(agent, train, out, eval_data=test, program=lambda steps: _with_steps(config, steps),

@@ -55,6 +55,10 @@ def test_bad_inputs_are_named(tmp_path):
         digits.generation_scores(classifier, good, good * 2)
     with pytest.raises(ValueError, match="must agree"):
         digits.train_digit_classifier(good, torch.zeros(3, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"train_labels must be digits 0..9"):
+        digits.train_digit_classifier(good, torch.tensor([0, 3, 10, 1]))
+    with pytest.raises(ValueError, match=r"train_labels must be digits 0..9"):
+        digits.train_digit_classifier(good, torch.zeros(4))
     (tmp_path / "broken.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="not a digit classifier"):
         digits.load_classifier(tmp_path / "broken.pt")

@@ -22,7 +22,6 @@ labels and the states come from:
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any, Callable
 
 import torch
@@ -33,7 +32,7 @@ from spiral_ppl.inference.budget import Budget
 from spiral_ppl.inference.engine import hide_progress
 from spiral_ppl.inference.spiral.config import SEARCHES
 from spiral_ppl.inference.spiral.rollout import replay, rollout
-from spiral_ppl.inference.spiral.training import denormals_flushed
+from spiral_ppl.inference.spiral.training import denormals_flushed, time_record, training_time
 from spiral_ppl.programs.base import Program
 from spiral_ppl.renderers.base import validate_actions
 
@@ -157,19 +156,16 @@ def imitate(agent: "Spiral", data: Any, steps: int, *, expert: Expert | None = N
     history = []
     with denormals_flushed():
         for _ in tqdm(range(steps), desc=f"{agent.name} imitation", unit="update", disable=hide_progress(progress)):
-            started, cpu_started = time.perf_counter(), time.process_time()
-            images, programs = batch(torch.randint(count, (agent.config.a2c.batch_size,)))
-            validate_actions(agent.prog.action_space, programs, ndim=2)
-            if next(iter(programs.values())).shape[1] != agent.prog.steps:
-                raise ValueError(f"the programs to imitate have {next(iter(programs.values())).shape[1]} steps; "
-                                 f"this agent's program has {agent.prog.steps}")
-            targets = agent.prog.check_images(images.to(agent.device), name="data images")
-            demonstrations = {name: value.to(agent.device) for name, value in programs.items()}
-            metrics = imitation_update(agent, targets, demonstrations, expert)
-            agent.train_seconds += time.perf_counter() - started
-            agent.train_cpu_seconds += time.process_time() - cpu_started
-            history.append({"update": agent.learner.updates, "seconds": agent.train_seconds,
-                            "cpu_seconds": agent.train_cpu_seconds, **metrics})
+            with training_time(agent):
+                images, programs = batch(torch.randint(count, (agent.config.a2c.batch_size,)))
+                validate_actions(agent.prog.action_space, programs, ndim=2)
+                if next(iter(programs.values())).shape[1] != agent.prog.steps:
+                    raise ValueError(f"the programs to imitate have {next(iter(programs.values())).shape[1]} steps; "
+                                     f"this agent's program has {agent.prog.steps}")
+                targets = agent.prog.check_images(images.to(agent.device), name="data images")
+                demonstrations = {name: value.to(agent.device) for name, value in programs.items()}
+                metrics = imitation_update(agent, targets, demonstrations, expert)
+            history.append({**time_record(agent), **metrics})
     return history
 
 

@@ -42,7 +42,6 @@ the run continues as an uninterrupted one would have.
 from __future__ import annotations
 
 import itertools
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -56,7 +55,7 @@ from spiral_ppl.inference.spiral.config import Phase
 from spiral_ppl.inference.spiral.imitation import holds_programs, search_labels, sleep_update
 from spiral_ppl.inference.spiral.logs import TrainingLog
 from spiral_ppl.inference.spiral.sources import ImageSource, split_held_out
-from spiral_ppl.inference.spiral.training import denormals_flushed, report
+from spiral_ppl.inference.spiral.training import denormals_flushed, report, time_record, training_time
 
 if TYPE_CHECKING:
     from spiral_ppl.inference.spiral.agent import Spiral
@@ -257,18 +256,13 @@ def _imitation_round(agent: "Spiral", run: PhaseRun, data: Any, images: ImageSou
     phase, seed = run.phase, agent.learner.updates
     if phase.kind == "imitation":
         return agent.imitate(data, 1, progress=False)
-    started, cpu_started = time.perf_counter(), time.process_time()
     if phase.kind == "sleep":
-        metrics = sleep_update(agent, torch.Generator().manual_seed(seed))
-        agent.train_seconds += time.perf_counter() - started
-        agent.train_cpu_seconds += time.process_time() - cpu_started
-        return [{"update": agent.learner.updates, "seconds": agent.train_seconds,
-                 "cpu_seconds": agent.train_cpu_seconds, **metrics}]
-    generator = torch.Generator().manual_seed(seed)
-    chosen = images.indices[torch.randint(len(images), (phase.targets,), generator=generator)]
-    targets = images.images(chosen).to(agent.device)
-    labels = search_labels(agent, targets, phase.passes, seed, phase.search)
-    # The search is part of the phase's training time.
-    agent.train_seconds += time.perf_counter() - started
-    agent.train_cpu_seconds += time.process_time() - cpu_started
+        with training_time(agent):
+            metrics = sleep_update(agent, torch.Generator().manual_seed(seed))
+        return [{**time_record(agent), **metrics}]
+    with training_time(agent):  # the search is part of the phase's training time
+        generator = torch.Generator().manual_seed(seed)
+        chosen = images.indices[torch.randint(len(images), (phase.targets,), generator=generator)]
+        targets = images.images(chosen).to(agent.device)
+        labels = search_labels(agent, targets, phase.passes, seed, phase.search)
     return agent.imitate((targets, labels), run.updates_this_round(phase.round_updates), progress=False)

@@ -92,6 +92,22 @@ def denormals_flushed():
         torch.set_flush_denormal(was_on)
 
 
+@contextlib.contextmanager
+def training_time(agent: "Spiral"):
+    """Add the wall-clock and CPU seconds of the block to the agent's training time."""
+    started, cpu_started = time.perf_counter(), time.process_time()
+    try:
+        yield
+    finally:
+        agent.train_seconds += time.perf_counter() - started
+        agent.train_cpu_seconds += time.process_time() - cpu_started
+
+
+def time_record(agent: "Spiral") -> dict[str, float]:
+    """Where training stands, the first columns of every log row: update, seconds, CPU seconds."""
+    return {"update": agent.learner.updates, "seconds": agent.train_seconds, "cpu_seconds": agent.train_cpu_seconds}
+
+
 def check_finite(name: str, value: torch.Tensor, update: int) -> None:
     """Stop training with :class:`TrainingDiverged` if ``value`` (a loss) is not finite."""
     value = value.detach()
@@ -374,17 +390,14 @@ def fit(agent: "Spiral", data: Any, steps: int, *, eval_data: Any = None, log_di
         with denormals_flushed(), tqdm(total=steps, desc=agent.name, unit="update",
                                        disable=hide_progress(progress)) as bar:
             for _ in range(steps):
-                started, cpu_started = time.perf_counter(), time.process_time()
-                batch: EpisodeBatch = source.next_batch()
-                metrics = agent.learner.learn(batch.episode, batch.targets, images.batch,
-                                              behaviour_log_probs=batch.behaviour_log_probs)
-                agent.remember_training_streams(images)
-                elapsed = time.perf_counter() - started
-                agent.train_seconds += elapsed
-                agent.train_cpu_seconds += time.process_time() - cpu_started
-                update = agent.learner.updates
-                metrics = {"update": update, "seconds": agent.train_seconds, "cpu_seconds": agent.train_cpu_seconds,
-                           "agent_steps_per_second": episode_steps / elapsed, **metrics, **(batch.metrics or {})}
+                before = agent.train_seconds
+                with training_time(agent):
+                    batch: EpisodeBatch = source.next_batch()
+                    metrics = agent.learner.learn(batch.episode, batch.targets, images.batch,
+                                                  behaviour_log_probs=batch.behaviour_log_probs)
+                    agent.remember_training_streams(images)
+                metrics = {**time_record(agent), "agent_steps_per_second": episode_steps / (agent.train_seconds - before),
+                           **metrics, **(batch.metrics or {})}
                 history.append(metrics)
                 bar.update(1)
                 bar.set_postfix({k: f"{metrics[k]:.4g}" for k in ("l2", "return") if math.isfinite(metrics[k])})
@@ -413,8 +426,7 @@ def report(agent: "Spiral", metrics: dict[str, float], last: bool, *, held_out: 
         evaluation = evaluate(agent, held_out, log_dir, update)
         metrics.update(evaluation)
         if log is not None:
-            log.write("eval", {"update": update, "seconds": agent.train_seconds,
-                               "cpu_seconds": agent.train_cpu_seconds, **evaluation})
+            log.write("eval", {**time_record(agent), **evaluation})
         if log_dir is not None and "eval_l2" in evaluation:
             keep_if_best(agent, evaluation["eval_l2"], Path(log_dir))
     if checkpoint is not None and ((train.checkpoint_every and update % train.checkpoint_every == 0) or last):
