@@ -32,8 +32,8 @@ PROGRAMS = {
 }
 ENGINES = {
     "importance": lambda: sp.inference.Importance(progress=False),
-    "mcmc": lambda: sp.inference.MCMC(chains=8, progress=False),
-    "smc": lambda: sp.inference.SMC(progress=False),
+    "mcmc": lambda: sp.inference.MCMC.paper_baseline(chains=8, progress=False),
+    "smc": lambda: sp.inference.SMC.paper_baseline(progress=False),
 }
 
 

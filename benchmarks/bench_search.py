@@ -53,7 +53,7 @@ def test_bare_render(benchmark, prog, batch):
 @pytest.mark.parametrize("batch", [64, 256])
 def test_mcmc(benchmark, prog, batch):
     images, budget = _targets(prog, batch), sp.Budget(renders=CHAINS * (1 + TRANSITIONS))
-    engine = sp.inference.MCMC(chains=CHAINS, progress=False)
+    engine = sp.inference.MCMC.paper_baseline(chains=CHAINS, progress=False)
     _timed(benchmark, ("mcmc", batch), lambda: engine.infer(prog, images, budget, seed=0))
 
 
@@ -74,7 +74,7 @@ def test_bare_stepwise(benchmark, prog, batch):
 @pytest.mark.parametrize("batch", [64, 256])
 def test_smc(benchmark, prog, batch):
     images, budget = _targets(prog, batch), sp.Budget(renders=PARTICLES * STEPS)
-    engine = sp.inference.SMC(progress=False)
+    engine = sp.inference.SMC.paper_baseline(progress=False)
     _timed(benchmark, ("smc", batch), lambda: engine.infer(prog, images, budget, seed=0))
 
 

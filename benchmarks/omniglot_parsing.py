@@ -33,7 +33,7 @@ assert all(int(images.character_ids[i]) == drawings[i].character_id for i in ran
 engines = {
     "spiral (one pass)": (agent, prog.steps),
     "spiral-guided SMC": (agent.smc(), renders),
-    "SMC (prior)": (sp.inference.SMC(), renders),
+    "SMC (prior)": (sp.inference.SMC.paper_baseline(), renders),
 }
 summary = {}
 for name, (engine, budget) in engines.items():

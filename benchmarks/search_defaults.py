@@ -31,25 +31,36 @@ def planted(seed: int) -> tuple[sp.programs.Program, torch.Tensor]:
 
 
 def settings() -> dict[str, sp.inference.Engine]:
-    """The candidates: the paper's baselines, each kind of move alone, and mixtures."""
-    residual = sp.inference.ResidualStepProposal
+    """The candidates: the paper's baselines, each kind of move alone, mixtures, and the defaults."""
+    def mcmc(**options) -> sp.inference.MCMC:
+        return sp.inference.MCMC(**{"local": 0.0, "exponents": None, **options})
+
+    def smc(proposal="prior", **options) -> sp.inference.SMC:
+        return sp.inference.SMC(proposal, **{"rejuvenation_moves": 0, "local": 0.0, "cooling": None, **options})
+
     return {
-        "mcmc paper (step blocks)": sp.inference.MCMC(),
-        "mcmc local 0.5": sp.inference.MCMC(local=0.5),
-        "mcmc residual 0.5": sp.inference.MCMC(residual=0.5),
-        "mcmc local 0.5 residual 0.2": sp.inference.MCMC(local=0.5, residual=0.2),
-        "mcmc local 0.3 residual 0.3": sp.inference.MCMC(local=0.3, residual=0.3),
-        "mcmc local 0.3 residual 0.3 anneal 0.1": sp.inference.MCMC(local=0.3, residual=0.3, anneal=0.1),
-        "mcmc mixed blocks local 0.3 residual 0.3 anneal 0.1": sp.inference.MCMC(blocks="mixed", local=0.3,
-                                                                                 residual=0.3, anneal=0.1),
-        "mcmc local 0.5 ladder 0.3-10": sp.inference.MCMC(local=0.5, exponents=(0.3, 1, 3, 10)),
-        "mcmc local 0.5 residual 0.2 ladder 1-15": sp.inference.MCMC(local=0.5, residual=0.2, exponents=15),
-        "mcmc local 0.5 ladder 1-15": sp.inference.MCMC(local=0.5, exponents=15),
-        "smc paper (prior)": sp.inference.SMC(),
-        "smc residual proposal": sp.inference.SMC(residual()),
-        "smc residual + 1 move (local 0.5)": sp.inference.SMC(residual(), rejuvenation_moves=1, local=0.5),
-        "smc residual + 2 moves (local 0.5 residual 0.3)": sp.inference.SMC(residual(), rejuvenation_moves=2,
-                                                                            local=0.5, residual=0.3),
+        "mcmc paper (step blocks)": sp.inference.MCMC.paper_baseline(),
+        "mcmc local 0.5": mcmc(local=0.5),
+        "mcmc residual 0.5": mcmc(residual=0.5),
+        "mcmc local 0.5 residual 0.2": mcmc(local=0.5, residual=0.2),
+        "mcmc local 0.3 residual 0.3": mcmc(local=0.3, residual=0.3),
+        "mcmc local 0.3 residual 0.3 anneal 0.1": mcmc(local=0.3, residual=0.3, anneal=0.1),
+        "mcmc mixed blocks local 0.3 residual 0.3 anneal 0.1": mcmc(blocks="mixed", local=0.3, residual=0.3,
+                                                                    anneal=0.1),
+        "mcmc local 0.5 ladder 0.3-10": mcmc(local=0.5, exponents=(0.3, 1, 3, 10)),
+        "mcmc local 0.5 residual 0.2 ladder 1-15": mcmc(local=0.5, residual=0.2, exponents=15),
+        "mcmc default (local 0.5 ladder 1-15)": sp.inference.MCMC(),
+        "smc paper (prior)": sp.inference.SMC.paper_baseline(),
+        "smc residual proposal": smc("residual"),
+        "smc residual + 1 move (local 0.5)": smc("residual", rejuvenation_moves=1, local=0.5),
+        "smc residual + 2 moves (local 0.5 residual 0.3)": smc("residual", rejuvenation_moves=2, local=0.5,
+                                                               residual=0.3),
+        "smc prior + 1 move (local 0.5) cooling 40": smc(rejuvenation_moves=1, local=0.5, cooling=40,
+                                                         cooling_share=0.9),
+        "smc residual no move cooling 40": smc("residual", local=0.5, cooling=40, cooling_share=0.9),
+        "smc residual + 1 move (local 0.5) cooling 15 share 0.5": smc("residual", rejuvenation_moves=1, local=0.5,
+                                                                       cooling=15, cooling_share=0.5),
+        "smc default (residual + 1 move local 0.5 + cooling 40 share 0.9)": sp.inference.SMC(),
     }
 
 
@@ -70,7 +81,7 @@ def main() -> None:
             start = time.perf_counter()
             result = engine.infer(prog, images, sp.Budget(renders=options.renders), seed=0)
             ratio = result.l2 / blank
-            print(f"seed {seed}  {name:36s} {float(ratio.mean()):.4f}  {[round(v, 3) for v in ratio.tolist()]}  "
+            print(f"seed {seed}  {name:60s} {float(ratio.mean()):.4f}  {[round(v, 3) for v in ratio.tolist()]}  "
                   f"{time.perf_counter() - start:.0f} s", flush=True)
 
 

@@ -62,7 +62,7 @@ def measure(name: str, seed: int) -> dict:
     agent.fit(train, minutes=minutes, callback=record)
     one = agent.infer(prog, held, sp.Budget(renders=prog.steps), seed=0)
     guided = agent.smc().infer(prog, held, sp.Budget(renders=100), seed=0)
-    prior = sp.inference.SMC().infer(prog, held, sp.Budget(renders=100), seed=0)
+    prior = sp.inference.SMC.paper_baseline().infer(prog, held, sp.Budget(renders=100), seed=0)
     row = {"grammar": name, "seed": seed, "minutes": minutes, "updates": agent.learner.updates,
            "blank_l2": blank, "one_pass_l2": float(one.l2.mean()), "guided_smc_100_l2": float(guided.l2.mean()),
            "prior_smc_100_l2": float(prior.l2.mean())}

@@ -34,8 +34,10 @@ from spiral_ppl.inference.engine import Engine
 #: Engines the command line can build by name. The ``spiral*`` ones need an agent (``--agent``).
 ENGINES: dict[str, Callable[[Any], Engine]] = {
     "importance": lambda agent: sp.inference.Importance(),
-    "mcmc": lambda agent: sp.inference.MCMC(chains=4),
+    "mcmc": lambda agent: sp.inference.MCMC(),
+    "mcmc-paper": lambda agent: _named(sp.inference.MCMC.paper_baseline(), "mcmc-paper"),
     "smc": lambda agent: sp.inference.SMC(),
+    "smc-paper": lambda agent: _named(sp.inference.SMC.paper_baseline(), "smc-paper"),
     "spiral": lambda agent: agent,
     "spiral-smc": lambda agent: _named(agent.smc(), "spiral-smc"),
     "spiral-is": lambda agent: _named(sp.inference.Importance(agent.guide), "spiral-is"),
@@ -201,7 +203,7 @@ def _fewest_renders(engine: Engine, prog: sp.programs.Program) -> int:
     if isinstance(engine, sp.inference.MCMC):
         return engine.chains
     if isinstance(engine, sp.inference.SMC):
-        return prog.steps * (1 + engine.rejuvenation_moves)
+        return engine.fewest_renders(prog)
     if isinstance(engine, sp.inference.Importance):
         return engine.renders_per_sample()
     if isinstance(engine, sp.inference.Spiral):
@@ -552,7 +554,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--agent", default=None, type=_text("--agent", hint="a pretrained name or a checkpoint file"),
                          help="SPIRAL agent (pretrained name or checkpoint); every engine then inverts its program")
     compare.add_argument("--engines", nargs="+", choices=sorted(ENGINES), default=None,
-                         help="default: importance mcmc smc, plus spiral spiral-smc with --agent")
+                         help="default: importance mcmc smc (the strongest search settings; mcmc-paper and smc-paper "
+                              "are the paper's baselines), plus spiral spiral-smc with --agent")
     compare.add_argument("--budgets", type=_checked("--budgets", _count, hint="renders per target"), nargs="+",
                          default=None, help=budget_help)
     compare.add_argument("--targets", type=_checked("--targets", _count, hint="held-out images"), default=8,

@@ -64,3 +64,16 @@ def check_recovers_planted(engine, prog, images, renders):
     assert float((random.l2 / blank).mean()) > 0.3
     assert float((result.l2 / blank).mean()) < 0.25
     return result
+
+
+def three_planted_strokes(seed=1):
+    """The search defaults' test task (``benchmarks/search_defaults.py``, test seed 1): a 16x16
+    paint program (grid 8, every size and pressure), four targets of three inked strokes drawn
+    from its prior with ``seed``; returns the program, the targets and their blank-canvas l2."""
+    import spiral_ppl as sp
+
+    prog = sp.programs.PaintProgram(sp.renderers.Brush(canvas_size=16, grid_size=8, compile=False), steps=3)
+    actions = prog.sample_prior(4, generator=torch.Generator().manual_seed(seed))
+    actions["flag"].fill_(1)
+    images = prog.render(actions)
+    return prog, images, images.pow(2).flatten(1).mean(1)

@@ -9,7 +9,7 @@ import torch
 import spiral_ppl as sp
 from spiral_ppl.inference.moves import BlockProposal, LocalProposal, ResidualProposal
 from tests.grammars import Switches
-from tests.paint_helpers import check_recovers_planted
+from tests.paint_helpers import check_recovers_planted, three_planted_strokes
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -54,6 +54,27 @@ def test_marginals_converge_to_exact_enumeration(tiny, blocks, proposal, moves):
     # Prior draws are far from the posterior: the test can tell a sampler from no sampler.
     prior = {name: torch.randint(p.shape[-1], (400, 128, 2)) for name, p in exact.marginals.items()}
     assert worst_total_variation(prior, exact, prog) > 0.2
+
+
+def test_the_default_mcmc_recovers_three_planted_strokes_to_a_twentieth_of_the_blank_l2():
+    prog, images, blank = three_planted_strokes()
+    engine = sp.inference.MCMC()
+    assert engine.exponents[0] == 1.0 and engine.exponents[-1] == 15.0  # one chain samples the posterior
+    result = engine.infer(prog, images, sp.Budget(renders=20_000), seed=0)
+    assert result.renders.tolist() == [20_000] * 4
+    assert torch.allclose(prog.draw(result.actions), result.images)
+    assert float((result.l2 / blank).mean()) < 0.05
+
+
+def test_the_default_moves_work_on_a_program_with_nothing_to_move_locally():
+    # Switches has one unordered component: the defaults fall back to block moves (and, for
+    # SMC, to prior proposals), where asking for local moves explicitly is refused.
+    prog, images = Switches(steps=2), torch.zeros(3, 1, 4, 4)
+    for engine in (sp.inference.MCMC(), sp.inference.SMC()):
+        result = engine.infer(prog, images, sp.Budget(renders=60), seed=0)
+        assert result.renders.tolist() == [60] * 3 and float(result.l2.max()) == 0.0
+    with pytest.raises(ValueError, match="no location or ordered component for local moves"):
+        sp.inference.MCMC(local=0.5).infer(prog, images, sp.Budget(renders=60), seed=0)
 
 
 def test_parallel_tempering_leaves_the_posterior_of_its_untempered_chains_invariant(tiny):

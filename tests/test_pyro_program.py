@@ -249,7 +249,8 @@ def test_smc_on_dependent_and_masked_priors_has_an_unbiased_evidence(dependent_m
 
     replicates = 1000  # independent runs per target; the second target's estimates are heavy-tailed
     batch = images.repeat_interleave(replicates, 0)
-    engine = sp.inference.SMC(uniform_guide if proposal else None, rejuvenation_moves=moves, progress=False)
+    engine = sp.inference.SMC(uniform_guide if proposal else None, rejuvenation_moves=moves, cooling=None,
+                              progress=False)
     result = engine.infer(prog, batch, sp.Budget(renders=200), seed=1)
     ratio = (result.log_evidence - exact.log_evidence.repeat_interleave(replicates)).exp().view(2, replicates)
     # Standard errors of the means are about 0.005 and 0.04; a wrong prior term is off by a factor.

@@ -11,9 +11,14 @@ import spiral_ppl as sp
 from spiral_ppl.inference.smc_schedules import particle_schedule, systematic_resample, tempering_schedule
 from tests.custom_grammar_module import Squares
 from tests.grammars import Switches
-from tests.paint_helpers import check_recovers_planted
+from tests.paint_helpers import check_recovers_planted, three_planted_strokes
 
 pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+def particles_alone(proposal=None, **options) -> sp.inference.SMC:
+    """SMC without the defaults' rejuvenation moves and cooling: particles, weights, resampling."""
+    return sp.inference.SMC(proposal, **{"rejuvenation_moves": 0, "cooling": None, **options})
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +55,7 @@ def test_log_evidence_is_unbiased(tiny, proposal, ess_threshold, intermediate, t
     replicates = 200  # independent runs, one per copy of the target
     images = image.expand(replicates, -1, -1, -1)
     # 801 renders over 2 steps: 401 particles, then 400 after a forced resampling.
-    engine = sp.inference.SMC(proposal, ess_threshold=ess_threshold, intermediate=intermediate, tempering=tempering)
+    engine = particles_alone(proposal, ess_threshold=ess_threshold, intermediate=intermediate, tempering=tempering)
     result = engine.infer(prog, images, sp.Budget(renders=801), seed=0)
     assert result.renders.tolist() == [801] * replicates
     assert result.diagnostics["particles"] == [401, 400]
@@ -62,14 +67,16 @@ def test_log_evidence_is_unbiased(tiny, proposal, ess_threshold, intermediate, t
 def test_the_residual_proposal_places_strokes_where_ink_is_missing(planted16):
     prog, images = planted16
     blank = images.pow(2).flatten(1).mean(1)
-    by_prior = sp.inference.SMC().infer(prog, images, sp.Budget(renders=300), seed=0)
-    by_residual = sp.inference.SMC(sp.inference.ResidualStepProposal()).infer(prog, images, sp.Budget(renders=300), seed=0)
+    by_prior = sp.inference.SMC.paper_baseline().infer(prog, images, sp.Budget(renders=300), seed=0)
+    by_residual = particles_alone("residual").infer(prog, images, sp.Budget(renders=300), seed=0)
     assert float((by_residual.l2 / blank).mean()) < 0.8 * float((by_prior.l2 / blank).mean())
     with pytest.raises(ValueError, match="uniform must be a number in \\(0, 1\\]"):
         sp.inference.ResidualStepProposal(uniform=0)
-    with pytest.raises(ValueError, match="no location component"):
-        sp.inference.SMC(sp.inference.ResidualStepProposal()).infer(Switches(steps=1), torch.zeros(1, 1, 4, 4),
-                                                                    sp.Budget(renders=4))
+    # Without a location to place, the residual proposal is the prior's: the same particles.
+    switches, blank_switches = Switches(steps=2), torch.zeros(3, 1, 4, 4)
+    results = [particles_alone(proposal).infer(switches, blank_switches, sp.Budget(renders=40), seed=0)
+               for proposal in ("residual", "prior")]
+    assert torch.equal(results[0].log_weights, results[1].log_weights)
 
 
 def test_weights_telescope_to_the_full_importance_weight(tiny):
@@ -77,7 +84,7 @@ def test_weights_telescope_to_the_full_importance_weight(tiny):
     images = image.expand(6, -1, -1, -1)
     # One particle per target (2 renders over 2 steps): its weight is its importance weight.
     for proposal in (None, skewed_guide):
-        result = sp.inference.SMC(proposal).infer(prog, images, sp.Budget(renders=2), seed=0)
+        result = particles_alone(proposal).infer(prog, images, sp.Budget(renders=2), seed=0)
         log_likelihood = prog.likelihood(prog.draw(result.actions)).log_prob(images)
         if proposal is None:
             log_weight = log_likelihood  # p(a) p(x | a) / q(a) with q = p
@@ -95,9 +102,9 @@ def test_weights_telescope_to_the_full_importance_weight(tiny):
 def test_intermediate_targets_change_which_prefixes_survive_not_the_final_weights(tiny):
     prog, image, _ = tiny
     images = image.expand(4, -1, -1, -1)
-    engines = {"default": sp.inference.SMC(skewed_guide, ess_threshold=0.0),
-               "proposal-tempered": sp.inference.SMC(skewed_guide, ess_threshold=0.0, intermediate="proposal",
-                                                     tempering=0.01)}
+    engines = {"default": particles_alone(skewed_guide, ess_threshold=0.0),
+               "proposal-tempered": particles_alone(skewed_guide, ess_threshold=0.0, intermediate="proposal",
+                                                    tempering=0.01)}
     results = {name: engine.infer(prog, images, sp.Budget(renders=100), seed=3) for name, engine in engines.items()}
     # Without resampling the same seed draws the same particles: the intermediate targets
     # only move weight between steps, so the final weights are the same importance weights.
@@ -141,9 +148,54 @@ def test_rejuvenation_targets_the_tempered_intermediate_targets(tiny, moves):
     assert abs(float(ratio.mean()) - 1) < 0.1
 
 
+def test_cooling_leaves_each_sharpened_posterior_invariant(two_stroke_program):
+    prog = two_stroke_program
+    one_stroke = {"flag": torch.tensor([[1, 0]]), "end_point": torch.tensor([[7, 0]]),
+                  "control_point": torch.tensor([[2, 0]]), "brush_size": torch.zeros(1, 2, dtype=torch.long),
+                  "pressure": torch.zeros(1, 2, dtype=torch.long)}
+    image = prog.render(one_stroke)
+    # A Normal likelihood to the power 4 is, up to a constant, the one with half the pixel noise.
+    sharpened = sp.programs.PaintProgram(prog.renderer, steps=2, pixel_scale=prog.pixel_scale / 2)
+    exact = {name: probs[0] for name, probs in sp.inference.enumerate_posterior(sharpened, image).marginals.items()}
+    posterior = {name: probs[0] for name, probs in sp.inference.enumerate_posterior(prog, image).marginals.items()}
+    replicates = 300  # independent runs, their cooled particles pooled
+    engine = sp.inference.SMC("prior", rejuvenation_moves=0, local=0.3, residual=0.3, cooling=4.0, cooling_stages=2,
+                              cooling_share=0.8)
+    result = engine.infer(prog, image.expand(replicates, -1, -1, -1), sp.Budget(renders=8000), seed=0)
+    assert result.diagnostics["cooling"].exponents == (2.0, 4.0)
+    cooled = result.diagnostics["cooled_actions"]
+
+    def worst_total_variation(marginals):
+        worst = 0.0
+        for name, probs in exact.items():
+            t, component = int(name.split("/")[0].removeprefix("step_")), name.split("/")[1]
+            other = marginals(component, t, probs.shape[-1])
+            worst = max(worst, float(0.5 * (other - probs).abs().sum()))
+        return worst
+
+    def empirical(component, t, size):
+        return torch.nn.functional.one_hot(cooled[component][..., t], size).float().mean((0, 1))
+
+    assert worst_total_variation(empirical) < 0.05
+    # The test can tell: the posterior itself is far from its sharpened self.
+    assert worst_total_variation(lambda component, t, size: posterior[f"step_{t}/{component}"]) > 0.1
+
+
+def test_the_default_smc_recovers_three_planted_strokes_to_a_twentieth_of_the_blank_l2():
+    prog, images, blank = three_planted_strokes()
+    result = sp.inference.SMC().infer(prog, images, sp.Budget(renders=20_000), seed=0)
+    assert all(19_990 <= renders <= 20_000 for renders in result.renders.tolist())  # within 2 per move a step
+    assert torch.allclose(prog.draw(result.actions), result.images)
+    assert float((result.l2 / blank).mean()) < 0.05
+    cooling = result.diagnostics["cooling"]
+    assert cooling.exponents[-1] == 40.0 and cooling.renders <= 18_000
+    rate = result.diagnostics["cooling_acceptance_rate"]
+    assert bool(((rate > 0) & (rate < 1)).all())
+
+
 def test_recovers_a_planted_program_and_spends_exactly_its_budget(planted16):
     prog, images = planted16
-    result = check_recovers_planted(sp.inference.SMC(), prog, images, 3001)
+    result = check_recovers_planted(sp.inference.SMC.paper_baseline(), prog, images, 3001)
     assert result.diagnostics["particles"] == [1001, 1000, 1000]
 
     diagnostics = result.diagnostics
@@ -156,7 +208,7 @@ def test_recovers_a_planted_program_and_spends_exactly_its_budget(planted16):
 def test_rejuvenation_keeps_states_and_histories_in_step_on_a_custom_grammar():
     prog = Squares(steps=3, pixel_scale=0.3)
     target = prog.render({"corner": torch.tensor([[0, 5, 15], [3, 3, 12]]), "present": torch.tensor([[1, 1, 1], [1, 0, 1]])})
-    engine = sp.inference.SMC(ess_threshold=1.0, rejuvenation_moves=2, blocks="mixed")
+    engine = sp.inference.SMC("prior", ess_threshold=1.0, rejuvenation_moves=2, blocks="mixed", local=0.0, cooling=None)
     result = engine.infer(prog, target, sp.Budget(renders=905), seed=0)
     # 3 renders per particle and step: 100 particles for 900 renders; with one more for the
     # first 2 steps, the step-0 moves run on the 101 particles of step 1: 2 + 2 renders more.
@@ -198,6 +250,16 @@ def test_bad_arguments_get_clear_errors(tiny):
         sp.inference.SMC(rejuvenation_moves=-1)
     with pytest.raises(TypeError, match="proposal must be None"):
         sp.inference.SMC(proposal=3)
+    with pytest.raises(ValueError, match="proposal must be 'prior', 'residual'.*got 'residuals'"):
+        sp.inference.SMC(proposal="residuals")
+    for bad in (1.0, 0.5, float("nan"), float("inf"), "40"):
+        with pytest.raises((ValueError, TypeError), match="cooling"):
+            sp.inference.SMC(cooling=bad)
+    for bad in (0.0, 1.0, -0.1):
+        with pytest.raises(ValueError, match="cooling_share"):
+            sp.inference.SMC(cooling_share=bad)
+    with pytest.raises(ValueError, match="cooling_stages"):
+        sp.inference.SMC(cooling_stages=0)
     with pytest.raises(ValueError, match=r"images must have shape \(B, 1, 8, 8\)"):
         sp.inference.SMC().infer(prog, torch.zeros(1, 3, 8, 8), sp.Budget(renders=10))
 
@@ -207,7 +269,7 @@ def test_bad_arguments_get_clear_errors(tiny):
             return action, torch.zeros(3)
 
     with pytest.raises(ValueError, match=r"expected \(particles, targets\) = \(5, 1\)"):
-        sp.inference.SMC(WrongBatch()).infer(prog, image, sp.Budget(renders=10))
+        particles_alone(WrongBatch()).infer(prog, image, sp.Budget(renders=10))
 
     class NotAProbability(sp.inference.StepProposal):
         def propose(self, program, step, history, canvas, images):
@@ -239,4 +301,4 @@ def test_stepwise_index_selects_particles_of_any_tensor_state(tiny):
 def test_a_budget_whose_particles_cannot_fit_in_memory_is_refused_up_front():
     prog = sp.programs.PaintProgram(sp.renderers.Brush(canvas_size=16, grid_size=4, compile=False), steps=2)
     with pytest.raises(ValueError, match=r"would hold 500,000,000,000,000 particles' canvases .* GiB"):
-        sp.inference.SMC().infer(prog, torch.zeros(1, 1, 16, 16), sp.Budget(renders=10**15))
+        sp.inference.SMC.paper_baseline().infer(prog, torch.zeros(1, 1, 16, 16), sp.Budget(renders=10**15))

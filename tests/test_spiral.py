@@ -262,10 +262,11 @@ def test_smc_given_the_guide_uses_the_policy_and_keeps_its_budget():
                                 decoding=sp.inference.spiral.Decoding(temperature=0.5))
     targets = one_stroke_targets(prog, 2, seed=3)
     # The guide hands SMC the policy as a step proposal, which reads SMC's own canvases.
-    engine = sp.inference.SMC(agent.guide)
+    engine = sp.inference.SMC(agent.guide, rejuvenation_moves=0, cooling=None)  # the policy's particles alone
     assert isinstance(engine.proposal, sp.inference.spiral.SpiralProposal) and engine.proposal.temperature == 0.5
     by_guide = engine.infer(prog, targets, sp.Budget(renders=31), seed=4)
-    by_proposal = sp.inference.SMC(agent.proposal).infer(prog, targets, sp.Budget(renders=31), seed=4)
+    by_proposal = sp.inference.SMC(agent.proposal, rejuvenation_moves=0, cooling=None).infer(
+        prog, targets, sp.Budget(renders=31), seed=4)
     assert by_guide.renders.tolist() == [31, 31] and by_guide.diagnostics["particles"] == [11, 10, 10]
     torch.testing.assert_close(by_guide.log_weights, by_proposal.log_weights)
 
@@ -275,7 +276,7 @@ def test_smc_given_the_guide_uses_the_policy_and_keeps_its_budget():
         def step_proposal(self):
             return None
 
-    rerun = sp.inference.SMC(RerunGuide(agent))
+    rerun = sp.inference.SMC(RerunGuide(agent), rejuvenation_moves=0, cooling=None)
     assert rerun.proposal.renders_per_proposal == 2  # steps - 1 canvases per run of the guide
     result = rerun.infer(prog, targets, sp.Budget(renders=31), seed=4)
     # 3 renders per particle and step: 3 particles cost 27, the remaining 4 buy one more for a step.
@@ -534,7 +535,8 @@ def test_the_policy_is_an_smc_step_proposal_with_exact_weights(max_batch, temper
     targets = one_stroke_targets(prog, 2, seed=10)
     # Without resampling the weights are whole-program importance weights p(a) p(x | a) / q(a | x),
     # with q the (tempered) policy's probability of the programs in a rollout (canvases and LSTM included).
-    result = sp.inference.SMC(proposal, ess_threshold=0.0).infer(prog, targets, sp.Budget(renders=24), seed=0)
+    alone = {"ess_threshold": 0.0, "rejuvenation_moves": 0, "cooling": None}  # importance weights, no moves
+    result = sp.inference.SMC(proposal, **alone).infer(prog, targets, sp.Budget(renders=24), seed=0)
     assert result.renders.tolist() == [24, 24]
     # Re-run the same seed with a recording proposal to get the particles' programs.
     recorded = []
@@ -545,7 +547,7 @@ def test_the_policy_is_an_smc_step_proposal_with_exact_weights(max_batch, temper
             recorded.append((action, log_q))
             return action, log_q
 
-    again = sp.inference.SMC(Recording(agent, temperature), ess_threshold=0.0).infer(
+    again = sp.inference.SMC(Recording(agent, temperature), **alone).infer(
         prog, targets, sp.Budget(renders=24), seed=0)
     torch.testing.assert_close(again.log_weights, result.log_weights)
     actions = {c.name: torch.stack([a[c.name] for a, _ in recorded], -1) for c in prog.action_space}  # (8, 2, 3)

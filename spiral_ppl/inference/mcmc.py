@@ -95,6 +95,7 @@ from spiral_ppl.inference.moves import (
     PROPOSALS,
     MoveMixture,
     check_move_shares,
+    local_share_for,
     metropolis_accept,
     select_actions,
 )
@@ -122,7 +123,8 @@ def check_exponents(exponents: float | Sequence[float] | None, chains: int) -> t
         return None
     if isinstance(exponents, (int, float)) and not isinstance(exponents, bool) and 0 < exponents < math.inf:
         if chains < 2:
-            raise ValueError(f"parallel tempering needs at least 2 chains to swap, got chains={chains}")
+            raise ValueError(f"parallel tempering needs at least 2 chains to swap, got chains={chains}; give more "
+                             "chains, or exponents=None for none")
         return tuple(float(exponents) ** (chain / (chains - 1)) for chain in range(chains))
 
     def positive(value: object) -> bool:
@@ -480,7 +482,8 @@ class MCMC(Engine):
     :param chains: chains per target (at most ``N``).
     :param blocks: ``"step"``, ``"site"`` or ``"mixed"`` (see :mod:`~spiral_ppl.inference.moves`).
     :param proposal: ``"prior"`` or ``"uniform"``.
-    :param local: the share of local moves (:class:`~spiral_ppl.inference.moves.LocalProposal`).
+    :param local: the share of local moves (:class:`~spiral_ppl.inference.moves.LocalProposal`);
+        ``None`` (the default): half, where the program has a location or ordered component.
     :param residual: the share of residual moves (:class:`~spiral_ppl.inference.moves.ResidualProposal`).
     :param anneal: the likelihood's exponent at the first transition, rising to 1 by the end of
         the warm-up; ``None``: no annealing.
@@ -490,9 +493,23 @@ class MCMC(Engine):
         the diagnostics.
     :param progress: show a progress bar (``None``: only on a terminal).
 
-    ``MCMC(blocks="step", local=0, residual=0, anneal=None)`` is the paper's baseline; the
-    defaults are the mixture that did best on validation targets
-    (``benchmarks/search_defaults.py``).
+    The defaults are the mixture that did best on validation targets
+    (``benchmarks/search_defaults.py``): half the moves local, half whole steps from the
+    prior, and parallel tempering over a ladder of likelihood exponents from 1 up to 15
+    (cold chains that settle on the least-l2 programs while the first still samples the
+    posterior). :meth:`paper_baseline` is the paper's blocked MH.
+
+    Example::
+
+        >>> import torch, spiral_ppl as sp
+        >>> prog = sp.programs.PaintProgram(sp.renderers.Brush(canvas_size=16, grid_size=4), steps=2)
+        >>> target = prog.render({c.name: torch.ones(1, 2, dtype=torch.long) for c in prog.action_space})
+        >>> engine = sp.inference.MCMC(progress=False)
+        >>> engine.exponents
+        (1.0, 2.46..., 6.08..., 15.0)
+        >>> result = engine.infer(prog, target, sp.Budget(renders=400), seed=0)
+        >>> result.renders.tolist()
+        [400]
 
     ``Result.diagnostics`` holds ``acceptance_rate``, ``log_joint_r_hat``, ``log_joint_ess``,
     ``l2_r_hat``, ``l2_ess`` (each ``(B,)``), the traces ``log_joint`` and ``l2``
@@ -507,10 +524,10 @@ class MCMC(Engine):
         chains: int = 4,
         blocks: str = "step",
         proposal: str = "prior",
-        local: float = 0.0,
+        local: float | None = None,
         residual: float = 0.0,
         anneal: float | None = None,
-        exponents: float | Sequence[float] | None = None,
+        exponents: float | Sequence[float] | None = 15.0,
         warmup: float = 0.5,
         progress: bool | None = None,
     ) -> None:
@@ -529,6 +546,13 @@ class MCMC(Engine):
         choice("blocks", blocks, BLOCKS)
         choice("proposal", proposal, PROPOSALS)
 
+    @classmethod
+    def paper_baseline(cls, chains: int = 4, progress: bool | None = None) -> "MCMC":
+        """The paper's blocked MH (Ganin et al. 2018): each move redraws one whole step from
+        the prior; no local or residual moves, no tempering."""
+        return cls(chains=chains, blocks="step", proposal="prior", local=0.0, residual=0.0, anneal=None,
+                   exponents=None, progress=progress)
+
     def _infer(self, prog: Program, images: torch.Tensor, budget: Budget) -> Result:
         if budget.renders < self.chains:
             raise ValueError(
@@ -542,8 +566,8 @@ class MCMC(Engine):
                               transitions * (8 * targets * (1 + 2 * self.chains) + 640),
                               remedy="give a smaller budget", where=images.device)
         kernel = BlockedMetropolisHastings(prog, chains=self.chains, blocks=self.blocks, proposal=self.proposal,
-                                           local=self.local, residual=self.residual, anneal=self.anneal,
-                                           exponents=self.exponents)
+                                           local=local_share_for(prog, self.local, self.residual),
+                                           residual=self.residual, anneal=self.anneal, exponents=self.exponents)
         kernel.setup(int(self.warmup * transitions), images)
         renders, best_l2 = [self.chains], [kernel.best_l2.clone()]
         with tqdm(total=transitions, desc=self.name, unit="step", disable=hide_progress(self.progress)) as bar:

@@ -194,8 +194,7 @@ class LocalProposal:
         require_fixed_structure(program, "local moves")
         self.program = program
         self.radius = checks.positive_int("radius", radius, hint="grid cells a location may move along each axis")
-        # A component of one value has nowhere to move.
-        self.movable = [c for c in program.action_space if (c.kind == "location" or c.ordered) and c.size > 1]
+        self.movable = locally_movable(program)
         if not self.movable:
             raise ValueError(f"{program!r} has no location or ordered component for local moves to move; mark "
                              "sizes and levels Component(..., ordered=True), or give local moves no weight")
@@ -316,9 +315,30 @@ def check_uniform_share(uniform: float) -> float:
                             hint="weight of the uniform part of each location's proposal")
 
 
-def check_move_shares(local: float, residual: float) -> tuple[float, float]:
+def locally_movable(program: Program) -> list:
+    """The components of ``program`` a local move can change: locations and ordered
+    components of more than one value (a component of one value has nowhere to move)."""
+    return [c for c in program.action_space if (c.kind == "location" or c.ordered) and c.size > 1]
+
+
+DEFAULT_LOCAL_SHARE = 0.5
+"""The engines' default share of local moves, where the program has something to move locally."""
+
+
+def local_share_for(program: Program, local: float | None, residual: float) -> float:
+    """The share of local moves on ``program``: ``local``, or where it is ``None`` (the engines'
+    default) :data:`DEFAULT_LOCAL_SHARE` (at most what ``residual`` leaves) where ``program``
+    has a component to move locally, else none."""
+    if local is not None:
+        return local
+    return min(DEFAULT_LOCAL_SHARE, 1 - residual) if locally_movable(program) else 0.0
+
+
+def check_move_shares(local: float | None, residual: float) -> tuple[float | None, float]:
     """The shares of local and residual moves, each in [0, 1] and together at most 1 (block
-    moves get the rest)."""
+    moves get the rest); ``local=None`` is the default share (:func:`local_share_for`)."""
+    if local is None:
+        return None, checks.number_in("residual", residual, 0, 1, hint="the share of residual moves")
     local = checks.number_in("local", local, 0, 1, hint="the share of local moves")
     residual = checks.number_in("residual", residual, 0, 1, hint="the share of residual moves")
     if local + residual > 1:

@@ -113,7 +113,8 @@ class ResidualStepProposal(StepProposal):
     (:func:`~spiral_ppl.inference.moves.residual_step`); the other components come
     from the program's fixed per-step tables (:meth:`Program.proposal_table
     <spiral_ppl.programs.Program.proposal_table>`: the prior, where it is fixed). ``log_q``
-    is that proposal's density, so the weights stay exact.
+    is that proposal's density, so the weights stay exact. On a program without location
+    components it is the prior proposal.
 
     :param uniform: the weight of the uniform part of each location's proposal, in (0, 1].
     """
@@ -122,6 +123,8 @@ class ResidualStepProposal(StepProposal):
         self.uniform = check_uniform_share(uniform)
 
     def propose(self, program, step, history, canvas, images):
+        if not any(c.kind == "location" for c in program.action_space):
+            return program.step_prior(step, history)  # nothing to place: every component from its table
         steps = torch.full(_particles_and_targets(history), step, dtype=torch.long, device=images.device)
         return residual_step(program, steps, canvas, images, self.uniform)
 
@@ -180,11 +183,18 @@ class GuideProposal(StepProposal):
 
 
 def as_step_proposal(proposal: Any) -> StepProposal:
-    """``None`` -> :class:`PriorProposal`; a :class:`StepProposal` as is; a guide -> its
+    """``None`` or ``"prior"`` -> :class:`PriorProposal`; ``"residual"`` ->
+    :class:`ResidualStepProposal`; a :class:`StepProposal` as is; a guide -> its
     ``step_proposal()`` where it is a :class:`~spiral_ppl.inference.importance.RenderingGuide`
     that has one, else :class:`GuideProposal`."""
     if proposal is None:
         return PriorProposal()
+    if isinstance(proposal, str):
+        named = {"prior": PriorProposal, "residual": ResidualStepProposal}
+        if proposal not in named:
+            raise ValueError(f"proposal must be 'prior', 'residual', a spiral_ppl.inference.StepProposal or a "
+                             f"Pyro guide, got {proposal!r}")
+        return named[proposal]()
     if isinstance(proposal, StepProposal):
         return proposal
     if isinstance(proposal, RenderingGuide):
@@ -202,6 +212,6 @@ def as_step_proposal(proposal: Any) -> StepProposal:
     if callable(proposal):
         return GuideProposal(proposal)
     raise TypeError(
-        "proposal must be None (the prior), a spiral_ppl.inference.StepProposal, "
+        "proposal must be None or 'prior', 'residual', a spiral_ppl.inference.StepProposal, "
         f"or a Pyro guide callable, got {type(proposal).__name__}"
     )

@@ -50,6 +50,23 @@ prefixes, which leave :math:`\gamma_t` invariant and so do not change the weight
 (resample-move; Gilks & Berzuini 2001). They need ``intermediate="model"``: the density of
 the proposal on a moved prefix would take replaying the proposal.
 
+Cooling. The posterior's pixel noise tolerates programs a little off the target, so its
+particles are seldom the least-l2 reconstructions. With ``cooling`` :math:`= \beta_K > 1`, the
+finished particles then pass through :math:`K` stages whose targets sharpen the likelihood,
+
+.. math::
+
+    \pi_k(a) \propto p(a)\, p(x \mid a)^{\beta_k}, \qquad \beta_k = \beta_K^{k / K},
+
+an annealed SMC sampler beyond the posterior (Neal 2001; Del Moral, Doucet & Jasra 2006).
+Each stage reweights by :math:`p(x \mid a)^{\beta_k - \beta_{k-1}}`, resamples (at the first
+stage always, down to a few particles; later when the ESS falls under the threshold) and runs
+Metropolis-Hastings moves that leave :math:`\pi_k` invariant, long chains on few particles
+(:func:`~spiral_ppl.inference.smc_schedules.cooling_schedule`). Every moved program is a
+candidate reconstruction; the result is the least l2 seen. The cooled particles weigh a
+sharper distribution than the posterior, so ``log_weights``, ``ess`` and ``log_evidence`` stay
+those of the last step.
+
 Budget: each canvas of a particle costs one render, and so does each rejuvenation move (the
 prefix is replayed and its canvas read once). With ``k`` moves per step, a particle costs
 ``T (1 + k)`` renders, so a budget of ``N`` renders per target runs
@@ -57,22 +74,28 @@ prefix is replayed and its canvas read once). With ``k`` moves per step, a parti
 (the population shrinks back by resampling, see :func:`particle_schedule`), so the budget
 is spent exactly when ``k = 0``, and to within ``2 k`` renders otherwise. A proposal that
 draws ``r`` canvases of its own per particle and step (a Pyro guide that renders, re-run on
-each prefix) makes that ``T (1 + r + k)``.
+each prefix) makes that ``T (1 + r + k)``. Cooling spends ``cooling_share`` of the budget
+(less where the steps would be left without one particle), one render per particle and
+move; the steps spend the rest.
 
 Example::
 
     >>> import torch, spiral_ppl as sp
     >>> prog = sp.programs.PaintProgram(sp.renderers.Brush(canvas_size=16, grid_size=4), steps=3)
     >>> target = prog.render({c.name: torch.ones(1, 3, dtype=torch.long) for c in prog.action_space})
-    >>> result = sp.inference.SMC().infer(prog, target, sp.Budget(renders=301), seed=0)
+    >>> result = sp.inference.SMC.paper_baseline().infer(prog, target, sp.Budget(renders=301), seed=0)
     >>> result.renders.tolist(), result.diagnostics["particles"]
     ([301], [101, 100, 100])
+    >>> result = sp.inference.SMC().infer(prog, target, sp.Budget(renders=301), seed=0)
+    >>> cooling = result.diagnostics["cooling"]
+    >>> result.renders.tolist(), result.diagnostics["particles"], cooling.particles, cooling.moves
+    ([301], [6, 6, 5], 1, 67)
 
 References: Del Moral, Doucet & Jasra, "Sequential Monte Carlo samplers", JRSS B 2006;
 Doucet & Johansen, "A tutorial on particle filtering and smoothing: fifteen years later",
 2009; Whiteley & Lee, "Twisted particle filters", Annals of Statistics 2014; Gilks &
 Berzuini, "Following a moving target: Monte Carlo inference for dynamic Bayesian models",
-JRSS B 2001.
+JRSS B 2001; Neal, "Annealed importance sampling", Statistics and Computing 2001.
 """
 
 from __future__ import annotations
@@ -93,13 +116,16 @@ from spiral_ppl.inference.moves import (
     PROPOSALS,
     MoveMixture,
     check_move_shares,
+    local_share_for,
     metropolis_accept,
     select_actions,
 )
-from spiral_ppl.inference.proposals import as_step_proposal
+from spiral_ppl.inference.proposals import PriorProposal, ResidualStepProposal, as_step_proposal
 from spiral_ppl.inference.result import BestSoFar, Curve, Result
 from spiral_ppl.inference.smc_schedules import (
+    CoolingSchedule,
     check_tempering,
+    cooling_schedule,
     particle_schedule,
     systematic_resample,
     tempering_schedule,
@@ -114,7 +140,9 @@ INTERMEDIATE_TARGETS = ("model", "proposal")
 class SMC(Engine):
     """Sequential Monte Carlo over program steps, with optional resample-move rejuvenation.
 
-    :param proposal: ``None`` for the prior, a
+    :param proposal: ``"residual"`` (the default:
+        :class:`~spiral_ppl.inference.proposals.ResidualStepProposal`, each step drawn where
+        the particle's canvas misses the target), ``"prior"`` or ``None`` for the prior, a
         :class:`~spiral_ppl.inference.proposals.StepProposal`, or a Pyro guide
         ``guide(image)`` over the program's sites (its own step proposal where it has one,
         as ``agent.guide`` does; see :func:`~spiral_ppl.inference.proposals.as_step_proposal`).
@@ -127,44 +155,68 @@ class SMC(Engine):
     :param tempering: the exponents :math:`\\beta_t` of the partial canvases' likelihoods:
         ``None`` (all 1), the first one, in (0, 1] (geometric up to 1, see
         :func:`tempering_schedule`), or one per step, in [0, 1], ending with 1.
-    :param rejuvenation_moves: Metropolis-Hastings moves per particle after each step.
+    :param rejuvenation_moves: Metropolis-Hastings moves per particle after each step;
+        ``None`` (the default): one where the budget pays for a particle that moves, else none
+        (:meth:`moves_for`).
     :param blocks: block of the rejuvenation moves: ``"step"``, ``"site"`` or ``"mixed"``.
     :param move_proposal: fresh values of a moved block from the ``"prior"`` or ``"uniform"``.
-    :param local: the share of rejuvenation moves that are local moves
-        (:class:`~spiral_ppl.inference.moves.LocalProposal`).
+    :param local: the share of rejuvenation and cooling moves that are local moves
+        (:class:`~spiral_ppl.inference.moves.LocalProposal`); ``None`` (the default): half,
+        where the program has a location or ordered component.
     :param residual: the share that are residual (data-driven) moves
         (:class:`~spiral_ppl.inference.moves.ResidualProposal`).
+    :param cooling: ``None``, or the likelihood exponent above 1 to which the finished
+        particles are cooled after the last step, for the least l2 (see "Cooling" in the module
+        docstring).
+    :param cooling_share: the share of the budget the cooling stages spend, in (0, 1).
+    :param cooling_stages: the number of cooling stages, exponents geometric up to ``cooling``.
     :param progress: show a progress bar (``None``: only on a terminal).
+
+    The defaults are the mixture that did best on validation targets
+    (``benchmarks/search_defaults.py``): residual proposals, one rejuvenation move per step
+    (half of them local), and cooling to a likelihood exponent of 40 with 90% of the budget.
+    :meth:`paper_baseline` is the paper's SMC, prior particles alone. Cooling leaves the
+    posterior's particles a tenth of the budget: for the log evidence or posterior samples
+    rather than the least l2, give ``cooling=None``.
 
     ``Result.log_weights`` are the final particles' ``(N, B)``, ``Result.log_evidence``
     :math:`\\log \\hat Z` per target. ``Result.diagnostics`` holds ``ess`` ``(T, B)`` after
     each step's weighting, ``resampled`` ``(T, B)`` whether the particles were resampled
     after that step, ``ancestry``, a list over steps of ``(N_t, B)`` parent indices into the
     previous step's particles, ``particles``, the schedule ``N_t``, ``tempering``, the
-    exponents :math:`\\beta_t`, and, with rejuvenation, ``acceptance_rate`` ``(B,)``.
+    exponents :math:`\\beta_t`, and, with rejuvenation, ``acceptance_rate`` ``(B,)``. With
+    cooling, ``log_weights``, ``ess`` and ``log_evidence`` are still those of the posterior's
+    particles after the last step (the cooled ones weigh a sharper distribution), and
+    ``diagnostics["cooling"]`` holds the :class:`~spiral_ppl.inference.smc_schedules.CoolingSchedule`,
+    ``diagnostics["cooling_acceptance_rate"]`` ``(B,)`` and ``diagnostics["cooled_actions"]``
+    the cooled particles' programs ``{component: (N, B, T)}``.
     """
 
     name = "smc"
 
     def __init__(
         self,
-        proposal: Any = None,
+        proposal: Any = "residual",
         *,
         ess_threshold: float = 0.5,
         intermediate: str = "model",
         tempering: float | Sequence[float] | None = None,
-        rejuvenation_moves: int = 0,
+        rejuvenation_moves: int | None = None,
         blocks: str = "step",
         move_proposal: str = "prior",
-        local: float = 0.0,
+        local: float | None = None,
         residual: float = 0.0,
+        cooling: float | None = 40.0,
+        cooling_share: float = 0.9,
+        cooling_stages: int = 4,
         progress: bool | None = None,
     ) -> None:
         self.proposal = as_step_proposal(proposal)
         number = isinstance(ess_threshold, (int, float)) and not isinstance(ess_threshold, bool)
         if not number or not 0 <= ess_threshold <= 1:
             raise ValueError(f"ess_threshold must be a number in [0, 1], got {ess_threshold!r}")
-        non_negative_int("rejuvenation_moves", rejuvenation_moves)
+        if rejuvenation_moves is not None:
+            non_negative_int("rejuvenation_moves", rejuvenation_moves)
         self.ess_threshold = float(ess_threshold)
         self.intermediate = choice("intermediate", intermediate, INTERMEDIATE_TARGETS)
         self.tempering = check_tempering(tempering)
@@ -177,26 +229,68 @@ class SMC(Engine):
         self.blocks = choice("blocks", blocks, BLOCKS)
         self.move_proposal = choice("move_proposal", move_proposal, PROPOSALS)
         self.local, self.residual = check_move_shares(local, residual)
+        if cooling is not None:
+            cooling = checks.number_in("cooling", cooling, 1, math.inf, open_low=True, open_high=True,
+                                       hint="the likelihood exponent the particles are cooled to, or None")
+        self.cooling = cooling
+        self.cooling_share = checks.number_in("cooling_share", cooling_share, 0, 1, open_low=True, open_high=True,
+                                              hint="the share of the budget the cooling stages spend")
+        self.cooling_stages = checks.positive_int("cooling_stages", cooling_stages)
         self.progress = check_progress(progress)
-        if proposal is not None:
+        if not isinstance(self.proposal, (PriorProposal, ResidualStepProposal)):
             self.name = "smc-guide"
 
+    @classmethod
+    def paper_baseline(cls, progress: bool | None = None) -> "SMC":
+        """The paper's SMC: particles from the prior, resampled by their weights; no
+        rejuvenation moves, no cooling."""
+        return cls("prior", rejuvenation_moves=0, cooling=None, progress=progress)
+
+    def fewest_renders(self, prog: Program) -> int:
+        """The smallest budget (renders per target) this engine can spend on ``prog``: one
+        particle through every step."""
+        moves = self.rejuvenation_moves or 0
+        return prog.steps * (1 + self.proposal.renders_per_proposal + moves)
+
+    def moves_for(self, prog: Program, budget: Budget) -> int:
+        """Rejuvenation moves per particle and step on ``prog`` within ``budget``:
+        ``rejuvenation_moves``, or where that is ``None``, one where the budget pays for one
+        particle that moves (and ``intermediate="model"``), else none."""
+        if self.rejuvenation_moves is not None:
+            return self.rejuvenation_moves
+        affordable = budget.renders >= prog.steps * (2 + self.proposal.renders_per_proposal)
+        return int(affordable and self.intermediate == "model")
+
     def particles_for(self, prog: Program, budget: Budget) -> list[int]:
-        """The number of particles at each step that ``budget`` pays for on ``prog``."""
+        """The number of particles at each step that ``budget`` pays for on ``prog`` (less
+        the renders of the cooling stages, :meth:`cooling_for`)."""
         per_particle = 1 + self.proposal.renders_per_proposal
-        needed = prog.steps * (per_particle + self.rejuvenation_moves)
+        moves = self.moves_for(prog, budget)
+        needed = prog.steps * (per_particle + moves)
         if budget.renders < needed:
-            moves = f" with {self.rejuvenation_moves} rejuvenation moves per step" if self.rejuvenation_moves else ""
+            with_moves = f" with {moves} rejuvenation moves per step" if moves else ""
             drawn = (f" and a proposal that draws {per_particle - 1} canvases of its own per particle and step"
                      if per_particle > 1 else "")
             raise ValueError(
-                f"SMC on a program of {prog.steps} steps{moves}{drawn} needs a budget of at least {needed} renders "
-                f"per target (one particle), got {budget.renders}"
+                f"SMC on a program of {prog.steps} steps{with_moves}{drawn} needs a budget of at least {needed} "
+                f"renders per target (one particle), got {budget.renders}"
             )
-        return particle_schedule(budget.renders, prog.steps, self.rejuvenation_moves, per_particle)
+        renders = budget.renders - self.cooling_for(prog, budget).renders
+        return particle_schedule(renders, prog.steps, moves, per_particle)
+
+    def cooling_for(self, prog: Program, budget: Budget) -> CoolingSchedule:
+        """The cooling stages that ``budget`` pays for on ``prog``: ``cooling_share`` of it, or
+        less where that would leave the steps less than one particle."""
+        if self.cooling is None:
+            return CoolingSchedule((), 0, 0)
+        needed = prog.steps * (1 + self.proposal.renders_per_proposal + self.moves_for(prog, budget))
+        renders = min(int(self.cooling_share * budget.renders), budget.renders - needed)
+        return cooling_schedule(max(renders, 0), self.cooling, self.cooling_stages)
 
     def _infer(self, prog: Program, images: torch.Tensor, budget: Budget) -> Result:
         schedule = self.particles_for(prog, budget)
+        moves = self.moves_for(prog, budget)
+        cooling = self.cooling_for(prog, budget)
         check_memory(max(schedule) * images.shape[0], prog, images.device)
         run = _ParticleRun(self, prog, images, schedule[0], tempering_schedule(self.tempering, prog.steps))
         last = prog.steps - 1
@@ -207,11 +301,18 @@ class SMC(Engine):
                 run.resample(schedule[t + 1], forced | (run.ess[-1] < self.ess_threshold * run.particles))
             else:
                 run.record_candidates()
-            for _ in range(self.rejuvenation_moves):
+            for _ in range(moves):
                 run.rejuvenate(t, score_candidates=t == last)
         result = run.result()
         result.diagnostics["particles"] = schedule
         result.diagnostics["tempering"] = run.tempering
+        if cooling.exponents:
+            run.cool(cooling, self.ess_threshold)
+            result.images, result.actions, result.l2 = run.best.images, run.best.actions, run.best.l2
+            result.curve = run.curve()
+            result.diagnostics["cooling"] = cooling
+            result.diagnostics["cooling_acceptance_rate"] = run.cooling_accepted / run.cooling_moves
+            result.diagnostics["cooled_actions"] = {name: value.clone() for name, value in run.history.items()}
         return result
 
 
@@ -272,7 +373,8 @@ class _ParticleRun:
         self.curve_renders: list[int] = []
         self.curve_l2: list[torch.Tensor] = []
         self.best = BestSoFar(self.targets, self.device)
-        self.mover = MoveMixture(prog, blocks=engine.blocks, proposal=engine.move_proposal, local=engine.local,
+        self.mover = MoveMixture(prog, blocks=engine.blocks, proposal=engine.move_proposal,
+                                 local=local_share_for(prog, engine.local, engine.residual),
                                  residual=engine.residual)
         self.accepted = torch.zeros(self.targets, device=self.device)
         self.moves = 0
@@ -351,6 +453,31 @@ class _ParticleRun:
     def rejuvenate(self, step: int, score_candidates: bool) -> None:
         """One Metropolis-Hastings move of every particle's prefix, invariant for ``gamma_t``
         (with ``intermediate="model"``: the prior of the prefix times its tempered likelihood)."""
+        accept = self._move(self.tempering[step], score_candidates)
+        self.accepted += accept.float().mean(0)
+        self.moves += 1
+        self.log_target = self._log_target(step)  # the weights stay: gamma_t is invariant
+
+    def cool(self, schedule: CoolingSchedule, ess_threshold: float) -> None:
+        """Cool the finished programs through ``schedule``: at each stage reweight to the
+        likelihood's next exponent, resample (always to the schedule's particles at the first
+        stage) and move every particle ``schedule.moves`` times; every move's program is a
+        candidate reconstruction."""
+        self.cooling_accepted = torch.zeros(self.targets, device=self.device)
+        self.cooling_moves = 0
+        exponent = 1.0
+        for stage, next_exponent in enumerate(schedule.exponents):
+            self.log_weights = self.log_weights + (next_exponent - exponent) * self.log_likelihood
+            exponent = next_exponent
+            low_ess = effective_sample_size(self.log_weights) < ess_threshold * self.particles
+            self.resample(schedule.particles, stage == 0 or low_ess)
+            for _ in range(schedule.moves):
+                self.cooling_accepted += self._move(exponent, score_candidates=True).float().mean(0)
+                self.cooling_moves += 1
+
+    def _move(self, exponent: float, score_candidates: bool) -> torch.Tensor:
+        """One Metropolis-Hastings move of every particle's prefix, invariant for its prior times
+        its likelihood to the power ``exponent``; returns which were accepted ``(N, B)``."""
         move = self.mover(self.history, self.canvas if self.mover.reads_canvas else None, self.images)
         proposed = move.actions
         canvas = self._view(self.stepwise.canvas(self._replay(proposed)))
@@ -359,21 +486,19 @@ class _ParticleRun:
         error = squared_error(canvas, self.images)
         log_likelihood = self.prog.log_likelihood(canvas, self.images, error)
         log_prior = self.prog.log_prior(proposed, check=False)
-        beta = self.tempering[step]
-        log_ratio = log_prior - self.log_prior + beta * (log_likelihood - self.log_likelihood) + move.log_q_ratio(canvas)
+        log_ratio = (log_prior - self.log_prior + exponent * (log_likelihood - self.log_likelihood)
+                     + move.log_q_ratio(canvas))
         accept = metropolis_accept(log_ratio)
-        self.accepted += accept.float().mean(0)
-        self.moves += 1
         if score_candidates:
             self._score(canvas, proposed, error / math.prod(canvas.shape[-3:]))
         self.history = select_actions(accept, proposed, self.history)
         self.log_likelihood = torch.where(accept, log_likelihood, self.log_likelihood)
         self.log_prior = torch.where(accept, log_prior, self.log_prior)
-        self.log_target = self._log_target(step)  # the weights stay: gamma_t is invariant
         self.canvas = torch.where(accept.view(*accept.shape, 1, 1, 1), canvas, self.canvas)
         # The state must follow the accepted prefixes. Replaying them re-derives it without
         # reading a canvas (compute, not a render); the next step does it, once for all moves.
         self.state, self.state_rows = None, None
+        return accept
 
     def record_candidates(self) -> None:
         """Score the finished programs of the last step as reconstructions."""
@@ -386,7 +511,7 @@ class _ParticleRun:
         diagnostics: dict[str, Any] = {
             "ess": torch.stack(self.ess),
             "resampled": torch.stack(self.resampled + [last_step]),
-            "ancestry": self.ancestry,
+            "ancestry": list(self.ancestry),
         }
         if self.moves:
             diagnostics["acceptance_rate"] = self.accepted / self.moves
@@ -396,12 +521,16 @@ class _ParticleRun:
             l2=self.best.l2,
             renders=torch.zeros(self.targets, dtype=torch.long),
             seconds=0.0,
-            curve=Curve(torch.tensor(self.curve_renders), torch.stack(self.curve_l2).cpu()),
+            curve=self.curve(),
             log_weights=self.log_weights,
             ess=self.ess[-1],
             log_evidence=self.log_weights.logsumexp(0) - math.log(self.particles),
             diagnostics=diagnostics,
         )
+
+    def curve(self) -> Curve:
+        """The best l2 so far against the renders spent."""
+        return Curve(torch.tensor(self.curve_renders), torch.stack(self.curve_l2).cpu())
 
     # -- helpers ----------------------------------------------------------------------------
 

@@ -6,7 +6,9 @@ there are at each step, and how sharply each partial canvas is scored.
   expectation;
 - :func:`particle_schedule`: particles per step that spend a render budget evenly;
 - :func:`tempering_schedule`: the exponents :math:`\beta_1 \dots \beta_T` of the partial
-  canvases' likelihoods, geometric from a first exponent up to 1 or given one per step.
+  canvases' likelihoods, geometric from a first exponent up to 1 or given one per step;
+- :func:`cooling_schedule`: after the last step, how many particles are cooled, through
+  which likelihood exponents above 1, with how many moves each.
 
 >>> particle_schedule(renders=100, steps=3)
 [34, 33, 33]
@@ -14,6 +16,8 @@ there are at each step, and how sharply each partial canvas is scored.
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
@@ -92,3 +96,49 @@ def particle_schedule(renders: int, steps: int, moves: int = 0, per_particle: in
     particles, spare = divmod(renders, steps * (per_particle + moves))
     extra_steps = min((spare + moves) // (per_particle + moves), steps - 1) if spare else 0
     return [particles + (t < extra_steps) for t in range(steps)]
+
+
+MOVES_PER_PARTICLE = 256
+"""How many more moves than particles a cooling stage runs (see :func:`cooling_schedule`)."""
+
+
+@dataclass(frozen=True)
+class CoolingSchedule:
+    """The cooling stages of an :class:`~spiral_ppl.inference.SMC` run (see :func:`cooling_schedule`).
+
+    :ivar exponents: the likelihood exponents of the stages, increasing, all above 1.
+    :ivar particles: the particles cooled per target.
+    :ivar moves: Metropolis-Hastings moves of every particle per stage.
+    """
+
+    exponents: tuple[float, ...]
+    particles: int
+    moves: int
+
+    @property
+    def renders(self) -> int:
+        """Renders per target the stages spend: one per particle and move."""
+        return len(self.exponents) * self.particles * self.moves
+
+
+def cooling_schedule(renders: int, final_exponent: float, stages: int) -> CoolingSchedule:
+    r"""Stages that spend at most ``renders`` cooling particles to ``final_exponent``.
+
+    The exponents rise geometrically, :math:`\beta_k = \beta_K^{k / K}` for
+    :math:`k = 1 \dots K`. Each stage's ``r`` renders go to few particles with long chains,
+    :math:`\sqrt{r / 256}` particles of :math:`\sqrt{256 r}` moves each: a cold likelihood
+    is crossed by many small accepted steps, so chain length buys more l2 than particles
+    do (on planted stroke programs, 256 moves per particle beat 1 and 1,024), while a few
+    particles keep resampling from leaving a target on one mode. A budget too small for a
+    stage of one particle and one move gives no stages.
+
+    >>> cooling_schedule(renders=20_000, final_exponent=16, stages=4)
+    CoolingSchedule(exponents=(2.0, 4.0, 8.0, 16.0), particles=4, moves=1250)
+    """
+    per_stage = renders // stages
+    if per_stage < 1:
+        return CoolingSchedule((), 0, 0)
+    particles = max(1, round(math.sqrt(per_stage / MOVES_PER_PARTICLE)))
+    moves = per_stage // particles
+    exponents = tuple(float(final_exponent) ** (k / stages) for k in range(1, stages + 1))
+    return CoolingSchedule(exponents, particles, moves)

@@ -120,7 +120,9 @@ def sample(agent: "Spiral", count: int, seed: int | None = None) -> Samples:
 
 
 def guided_smc(agent: "Spiral", **options: Any) -> SMC:
-    """SMC with the agent's policy as its step proposal, and the decoding's SMC settings.
+    """SMC with the agent's policy as its step proposal, and the decoding's SMC settings: the
+    policy's particles alone, without the search defaults' rejuvenation moves and cooling
+    (``options`` may add them).
 
     >>> import spiral_ppl as sp
     >>> from spiral_ppl.inference.spiral import Decoding
@@ -132,5 +134,5 @@ def guided_smc(agent: "Spiral", **options: Any) -> SMC:
     ('smc-guide', 'proposal', 0.01, 1.0)
     """
     options = {"intermediate": agent.decoding.smc_intermediate, "tempering": agent.decoding.smc_tempering,
-               **options}
+               "rejuvenation_moves": 0, "cooling": None, **options}
     return SMC(agent.proposal, **options)

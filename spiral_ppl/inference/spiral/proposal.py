@@ -21,8 +21,8 @@ Example::
     >>> import torch, spiral_ppl as sp
     >>> prog = sp.programs.PaintProgram(sp.renderers.Brush(canvas_size=16, grid_size=4), steps=3)
     >>> agent = sp.inference.Spiral(prog, config=sp.inference.SpiralConfig.small(reward={"kind": "l2"}))
-    >>> result = sp.inference.SMC(agent.proposal).infer(prog, torch.zeros(2, 1, 16, 16),
-    ...                                                 sp.Budget(renders=30), seed=0)
+    >>> engine = agent.smc()  # sp.inference.SMC(agent.proposal), the policy's particles alone
+    >>> result = engine.infer(prog, torch.zeros(2, 1, 16, 16), sp.Budget(renders=30), seed=0)
     >>> result.renders.tolist(), result.log_weights.shape
     ([30, 30], torch.Size([10, 2]))
 """
