@@ -7,6 +7,12 @@ Subcommands, writing JSON or reading it:
   (median of ``--calls`` calls after a warm-up), so the batch at which the GPU saturates
   shows. Each timed call is one ``Brush.step`` of the whole batch, launch overhead included,
   as a SPIRAL rollout pays it.
+- ``brush-tiles``: the brush's tiled painting (the CPU's path) forced on ``--device``,
+  against painting every pixel, on random inked strokes at several canvas sizes: the largest
+  difference and, at its pixel, both paintings, the distance to the curve as the kernel
+  computes it and in float64 from 100,001 points of the curve, the stroke's reach and
+  whether the pixel's tile was chosen. Traces why the two differ on a GPU (they agree to
+  1e-5 on the CPU), and times both.
 - ``evaluate``: one greedy pass of a trained agent (``RUN/agent.pt``) on the first
   ``--digits`` MNIST test digits, with the blank canvas's l2 and, for reference, the shipped
   ``mnist-recon-cpu`` agent's one pass on the same digits.
@@ -90,6 +96,73 @@ def brush_sweep(batches: list[int], calls: int, device: str, eager_up_to: int) -
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
     return {"rows": rows, "compile_seconds": sp.compiling.compile_seconds()}
+
+
+def _curve_distance_float64(start, control, end, x: float, y: float) -> float:
+    """Distance from the pixel centre ``(x, y)`` to a quadratic Bezier curve, in float64 from
+    100,001 of its points: the reference for the kernel's closed-form distance."""
+    tau = torch.linspace(0, 1, 100_001, dtype=torch.float64)[:, None]
+    start, control, end = (point.double().cpu()[None] for point in (start, control, end))
+    points = (1 - tau) ** 2 * start + 2 * (1 - tau) * tau * control + tau**2 * end
+    return float((points - torch.tensor([x, y], dtype=torch.float64)).norm(dim=1).min())
+
+
+def brush_tiles(sizes: list[int], batch: int, device: str, calls: int) -> dict:
+    """Tiled against every-pixel painting of the same strokes on ``device`` (see the module docstring)."""
+    from spiral_ppl.renderers import brush as kernels
+
+    rows = []
+    for size in sizes:
+        brush = sp.renderers.Brush(canvas_size=size, grid_size=min(32, size), compile=False)
+        generator = torch.Generator().manual_seed(size)
+        action = {c.name: torch.randint(0, c.size, (batch,), generator=generator) for c in brush.action_space}
+        action["flag"].fill_(1)
+        position = torch.randint(0, brush.grid_size**2, (batch,), generator=generator).to(device)
+        stroke, _ = brush._stroke(position, action, torch.device(device))
+        canvas = torch.zeros(batch, brush.channels, size, size, device=device)
+        tiles = brush._tiles(torch.device(device))
+
+        def every_pixel():
+            return kernels._paint_every_pixel(canvas, None, *stroke, *brush._pixels(torch.device(device)))
+
+        def tiled():
+            near = kernels._tiles_near_strokes(*stroke[:6], tiles.first, tiles.last)
+            stroke_of, tile_of = near.nonzero(as_tuple=True)
+            return kernels._paint_tiles(canvas, None, stroke_of, tile_of, *stroke, tiles), near
+
+        reference, (painted, near) = every_pixel(), tiled()
+        difference = (painted - reference).abs()
+        worst = int(difference.flatten().argmax())
+        b, c, y, x = (int(i) for i in torch.unravel_index(torch.tensor(worst), difference.shape))
+        start, control, end, radius, edge = (value[b] for value in stroke[:5])
+        pixel_x, pixel_y = torch.tensor([float(x)], device=device), torch.tensor([float(y)], device=device)
+        kernel_distance = float(kernels._stroke_distance(start[None], control[None], end[None], pixel_x, pixel_y))
+        chosen = [tile for tile in range(near.shape[1]) if bool(near[b, tile])
+                  and bool(((tiles.pixel_x[tile] == x) & (tiles.pixel_y[tile] == y)).any())]
+        seconds = {}
+        for name, paint in (("every_pixel", every_pixel), ("tiles", tiled)):
+            paint()
+            times = []
+            for _ in range(calls):
+                if torch.cuda.is_available():
+                    torch.cuda.synchronize()
+                started = time.perf_counter()
+                paint()
+                if torch.cuda.is_available():
+                    torch.cuda.synchronize()
+                times.append(time.perf_counter() - started)
+            seconds[name] = statistics.median(times)
+        row = {"canvas_size": size, "batch": batch, "max_abs_difference": float(difference.max()),
+               "pixels_differing_over_1e-5": int((difference > 1e-5).sum()),
+               "worst": {"canvas": b, "channel": c, "x": x, "y": y, "every_pixel": float(reference[b, c, y, x]),
+                         "tiles": float(painted[b, c, y, x]), "kernel_distance": kernel_distance,
+                         "float64_distance": _curve_distance_float64(start, control, end, x, y),
+                         "reach": float(radius + edge / 2), "tile_chosen": bool(chosen),
+                         "start": start.tolist(), "control": control.tolist(), "end": end.tolist()},
+               "strokes_per_second": {name: batch / value for name, value in seconds.items()}}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return {"rows": rows, "device": device}
 
 
 def evaluate(run: Path, digits: int, device: str, reference: str | None) -> dict:
@@ -185,6 +258,12 @@ def main() -> None:
     sweep.add_argument("--eager-up-to", type=int, default=65536, help="largest batch timed eagerly too")
     sweep.add_argument("--device", default="cuda")
     sweep.add_argument("--json", type=Path, required=True, help="JSON file to add the rows to (key brush_sweep)")
+    traced = commands.add_parser("brush-tiles", help="tiled against every-pixel painting on one device")
+    traced.add_argument("--sizes", default="16,64,128", help="canvas sizes, comma-separated")
+    traced.add_argument("--batch", type=int, default=4096)
+    traced.add_argument("--calls", type=int, default=10, help="timed calls of each painting")
+    traced.add_argument("--device", default="cuda")
+    traced.add_argument("--json", type=Path, required=True, help="JSON file to add the rows to (key brush_tiles)")
     final = commands.add_parser("evaluate", help="one pass of a trained agent on MNIST test digits")
     final.add_argument("run", type=Path, help="run folder of spiral-ppl train (holding agent.pt)")
     final.add_argument("--digits", type=int, default=1000)
@@ -198,6 +277,9 @@ def main() -> None:
         batches = [int(batch) for batch in options.batches.split(",")]
         _update_json(options.json, "brush_sweep", brush_sweep(batches, options.calls, options.device,
                                                               options.eager_up_to))
+    elif options.command == "brush-tiles":
+        sizes = [int(size) for size in options.sizes.split(",")]
+        _update_json(options.json, "brush_tiles", brush_tiles(sizes, options.batch, options.device, options.calls))
     elif options.command == "evaluate":
         _update_json(options.json, "final_eval", evaluate(options.run, options.digits, options.device,
                                                           options.reference or None))

@@ -3,7 +3,9 @@
 #
 #   1. brush strokes per second at 64x64, every stroke inked: the CUDA rows of
 #      bench_brush.py (batches 1, 1024 and 65536, eager and compiled), then a sweep of the
-#      compiled brush over batches with CUDA events (gpu_measurements.py brush-sweep);
+#      compiled brush over batches with CUDA events (gpu_measurements.py brush-sweep), and
+#      the tiled painting of the CPU forced on the GPU against painting every pixel
+#      (gpu_measurements.py brush-tiles);
 #   2. SPIRAL agent steps per second: the CUDA rows of bench_spiral.py (batches 64 and 1024,
 #      the l2 and the critic reward, the shipped MNIST network);
 #   3. a short SPIRAL training run on MNIST reconstruction (`spiral-ppl train`, by default the
@@ -34,6 +36,8 @@
 #   DEVICE=cuda                device of steps 1 (sweep), 3 and the final evaluation
 #   BRUSH_K=cuda               pytest -k selection of bench_brush.py ('' skips it)
 #   SWEEP_BATCHES=1024,4096,16384,65536,262144   batches of the sweep ('' skips it)
+#   TILES_SIZES=16,64,128      canvas sizes of the tiled-painting check (gpu_measurements.py
+#                              brush-tiles: where and why tiles differ on the GPU; '' skips it)
 #   SPIRAL_K='agent_steps and cuda'   pytest -k selection of bench_spiral.py ('' skips it)
 #   TRAIN_CONFIG=mnist-recon-cpu   configuration of step 3 (a shipped name or a .toml file)
 #   TRAIN_MINUTES=3            training time of step 3 (0 skips it)
@@ -51,6 +55,7 @@ PYTHON=${PYTHON:-python3}
 DEVICE=${DEVICE:-cuda}
 BRUSH_K=${BRUSH_K-cuda}
 SWEEP_BATCHES=${SWEEP_BATCHES-1024,4096,16384,65536,262144}
+TILES_SIZES=${TILES_SIZES-16,64,128}
 SPIRAL_K=${SPIRAL_K-agent_steps and cuda}
 TRAIN_CONFIG=${TRAIN_CONFIG:-mnist-recon-cpu}
 TRAIN_MINUTES=${TRAIN_MINUTES:-3}
@@ -90,6 +95,11 @@ spiral_ppl.__file__); print('GPU:', torch.cuda.get_device_name(0) if torch.cuda.
     if [ -n "$SWEEP_BATCHES" ]; then
         step "1b. brush sweep over batches $SWEEP_BATCHES"
         "$PYTHON" benchmarks/gpu_measurements.py brush-sweep --batches "$SWEEP_BATCHES" --device "$DEVICE" \
+            --json "$OUT/gpu.json" || failed=1
+    fi
+    if [ -n "$TILES_SIZES" ]; then
+        step "1c. tiled against every-pixel painting at canvas sizes $TILES_SIZES"
+        "$PYTHON" benchmarks/gpu_measurements.py brush-tiles --sizes "$TILES_SIZES" --device "$DEVICE" \
             --json "$OUT/gpu.json" || failed=1
     fi
     if [ -n "$SPIRAL_K" ]; then
