@@ -8,7 +8,8 @@ agent; ``scenes`` inverts held-out MUJOCO SCENES (a seed the agent never trained
 ``scenes-recon-cpu``'s program. Every engine gets budgets of ``--passes`` passes' worth of
 renders (``steps`` renders a pass). Writes the report, the CSV and the plots into ``OUT``.
 ``smc`` and ``mcmc`` are the search engines' defaults, the strongest settings found;
-``smc-paper`` and ``mcmc-paper`` the paper's baselines (``paper_baseline()``).
+``smc-paper`` and ``mcmc-paper`` the paper's baselines (``paper_baseline()``);
+``spiral-smc-cooled`` SPIRAL-guided SMC followed by the search defaults' cooling.
 
 ``--search-renders`` (e.g. 10000, the budget of the paper's Figure 9 claim) additionally runs
 the ``--search-engines`` alone at that many renders per target, on the same targets, into
@@ -49,6 +50,7 @@ budgets = [prog.steps * int(p) for p in options.passes.split(",")]
 available = {
     "spiral": lambda: agent,
     "spiral-smc": agent.smc,
+    "spiral-smc-cooled": lambda: agent.smc(cooling=40.0),
     "smc": sp.inference.SMC,
     "mcmc": sp.inference.MCMC,
     "smc-paper": sp.inference.SMC.paper_baseline,
