@@ -139,17 +139,16 @@ def brush_tiles(sizes: list[int], batch: int, device: str, calls: int) -> dict:
         kernel_distance = float(kernels._stroke_distance(start[None], control[None], end[None], pixel_x, pixel_y))
         chosen = [tile for tile in range(near.shape[1]) if bool(near[b, tile])
                   and bool(((tiles.pixel_x[tile] == x) & (tiles.pixel_y[tile] == y)).any())]
+        synchronize = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
         seconds = {}
         for name, paint in (("every_pixel", every_pixel), ("tiles", tiled)):
             paint()
             times = []
             for _ in range(calls):
-                if torch.cuda.is_available():
-                    torch.cuda.synchronize()
+                synchronize()
                 started = time.perf_counter()
                 paint()
-                if torch.cuda.is_available():
-                    torch.cuda.synchronize()
+                synchronize()
                 times.append(time.perf_counter() - started)
             seconds[name] = statistics.median(times)
         row = {"canvas_size": size, "batch": batch, "max_abs_difference": float(difference.max()),

@@ -77,3 +77,15 @@ def three_planted_strokes(seed=1):
     actions["flag"].fill_(1)
     images = prog.render(actions)
     return prog, images, images.pow(2).flatten(1).mean(1)
+
+
+def worst_total_variation(samples, exact, prog):
+    """The largest total variation, over the sites of ``prog`` and the targets, between the
+    marginals of ``samples`` (``{site: (S, chains, B)}`` values, pooled over the first two
+    axes) and ``exact.marginals`` (``{site: (B, K)}``, from ``enumerate_posterior``)."""
+    worst = 0.0
+    for name in prog.site_names():
+        probs = exact.marginals[name]  # (B, K)
+        empirical = torch.nn.functional.one_hot(samples[name].long(), probs.shape[-1]).float().mean((0, 1))
+        worst = max(worst, float(0.5 * (empirical - probs).abs().sum(-1).max()))
+    return worst

@@ -9,7 +9,7 @@ import torch
 import spiral_ppl as sp
 from spiral_ppl.inference.moves import BlockProposal, LocalProposal, ResidualProposal
 from tests.grammars import Switches
-from tests.paint_helpers import check_recovers_planted, three_planted_strokes
+from tests.paint_helpers import check_recovers_planted, three_planted_strokes, worst_total_variation
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -27,15 +27,6 @@ def tiny(two_stroke_program):
     }
     images = prog.render(planted)
     return prog, images, sp.inference.enumerate_posterior(prog, images)
-
-
-def worst_total_variation(samples, exact, prog):
-    worst = 0.0
-    for name in prog.site_names():
-        probs = exact.marginals[name]  # (B, K)
-        empirical = torch.nn.functional.one_hot(samples[name].long(), probs.shape[-1]).float().mean((0, 1))
-        worst = max(worst, float(0.5 * (empirical - probs).abs().sum(-1).max()))
-    return worst
 
 
 @pytest.mark.parametrize("blocks,proposal,moves", [

@@ -123,6 +123,7 @@ from spiral_ppl.inference.moves import (
 from spiral_ppl.inference.proposals import PriorProposal, ResidualStepProposal, as_step_proposal
 from spiral_ppl.inference.result import BestSoFar, Curve, Result
 from spiral_ppl.inference.smc_schedules import (
+    NO_COOLING,
     CoolingSchedule,
     check_tempering,
     cooling_schedule,
@@ -249,8 +250,7 @@ class SMC(Engine):
     def fewest_renders(self, prog: Program) -> int:
         """The smallest budget (renders per target) this engine can spend on ``prog``: one
         particle through every step."""
-        moves = self.rejuvenation_moves or 0
-        return prog.steps * (1 + self.proposal.renders_per_proposal + moves)
+        return self._one_particle(prog, self.rejuvenation_moves or 0)
 
     def moves_for(self, prog: Program, budget: Budget) -> int:
         """Rejuvenation moves per particle and step on ``prog`` within ``budget``:
@@ -258,34 +258,37 @@ class SMC(Engine):
         particle that moves (and ``intermediate="model"``), else none."""
         if self.rejuvenation_moves is not None:
             return self.rejuvenation_moves
-        affordable = budget.renders >= prog.steps * (2 + self.proposal.renders_per_proposal)
-        return int(affordable and self.intermediate == "model")
+        return int(budget.renders >= self._one_particle(prog, 1) and self.intermediate == "model")
 
     def particles_for(self, prog: Program, budget: Budget) -> list[int]:
         """The number of particles at each step that ``budget`` pays for on ``prog`` (less
         the renders of the cooling stages, :meth:`cooling_for`)."""
-        per_particle = 1 + self.proposal.renders_per_proposal
         moves = self.moves_for(prog, budget)
-        needed = prog.steps * (per_particle + moves)
+        needed = self._one_particle(prog, moves)
         if budget.renders < needed:
+            drawn = self.proposal.renders_per_proposal
             with_moves = f" with {moves} rejuvenation moves per step" if moves else ""
-            drawn = (f" and a proposal that draws {per_particle - 1} canvases of its own per particle and step"
-                     if per_particle > 1 else "")
+            with_drawn = (f" and a proposal that draws {drawn} canvases of its own per particle and step"
+                          if drawn else "")
             raise ValueError(
-                f"SMC on a program of {prog.steps} steps{with_moves}{drawn} needs a budget of at least {needed} "
-                f"renders per target (one particle), got {budget.renders}"
+                f"SMC on a program of {prog.steps} steps{with_moves}{with_drawn} needs a budget of at least "
+                f"{needed} renders per target (one particle), got {budget.renders}"
             )
         renders = budget.renders - self.cooling_for(prog, budget).renders
-        return particle_schedule(renders, prog.steps, moves, per_particle)
+        return particle_schedule(renders, prog.steps, moves, 1 + self.proposal.renders_per_proposal)
 
     def cooling_for(self, prog: Program, budget: Budget) -> CoolingSchedule:
         """The cooling stages that ``budget`` pays for on ``prog``: ``cooling_share`` of it, or
         less where that would leave the steps less than one particle."""
         if self.cooling is None:
-            return CoolingSchedule((), 0, 0)
-        needed = prog.steps * (1 + self.proposal.renders_per_proposal + self.moves_for(prog, budget))
-        renders = min(int(self.cooling_share * budget.renders), budget.renders - needed)
-        return cooling_schedule(max(renders, 0), self.cooling, self.cooling_stages)
+            return NO_COOLING
+        left = budget.renders - self._one_particle(prog, self.moves_for(prog, budget))
+        return cooling_schedule(max(min(int(self.cooling_share * budget.renders), left), 0), self.cooling,
+                                self.cooling_stages)
+
+    def _one_particle(self, prog: Program, moves: int) -> int:
+        """Renders per target of one particle through every step with ``moves`` moves a step."""
+        return prog.steps * (1 + self.proposal.renders_per_proposal + moves)
 
     def _infer(self, prog: Program, images: torch.Tensor, budget: Budget) -> Result:
         schedule = self.particles_for(prog, budget)
@@ -307,12 +310,12 @@ class SMC(Engine):
         result.diagnostics["particles"] = schedule
         result.diagnostics["tempering"] = run.tempering
         if cooling.exponents:
-            run.cool(cooling, self.ess_threshold)
+            acceptance_rate = run.cool(cooling, self.ess_threshold)
             result.images, result.actions, result.l2 = run.best.images, run.best.actions, run.best.l2
             result.curve = run.curve()
             result.diagnostics["cooling"] = cooling
-            result.diagnostics["cooling_acceptance_rate"] = run.cooling_accepted / run.cooling_moves
-            result.diagnostics["cooled_actions"] = {name: value.clone() for name, value in run.history.items()}
+            result.diagnostics["cooling_acceptance_rate"] = acceptance_rate
+            result.diagnostics["cooled_actions"] = dict(run.history)
         return result
 
 
@@ -458,13 +461,12 @@ class _ParticleRun:
         self.moves += 1
         self.log_target = self._log_target(step)  # the weights stay: gamma_t is invariant
 
-    def cool(self, schedule: CoolingSchedule, ess_threshold: float) -> None:
+    def cool(self, schedule: CoolingSchedule, ess_threshold: float) -> torch.Tensor:
         """Cool the finished programs through ``schedule``: at each stage reweight to the
         likelihood's next exponent, resample (always to the schedule's particles at the first
         stage) and move every particle ``schedule.moves`` times; every move's program is a
-        candidate reconstruction."""
-        self.cooling_accepted = torch.zeros(self.targets, device=self.device)
-        self.cooling_moves = 0
+        candidate reconstruction. Returns the moves' acceptance rate per target ``(B,)``."""
+        accepted = torch.zeros(self.targets, device=self.device)
         exponent = 1.0
         for stage, next_exponent in enumerate(schedule.exponents):
             self.log_weights = self.log_weights + (next_exponent - exponent) * self.log_likelihood
@@ -472,8 +474,8 @@ class _ParticleRun:
             low_ess = effective_sample_size(self.log_weights) < ess_threshold * self.particles
             self.resample(schedule.particles, stage == 0 or low_ess)
             for _ in range(schedule.moves):
-                self.cooling_accepted += self._move(exponent, score_candidates=True).float().mean(0)
-                self.cooling_moves += 1
+                accepted += self._move(exponent, score_candidates=True).float().mean(0)
+        return accepted / (len(schedule.exponents) * schedule.moves)
 
     def _move(self, exponent: float, score_candidates: bool) -> torch.Tensor:
         """One Metropolis-Hastings move of every particle's prefix, invariant for its prior times

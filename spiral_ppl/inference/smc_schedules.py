@@ -121,6 +121,10 @@ class CoolingSchedule:
         return len(self.exponents) * self.particles * self.moves
 
 
+NO_COOLING = CoolingSchedule((), 0, 0)
+"""The schedule of a run that is not cooled."""
+
+
 def cooling_schedule(renders: int, final_exponent: float, stages: int) -> CoolingSchedule:
     r"""Stages that spend at most ``renders`` cooling particles to ``final_exponent``.
 
@@ -137,7 +141,7 @@ def cooling_schedule(renders: int, final_exponent: float, stages: int) -> Coolin
     """
     per_stage = renders // stages
     if per_stage < 1:
-        return CoolingSchedule((), 0, 0)
+        return NO_COOLING
     particles = max(1, round(math.sqrt(per_stage / MOVES_PER_PARTICLE)))
     moves = per_stage // particles
     exponents = tuple(float(final_exponent) ** (k / stages) for k in range(1, stages + 1))
