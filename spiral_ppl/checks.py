@@ -96,7 +96,9 @@ def int_in_range(name: str, value: Any, low: int, high: int, *, hint: str = "") 
 def non_empty_text(name: str, value: Any, *, hint: str = "") -> str:
     """``value`` if it is a string with something other than spaces in it, else a ValueError naming
     ``name``; an empty path would otherwise mean the current folder."""
-    if not isinstance(value, str) or not value.strip():
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be text{_suffix(hint)}, got {value!r}")
+    if not value.strip():
         raise ValueError(f"{name} must not be empty{_suffix(hint)}, got {value!r}")
     return value
 

@@ -210,7 +210,10 @@ def _dataset(config: dict[str, Any], image_size: int, part: str) -> Dataset:
         return sp.data.MNIST(root, split=data.get(f"{part}_split", part), image_size=image_size)
     if name == "omniglot":
         default = "background" if part == "train" else "evaluation"
-        return sp.data.Omniglot(root, split=data.get(f"{part}_split", default), image_size=image_size)
+        characters = sp.data.Omniglot(root, split=data.get(f"{part}_split", default), image_size=image_size)
+        if part == "train" and "train_exclude" in data:
+            return _without_characters_of(characters, data["train_exclude"])
+        return characters
     if name == "celeba":
         faces = sp.data.CelebA(root, image_size=image_size)
         held_out = max(1, int(len(faces) * data.get("test_fraction", 0.05)))
@@ -227,6 +230,17 @@ def _dataset(config: dict[str, Any], image_size: int, part: str) -> Dataset:
                                     image_size=image_size, order=data.get("order", "generated"), steps=steps,
                                     max_objects=data.get("max_objects", min(5, steps)))
     raise ValueError(f"[data] dataset must be 'mnist', 'omniglot', 'celeba' or 'mujoco_scenes', got {name!r}")
+
+
+def _without_characters_of(characters, split: Any) -> Dataset:
+    """Omniglot drawings less those of the characters in ``split`` (``[data] train_exclude``), so
+    that a split whose people's strokes score an agent's parsing stays out of its training."""
+    from spiral_ppl.data.omniglot import ZIP_SPLITS
+
+    checks.choice("[data] train_exclude", split, tuple(s for s in ZIP_SPLITS if s != characters.split))
+    excluded = set(sp.data.Omniglot(characters.root, split=split, source="png", image_size=8).character_ids.tolist())
+    kept = [index for index, character in enumerate(characters.character_ids.tolist()) if character not in excluded]
+    return Subset(characters, kept)
 
 
 def target_images(dataset: Dataset, count: int, start: int = 0) -> torch.Tensor:
@@ -255,21 +269,68 @@ def spiral_config(config: dict[str, Any]):
 
 
 def build_agent(config: dict[str, Any], prog: sp.programs.Program, device: str | None = None):
-    """A new SPIRAL agent as the configuration describes it (``[agent]`` and the agent's tables)."""
+    """A new SPIRAL agent as the configuration describes it (``[agent]`` and the agent's tables),
+    with the weights of the agent ``[agent] start_from`` names when it names one."""
     from spiral_ppl.inference.spiral import Spiral
 
     _check_agent_settings(config)
-    return Spiral(prog, **config["agent"], device=device, config=spiral_config(config))
+    switches = {key: value for key, value in config["agent"].items() if key != "start_from"}
+    agent = Spiral(prog, **switches, device=device, config=spiral_config(config))
+    if "start_from" in config["agent"]:
+        _copy_weights(_starting_agent(config["agent"]["start_from"]), agent)
+    return agent
 
 
 def _check_agent_settings(config: dict[str, Any]) -> None:
-    """``[agent]``: its two switches, and nothing else."""
-    unknown = sorted(set(config["agent"]) - {"conditional", "blind"})
+    """``[agent]``: its two switches and the agent a run starts from, and nothing else."""
+    unknown = sorted(set(config["agent"]) - {"conditional", "blind", "start_from"})
     if unknown:
-        raise ValueError(f"[agent] unknown settings {unknown}; it has conditional and blind (the reward is "
-                         "[reward] kind)")
+        raise ValueError(f"[agent] unknown settings {unknown}; it has conditional, blind and start_from (the reward "
+                         "is [reward] kind)")
     for key, value in config["agent"].items():
-        checks.switch(f"[agent] {key}", value)
+        if key == "start_from":
+            checks.non_empty_text("[agent] start_from", value, hint="a pretrained agent's name or an agent file")
+        else:
+            checks.switch(f"[agent] {key}", value)
+
+
+def _starting_agent(source: str):
+    """The agent ``[agent] start_from`` names: a pretrained agent's name or an agent file."""
+    from spiral_ppl.inference.spiral import Spiral
+
+    if source in Spiral.pretrained_names():
+        return Spiral.pretrained(source, device="cpu")
+    if not Path(source).is_file():
+        raise ValueError(f"[agent] start_from must name a pretrained agent ({Spiral.pretrained_names()}) or an "
+                         f"agent file, got {source!r}")
+    return Spiral.load(source, device="cpu")
+
+
+def _copy_weights(source, agent) -> None:
+    """Give a new run's ``agent`` the policy (and critic, where both have one of the same shape)
+    and the decoding of ``source``, an agent for programs with the same actions and images; its
+    optimisers, update count and training time start afresh."""
+    from spiral_ppl.inference.spiral.checkpoints import program_differences
+
+    differ = program_differences(source.prog, agent.prog, ("action_space", "channels", "image_size"))
+    if differ:
+        raise ValueError(f"[agent] start_from: that agent acts on {source.prog!r}, which differs from this "
+                         f"configuration's program in {differ}; start from an agent for the same actions and images")
+    if (source.conditional, source.blind) != (agent.conditional, agent.blind):
+        raise ValueError(f"[agent] start_from: that agent has conditional={source.conditional}, "
+                         f"blind={source.blind}; this configuration asks for conditional={agent.conditional}, "
+                         f"blind={agent.blind}")
+    try:
+        agent.policy.load_state_dict(source.policy.state_dict())
+    except RuntimeError as error:
+        raise ValueError(f"[agent] start_from: that agent's policy network has other shapes than [policy] "
+                         f"describes ({str(error)[:200]}); copy its [policy] settings") from None
+    if agent.critic is not None and source.critic is not None:
+        try:
+            agent.critic.load_state_dict(source.critic.state_dict())
+        except RuntimeError:
+            pass  # a critic of another shape is trained afresh, as a reward the source never had would be
+    agent.decoding = source.decoding
 
 
 def train_experiment(

@@ -23,7 +23,7 @@ def test_every_paper_experiment_is_shipped_and_builds_its_program():
     assert isinstance(experiments.build_program(experiments.load_config("scenes-recon")), sp.programs.SceneProgram)
 
 
-@pytest.mark.parametrize("name", ["mnist-recon-cpu", "scenes-recon-cpu"])
+@pytest.mark.parametrize("name", ["mnist-recon-cpu", "scenes-recon-cpu", "omniglot-recon-cpu"])
 def test_the_cpu_recipes_describe_the_shipped_agents(name):
     # The configuration is the recipe of the pretrained agent of the same name: same program,
     # same network and training settings (the learning rate and entropy cost are those it
@@ -254,3 +254,59 @@ def test_a_new_runs_seed_sets_its_weights_and_cpu_time_is_logged(tmp_path):
     header, last = rows[0].split(","), rows[-1].split(",")
     assert header[:3] == ["update", "seconds", "cpu_seconds"]
     assert 0 < float(last[2]) and last[0] == "2"
+
+
+def test_a_new_run_starts_from_another_agents_weights_and_decoding(tmp_path):
+    from spiral_ppl import cli
+
+    fake_celeba(tmp_path / "celeba")
+    overrides = TINY + [f"data.root={str(tmp_path / 'celeba')!r}", "data.test_fraction=0.25",
+                        "train.phases.0.updates=2"]
+    settings = [item for pair in (("--set", o) for o in overrides) for item in pair]
+    assert cli.main(["train", "celeba-recon", "--out", str(tmp_path / "source"), "--device", "cpu"] + settings) == 0
+    source = sp.inference.Spiral.load(tmp_path / "source" / "agent.pt")
+    source.decoding = sp.inference.spiral.Decoding(temperature=0.5, greedy_first=True)
+    source.save(tmp_path / "source.pt", training_state=False)
+
+    config = experiments.load_config("celeba-recon", overrides + [f"agent.start_from={str(tmp_path / 'source.pt')!r}"])
+    agent = experiments.build_agent(config, experiments.build_program(config))
+    weights = source.policy.state_dict()
+    assert all(torch.equal(value, weights[key]) for key, value in agent.policy.state_dict().items())
+    assert all(torch.equal(value, source.critic.state_dict()[key]) for key, value in agent.critic.state_dict().items())
+    assert agent.decoding == source.decoding and agent.learner.updates == 0
+    # Without start_from the same seed gives other weights: the copy is what made them equal.
+    torch.manual_seed(0)
+    fresh = experiments.build_agent(experiments.load_config("celeba-recon", overrides),
+                                    experiments.build_program(config))
+    assert not all(torch.equal(value, weights[key]) for key, value in fresh.policy.state_dict().items())
+
+    start = f"agent.start_from={str(tmp_path / 'source.pt')!r}"
+    for changes, message in [
+        (["program.grid_size=8"], r"start_from: that agent acts on .* differs .* in \['action_space'\]"),
+        (["policy.channels=4"], r"start_from: that agent's policy network has other shapes than \[policy\]"),
+        (["agent.conditional=false"], r"start_from: that agent has conditional=True"),
+    ]:
+        bad = experiments.load_config("celeba-recon", overrides + changes + [start])
+        with pytest.raises(ValueError, match=message):
+            experiments.build_agent(bad, experiments.build_program(bad))
+    for value, message in [("'no-such-agent'", r"start_from must name a pretrained agent \(\['mnist-recon-cpu'"),
+                           ("3", r"\[agent\] start_from must be")]:
+        bad = experiments.load_config("celeba-recon", overrides + [f"agent.start_from={value}"])
+        with pytest.raises(ValueError, match=message):
+            experiments.build_agent(bad, experiments.build_program(bad))
+
+
+def test_omniglot_training_can_leave_out_the_characters_of_a_split(data_root, monkeypatch):
+    monkeypatch.setenv("SPIRAL_PPL_DATA", str(data_root))
+    config = experiments.load_config("omniglot-recon-cpu")
+    train = experiments.load_dataset(config, 16, "train")
+    whole = sp.data.Omniglot(split="background", image_size=16)
+    held_out = set(sp.data.Omniglot(split="background_small1", source="png", image_size=16).character_ids.tolist())
+    kept = {int(whole.character_ids[index]) for index in train.indices}
+    # 136 characters of 5 alphabets, 20 drawings each, leave the background set's 964 characters.
+    assert len(held_out) == 136 and not kept & held_out and len(kept) == 964 - 136
+    assert len(train) == 20 * len(kept) and torch.equal(train[0][0], whole[train.indices[0]][0])
+    for value in ("'evaluation-small'", "'background'"):
+        bad = experiments.load_config("omniglot-recon-cpu", [f"data.train_exclude={value}"])
+        with pytest.raises(ValueError, match=r"\[data\] train_exclude must be one of"):
+            experiments.load_dataset(bad, 16, "train")

@@ -3,6 +3,7 @@
 import csv
 import json
 import tomllib
+from pathlib import Path
 
 import pytest
 import torch
@@ -252,6 +253,27 @@ def test_self_imitation_lowers_the_one_pass_l2_on_its_targets():
     recipe.run(agent, targets, progress=False)  # the sleep phase is done: self-imitation alone runs
     assert agent.learner.updates == 70
     assert one_pass() < 0.8 * before
+
+
+def test_self_imitation_evaluates_and_checkpoints_once_at_each_cadence(tmp_path):
+    # Rounds of 4 updates against evaluations every 6 and checkpoints every 5: rounds are cut
+    # so that both happen exactly at their updates, once each.
+    torch.manual_seed(0)
+    prog = discs()
+    images = prog.render(prog.sample_prior(24, generator=torch.Generator().manual_seed(3)))
+    phases = [{"kind": "self_imitation", "updates": 13, "passes": 2, "targets": 6, "round_updates": 4}]
+    agent = sp.inference.Spiral(prog, config=tiny_config(phases, eval_every=6, eval_size=4, checkpoint_every=5,
+                                                         keep_checkpoints=1), device="cpu")
+    saved = []
+    original = sp.inference.Spiral.save
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sp.inference.Spiral, "save",
+                      lambda self, path, **options: (saved.append((self.learner.updates, Path(path).name)),
+                                                     original(self, path, **options)))
+        recipe.run(agent, images, tmp_path, progress=False)
+    evaluated = [int(line.split(",")[0]) for line in (tmp_path / "eval.csv").read_text().splitlines()[1:]]
+    assert evaluated == [6, 12, 13]  # the phase's last update is evaluated too
+    assert [update for update, name in saved if name == "checkpoint.pt"] == [5, 10, 13]
 
 
 @pytest.mark.parametrize("search", ["passes", "smc"])

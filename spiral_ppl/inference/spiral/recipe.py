@@ -204,10 +204,14 @@ class PhaseRun:
         return self.done or (self.stop is not None and bool(self.stop(self.agent)))
 
     def updates_this_round(self, round_updates: int) -> int:
-        """At most ``round_updates``, cut at the next checkpoint and, in updates, at the phase's end,
-        so that a resumed run starts its rounds where an uninterrupted one did."""
-        updates, every = self.agent.learner.updates, self.agent.config.train.checkpoint_every
-        count = round_updates if not every else min(round_updates, every - updates % every)
+        """At most ``round_updates``, cut at the next checkpoint (so that a resumed run starts its
+        rounds where an uninterrupted one did), at the next evaluation and, in updates, at the
+        phase's end."""
+        updates, train = self.agent.learner.updates, self.agent.config.train
+        count = round_updates
+        for every in (train.checkpoint_every, train.eval_every):
+            if every:
+                count = min(count, every - updates % every)
         return max(1, min(count, int(self.remaining))) if self.in_updates else count
 
 
@@ -237,14 +241,15 @@ def _run_phase(agent: "Spiral", run: PhaseRun, data: Any, held_out: torch.Tensor
         with denormals_flushed():
             while not run.stopped:
                 history = _imitation_round(agent, run, data, images)
-                for index, metrics in enumerate(history):
-                    train = agent.config.train
+                train = agent.config.train
+                for metrics in history:
                     if log is not None and train.log_every and metrics["update"] % train.log_every == 0:
                         log.write("imitation", metrics)
-                    last = index == len(history) - 1 and run.stopped
-                    report(agent, dict(metrics), last, held_out=held_out, log=log, log_dir=out,
-                           checkpoint=checkpoint, table=None)
                     after_update(metrics)
+                # A round ends where an evaluation or checkpoint is due (PhaseRun.updates_this_round),
+                # so they happen once, after its last update.
+                report(agent, dict(history[-1]), run.stopped, held_out=held_out, log=log, log_dir=out,
+                       checkpoint=checkpoint, table=None)
 
 
 def _imitation_round(agent: "Spiral", run: PhaseRun, data: Any, images: ImageSource | None) -> list[dict[str, float]]:
