@@ -30,6 +30,7 @@ import csv
 import json
 import time
 import tomllib
+import warnings
 from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable
@@ -235,10 +236,10 @@ def _dataset(config: dict[str, Any], image_size: int, part: str) -> Dataset:
 def _without_characters_of(characters, split: Any) -> Dataset:
     """Omniglot drawings less those of the characters in ``split`` (``[data] train_exclude``), so
     that a split whose people's strokes score an agent's parsing stays out of its training."""
-    from spiral_ppl.data.omniglot import ZIP_SPLITS
+    from spiral_ppl.data.omniglot import ZIP_SPLITS, character_ids_in
 
     checks.choice("[data] train_exclude", split, tuple(s for s in ZIP_SPLITS if s != characters.split))
-    excluded = set(sp.data.Omniglot(characters.root, split=split, source="png", image_size=8).character_ids.tolist())
+    excluded = character_ids_in(split, characters.root)
     kept = [index for index, character in enumerate(characters.character_ids.tolist()) if character not in excluded]
     return Subset(characters, kept)
 
@@ -329,7 +330,9 @@ def _copy_weights(source, agent) -> None:
         try:
             agent.critic.load_state_dict(source.critic.state_dict())
         except RuntimeError:
-            pass  # a critic of another shape is trained afresh, as a reward the source never had would be
+            # A critic of another shape is trained afresh, as a reward the source never had would be.
+            warnings.warn("[agent] start_from: that agent's critic has other shapes than [critic] describes; "
+                          "this run's critic starts afresh", stacklevel=2)
     agent.decoding = source.decoding
 
 

@@ -289,6 +289,9 @@ def test_a_new_run_starts_from_another_agents_weights_and_decoding(tmp_path):
         bad = experiments.load_config("celeba-recon", overrides + changes + [start])
         with pytest.raises(ValueError, match=message):
             experiments.build_agent(bad, experiments.build_program(bad))
+    other_critic = experiments.load_config("celeba-recon", overrides + ["critic.channels=4", start])
+    with pytest.warns(UserWarning, match="critic starts afresh"):
+        experiments.build_agent(other_critic, experiments.build_program(other_critic))
     for value, message in [("'no-such-agent'", r"start_from must name a pretrained agent \(\['mnist-recon-cpu'"),
                            ("3", r"\[agent\] start_from must be")]:
         bad = experiments.load_config("celeba-recon", overrides + [f"agent.start_from={value}"])
@@ -305,6 +308,7 @@ def test_omniglot_training_can_leave_out_the_characters_of_a_split(data_root, mo
     kept = {int(whole.character_ids[index]) for index in train.indices}
     # 136 characters of 5 alphabets, 20 drawings each, leave the background set's 964 characters.
     assert len(held_out) == 136 and not kept & held_out and len(kept) == 964 - 136
+    assert sp.data.omniglot.character_ids_in("background_small1") == held_out
     assert len(train) == 20 * len(kept) and torch.equal(train[0][0], whole[train.indices[0]][0])
     for value in ("'evaluation-small'", "'background'"):
         bad = experiments.load_config("omniglot-recon-cpu", [f"data.train_exclude={value}"])

@@ -166,6 +166,20 @@ class Omniglot(Dataset):
         return self.images([index % len(self)])[0], int(self.character_ids[index])
 
 
+def character_ids_in(split: str, root: str | Path | None = None, download: bool = True,
+                     checksums: Mapping[str, str] | None = SHA256) -> set[int]:
+    """The ids of the characters drawn in the PNG zip of ``split``, read from its members' names
+    (no image is decoded)."""
+    if split not in ZIP_SPLITS:
+        raise ValueError(f"split must be one of {list(ZIP_SPLITS)}, got {split!r}")
+    root = Path(root) if root is not None else default_root("omniglot")
+    name = f"images_{split}.zip"
+    _ensure(root, name, download, dataset=f"Omniglot {split}", checksums=checksums)
+    with _reading(root / name), zipfile.ZipFile(root / name) as archive:
+        matches = (_MEMBER.search(member) for member in archive.namelist() if member.endswith(".png"))
+        return {int(match["id"]) for match in matches if match}
+
+
 def parse_strokes(text: str) -> list[np.ndarray]:
     """A stroke file's text -> strokes, each ``(N, 3)`` of ``x, y, t`` in image coordinates."""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
