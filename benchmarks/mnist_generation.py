@@ -64,7 +64,7 @@ def main() -> None:
              f"Classifier: `spiral_ppl.digits.DigitClassifier`, 2 epochs on the 60,000 training digits; test "
              f"accuracy {test_accuracy:.4f}. Reference: MNIST test digits 0..{count - 1}; {count} images each.", ""]
     for name in options.agents:
-        agent = Spiral.load(name, device="cpu") if Path(name).exists() else Spiral.pretrained(name, device="cpu")
+        agent = Spiral.named(name, device="cpu")
         size = agent.prog.image_size
         test = sp.data.MNIST(split="test", image_size=size)
         reference = test.images(range(count))

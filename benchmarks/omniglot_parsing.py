@@ -34,12 +34,6 @@ from spiral_ppl.metrics import parsing_scores, pen_paths
 from spiral_ppl.plots import plt, reconstruction_grid
 
 
-def load_agent(name: str) -> sp.inference.Spiral:
-    if name in sp.inference.Spiral.pretrained_names():
-        return sp.inference.Spiral.pretrained(name, device="cpu")
-    return sp.inference.Spiral.load(name, device="cpu")
-
-
 def spread(total: int, count: int) -> list[int]:
     """``count`` indices spread evenly over ``range(total)``."""
     return [int(index) for index in np.linspace(0, total - 1, count).round()]
@@ -82,7 +76,7 @@ def main() -> None:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
-    agents = {name: load_agent(name) for name in args.agents.split(",")}
+    agents = {name: sp.inference.Spiral.named(name, device="cpu") for name in args.agents.split(",")}
     prog = next(iter(agents.values())).prog
     if len({repr(agent.prog) for agent in agents.values()}) > 1:
         raise SystemExit("the agents act on different programs; compare agents of one program")

@@ -247,23 +247,8 @@ def _load_agent(name_or_path: str | None, changes: dict[str, Any] | None = None,
     acts on, for a checkpoint that cannot rebuild its own."""
     if name_or_path is None:
         return None
-    names = sp.inference.Spiral.pretrained_names()
-    if name_or_path in names:
-        if reference is not None:
-            raise ValueError(f"--program {reference}: the pretrained agent {name_or_path} brings its own program; "
-                             "drop --program, or give an agent trained on yours (a checkpoint file)")
-        agent = sp.inference.Spiral.pretrained(name_or_path)
-    elif Path(name_or_path).is_file():
-        prog = None if reference is None else sp.programs.resolve_program(reference, argument="--program")
-        try:
-            agent = sp.inference.Spiral.load(name_or_path, prog)
-        except ValueError as error:
-            raise ValueError(f"--agent: {error}") from None
-    elif Path(name_or_path).is_dir():
-        raise ValueError(f"--agent {name_or_path} is a folder; give a checkpoint file in it (agent.pt or "
-                         f"checkpoint.pt, as `spiral-ppl train` writes them) or a pretrained agent {names}")
-    else:
-        raise ValueError(f"--agent {name_or_path!r} is neither a pretrained agent {names} nor a checkpoint file")
+    prog = None if reference is None else sp.programs.resolve_program(reference, argument="--program")
+    agent = sp.inference.Spiral.named(name_or_path, prog, argument="--agent")
     return agent.with_decoding(**changes) if changes else agent
 
 

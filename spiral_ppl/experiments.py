@@ -299,12 +299,7 @@ def _starting_agent(source: str):
     """The agent ``[agent] start_from`` names: a pretrained agent's name or an agent file."""
     from spiral_ppl.inference.spiral import Spiral
 
-    if source in Spiral.pretrained_names():
-        return Spiral.pretrained(source, device="cpu")
-    if not Path(source).is_file():
-        raise ValueError(f"[agent] start_from must name a pretrained agent ({Spiral.pretrained_names()}) or an "
-                         f"agent file, got {source!r}")
-    return Spiral.load(source, device="cpu")
+    return Spiral.named(source, device="cpu", argument="[agent] start_from")
 
 
 def _copy_weights(source, agent) -> None:

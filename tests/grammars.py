@@ -35,6 +35,16 @@ class Discs(sp.programs.Program):
         return draw_discs(actions)
 
 
+class SmallDiscs(Discs):
+    """:class:`Discs` seen at 16x16 (each pixel the mean of 2x2 of the 32x32 canvas): the same
+    actions on another image size."""
+
+    image_size = 16
+
+    def draw(self, actions):
+        return torch.nn.functional.avg_pool2d(draw_discs(actions), 2)
+
+
 RADII = (3.0, 5.0, 8.0)
 
 

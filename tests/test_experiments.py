@@ -213,7 +213,7 @@ def test_pbt_refuses_a_population_before_making_its_run_folder(tmp_path):
     assert not (tmp_path / "pbt").exists()
 
 
-@pytest.mark.parametrize("name", ["critic-vs-l2-mnist", "critic-vs-l2-omniglot", "critic-vs-l2-scenes", "mnist-gen-cpu"])
+@pytest.mark.parametrize("name", ["critic-vs-l2-mnist", "critic-vs-l2-omniglot", "critic-vs-l2-scenes"])
 def test_the_critic_comparison_recipes_build(name):
     # The comparison's arms differ from these files by --set alone (benchmarks/critic_vs_l2.py).
     config = experiments.load_config(name)
@@ -223,7 +223,20 @@ def test_the_critic_comparison_recipes_build(name):
     assert [phase.kind for phase in recipe.train.phases] == ["a2c"]
     l2 = experiments.spiral_config(experiments.load_config(name, ["reward.kind=l2"]))
     assert l2.replace({"reward.kind": "critic"}) == recipe
-    assert prog.steps >= 8 and config["agent"]["conditional"] is (name != "mnist-gen-cpu")
+    assert prog.steps >= 8 and config["agent"]["conditional"]
+
+
+def test_the_generation_recipe_distils_the_reconstruction_agent_on_its_program_then_trains_with_the_critic():
+    from spiral_ppl.inference.spiral.checkpoints import describe_program
+
+    config = experiments.load_config("mnist-gen-cpu")
+    recipe = experiments.spiral_config(config)
+    assert [(phase.kind, phase.teacher) for phase in recipe.train.phases] == [
+        ("distillation", "mnist-recon-cpu"), ("a2c", None), ("a2c", None)]
+    assert recipe.reward.kind == "critic" and recipe.reward.new_stroke_penalty > 0 < recipe.reward.empty_canvas_penalty
+    assert not config["agent"]["conditional"]
+    teacher = sp.inference.Spiral.pretrained("mnist-recon-cpu", device="cpu")
+    assert describe_program(experiments.build_program(config)) == describe_program(teacher.prog)
 
 
 def test_a_stride_keeps_every_nth_test_item(data_root, monkeypatch):
@@ -292,7 +305,8 @@ def test_a_new_run_starts_from_another_agents_weights_and_decoding(tmp_path):
     other_critic = experiments.load_config("celeba-recon", overrides + ["critic.channels=4", start])
     with pytest.warns(UserWarning, match="critic starts afresh"):
         experiments.build_agent(other_critic, experiments.build_program(other_critic))
-    for value, message in [("'no-such-agent'", r"start_from must name a pretrained agent \(\['mnist-recon-cpu'"),
+    for value, message in [("'no-such-agent'",
+                            r"start_from 'no-such-agent' is neither a pretrained agent \['mnist-recon-cpu'"),
                            ("3", r"\[agent\] start_from must be")]:
         bad = experiments.load_config("celeba-recon", overrides + [f"agent.start_from={value}"])
         with pytest.raises(ValueError, match=message):

@@ -276,6 +276,78 @@ def test_self_imitation_evaluates_and_checkpoints_once_at_each_cadence(tmp_path)
     assert [update for update, name in saved if name == "checkpoint.pt"] == [5, 10, 13]
 
 
+def sleeping_teacher(tmp_path, prog, updates=80):
+    """A conditional agent taught ``prog``'s prior by sleep, saved in ``tmp_path``; its path."""
+    torch.manual_seed(0)
+    teacher = sp.inference.Spiral(prog, config=tiny_config([{"kind": "sleep", "updates": updates}]), device="cpu")
+    recipe.run(teacher, progress=False)
+    teacher.save(tmp_path / "teacher.pt", training_state=False)
+    return tmp_path / "teacher.pt"
+
+
+def test_distillation_teaches_an_unconditional_student_to_paint_what_the_teacher_finds(tmp_path):
+    # The teacher sees 16x16 images (its targets are the student's 32x32 ones, averaged down);
+    # the student is unconditional, so all it can learn is the data the teacher explains: one
+    # disc, always at grid cell 18.
+    from spiral_ppl.programs.reference import resolve_program
+
+    teacher = sleeping_teacher(tmp_path, resolve_program("tests.grammars:SmallDiscs", {"steps": 1}))
+    prog = discs(steps=1)
+    generator = torch.Generator().manual_seed(4)
+    programs = {"present": torch.ones(64, 1, dtype=torch.long), "centre": torch.full((64, 1), 18),
+                "radius": torch.randint(3, (64, 1), generator=generator),
+                "intensity": torch.randint(4, (64, 1), generator=generator)}
+    images = prog.render(programs)
+    phases = [{"kind": "distillation", "teacher": str(teacher), "updates": 24, "passes": 4, "targets": 16,
+               "round_updates": 4}]
+    torch.manual_seed(1)
+    config = tiny_config(phases).replace({"reward.kind": "critic"})
+    student = sp.inference.Spiral(prog, conditional=False, config=config, device="cpu")
+
+    def at_cell_18():
+        samples = student.sample(256, seed=0).programs
+        return float(((samples["present"] == 1) & (samples["centre"] == 18)).float().mean())
+
+    before = at_cell_18()
+    recipe.run(student, images, progress=False)
+    assert student.learner.updates == 24
+    assert before < 0.1 and at_cell_18() > 0.6, (before, at_cell_18())
+
+
+def test_a_teacher_that_cannot_label_the_students_programs_is_named_before_any_update(tmp_path):
+    from spiral_ppl.programs.reference import resolve_program
+    from tests.grammars import Switches
+
+    prog = resolve_program("tests.grammars:Discs", {"steps": 1})  # a program its agent files can rebuild
+    teacher = sleeping_teacher(tmp_path, prog, updates=1)
+
+    def run_with(teacher_source, student=prog, **options):
+        phases = [{"kind": "distillation", "teacher": str(teacher_source), "updates": 1, **options}]
+        agent = sp.inference.Spiral(student, config=tiny_config(phases), device="cpu")
+        recipe.run(agent, student.render(student.sample_prior(8, generator=torch.Generator().manual_seed(0))),
+                   progress=False)
+        return agent
+
+    assert run_with(teacher).learner.updates == 1
+    with pytest.raises(ValueError, match="distillation phase teacher 'no-such-agent' is neither a pretrained agent"):
+        run_with("no-such-agent")
+    with pytest.raises(ValueError, match="is a folder; give the agent file in it"):
+        run_with(tmp_path)
+    with pytest.raises(ValueError, match="paints 1-step programs and the phase runs on 2-step ones"):
+        run_with(teacher, discs(steps=2))
+    with pytest.raises(ValueError, match="differs from the student's program in"):
+        run_with(teacher, Switches(steps=1))
+    unconditional = sp.inference.Spiral(prog, conditional=False, config=tiny_config([]).replace(
+        {"reward.kind": "critic"}), device="cpu")
+    unconditional.save(tmp_path / "unconditional.pt", training_state=False)
+    with pytest.raises(ValueError, match="does not read its targets"):
+        run_with(tmp_path / "unconditional.pt")
+    with pytest.raises(ValueError, match="distillation phase teacher must be text"):
+        recipe.Phase("distillation", updates=1)
+    with pytest.raises(ValueError, match="a self_imitation phase has no teacher"):
+        recipe.Phase("self_imitation", updates=1, teacher="mnist-recon-cpu")
+
+
 @pytest.mark.parametrize("search", ["passes", "smc"])
 def test_a_label_free_recipe_resumed_mid_phase_is_the_uninterrupted_run(tmp_path, search):
     prog = discs()

@@ -120,3 +120,36 @@ def test_bad_arguments_to_inference_and_evaluation_are_named():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="asks for a GPU, but torch sees none"):
             sp.inference.Spiral(agent.prog, device="cuda")
+
+
+class CountingImages(torch.utils.data.Dataset):
+    """Images that count how often they are read."""
+
+    def __init__(self, images):
+        self.images, self.reads = images, 0
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, index):
+        self.reads += 1
+        return self.images[index]
+
+
+def test_a_data_set_is_read_through_once_for_all_the_phases_of_a_run():
+    from spiral_ppl.inference.spiral.sources import ImageSource
+
+    agent, data = agent_and_data()
+    images = CountingImages(data)
+    ImageSource(images, 1, data.shape[-1])
+    assert images.reads == len(data)
+    ImageSource(images, 1, data.shape[-1])
+    ImageSource(torch.utils.data.Subset(images, range(len(data) - 4)), 1, data.shape[-1])
+    assert images.reads == len(data)  # neither the data set nor a subset of it is read through again
+    part = CountingImages(data)
+    ImageSource(part, 1, data.shape[-1], indices=range(5))
+    ImageSource(part, 1, data.shape[-1])
+    assert part.reads == 5 + len(data)  # a source of some items does not vouch for the others
+    images.images[2, 0, 0, 0] = float("nan")  # changed after the check: still named when drawn
+    with pytest.raises(ValueError, match="data item 2 has NaN"):
+        ImageSource(images, 1, data.shape[-1]).images(torch.tensor([2]))

@@ -417,6 +417,31 @@ class Spiral(Engine):
         with checkpoints.pretrained_path(name) as path:
             return cls.load(path, device=device)
 
+    @classmethod
+    def named(cls, source: str | Path, prog: Program | None = None, *, device: torch.device | str | None = None,
+              argument: str = "agent") -> "Spiral":
+        """A pretrained agent by name, or an agent file written by :meth:`save` (or a training
+        run's ``checkpoint.pt``), which ``prog`` is given to as :meth:`load` says; ``argument``
+        names the setting that gave ``source`` in errors."""
+        names = cls.pretrained_names()
+        if isinstance(source, str) and source in names:
+            if prog is not None:
+                raise ValueError(f"{argument} {source!r}: the pretrained agent brings its own program; give "
+                                 "none, or the file of an agent trained on yours")
+            return cls.pretrained(source, device=device)
+        if not isinstance(source, (str, Path)):
+            raise TypeError(f"{argument} must be a pretrained agent's name or an agent file's path, "
+                            f"got {type(source).__name__}")
+        if Path(source).is_dir():
+            raise ValueError(f"{argument} {str(source)!r} is a folder; give the agent file in it (agent.pt or "
+                             f"checkpoint.pt, as training writes them) or a pretrained agent {names}")
+        if not Path(source).is_file():
+            raise ValueError(f"{argument} {str(source)!r} is neither a pretrained agent {names} nor an agent file")
+        try:
+            return cls.load(source, prog, device=device)
+        except ValueError as error:
+            raise ValueError(f"{argument}: {error}") from None
+
     @staticmethod
     def model_card(name: str) -> str:
         """The model card of a pretrained agent: data, recipe, device and final l2."""

@@ -260,9 +260,10 @@ class SpiralConfig:
 
 
 #: Kinds of phase: learning from the program's own prior samples (``sleep``), from a data set's
-#: ground-truth programs (``imitation``), by A2C on target images (``a2c``, the wake phase), and
-#: from the agent's own search on target images (``self_imitation``, expert iteration).
-PHASES = ("sleep", "imitation", "a2c", "self_imitation")
+#: ground-truth programs (``imitation``), by A2C on target images (``a2c``, the wake phase),
+#: from the agent's own search on target images (``self_imitation``, expert iteration), and from
+#: another agent's search on them (``distillation``).
+PHASES = ("sleep", "imitation", "a2c", "self_imitation", "distillation")
 #: How a self-imitation phase searches for the programs it imitates.
 SEARCHES = ("passes", "smc")
 
@@ -284,6 +285,8 @@ class Phase:
     targets: int = 128  #: self-imitation: training images per round
     round_updates: int = 16  #: self-imitation: behaviour-cloning updates per round
     search: str = "passes"  #: self-imitation: the best of ``passes`` passes, or the guided SMC (``"smc"``)
+    #: distillation: the agent whose search labels the targets, a pretrained name or an agent file
+    teacher: str | None = None
 
     def __post_init__(self) -> None:
         checks.choice("phase kind", self.kind, PHASES)
@@ -297,6 +300,12 @@ class Phase:
         for name in ("passes", "targets", "round_updates"):
             checks.positive_int(f"phase {name}", getattr(self, name))
         checks.choice("phase search", self.search, SEARCHES)
+        if self.kind == "distillation":
+            checks.non_empty_text("distillation phase teacher", self.teacher,
+                                  hint="a pretrained agent's name or an agent file, e.g. teacher = \"mnist-recon-cpu\"")
+        elif self.teacher is not None:
+            raise ValueError(f"a {self.kind} phase has no teacher (only a distillation phase learns from another "
+                             f"agent), got teacher={self.teacher!r}")
         if not isinstance(self.settings, Mapping):
             raise TypeError(f"phase settings must be a table of section.field = value, got {self.settings!r}")
         if "train.phases" in self.settings:
@@ -315,7 +324,7 @@ class Phase:
     def to_dict(self) -> dict[str, Any]:
         values = {"kind": self.kind, "settings": dict(self.settings), "passes": self.passes,
                   "targets": self.targets, "round_updates": self.round_updates, "search": self.search}
-        for name in ("updates", "minutes", "program_steps"):
+        for name in ("updates", "minutes", "program_steps", "teacher"):
             if getattr(self, name) is not None:
                 values[name] = getattr(self, name)
         return values

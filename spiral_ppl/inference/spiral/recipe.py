@@ -12,7 +12,13 @@ number of updates or of minutes of training time:
 - ``"self_imitation"``: rounds of expert iteration: the agent's own search on ``targets``
   training images (the best of ``passes`` passes, or its guided SMC with ``search = "smc"``),
   then ``round_updates`` behaviour-cloning updates towards the programs it found
-  (:func:`~spiral_ppl.inference.spiral.imitation.search_labels`).
+  (:func:`~spiral_ppl.inference.spiral.imitation.search_labels`);
+- ``"distillation"``: the same rounds, with the search of another agent, the ``teacher`` (a
+  pretrained name or an agent file, for programs with the same actions and steps), in place
+  of the agent's own. The student may see other images than the teacher (the targets are
+  resized for it) or none at all: an unconditional agent so learns to paint what the teacher
+  finds in the data, a warm start for its critic (a policy distilled from search, as in
+  Silver et al. 2017, with the data's images as the only supervision).
 
 Only the ``imitation`` phase reads programs from a data set; the others learn from the
 program and unlabelled images alone. :func:`default_phases` is the label-free schedule that
@@ -139,7 +145,7 @@ def run(agent: "Spiral", data: Any = None, out: str | Path | None = None, *, eva
         raise ValueError(f"an imitation phase imitates the training data's ground-truth programs, whose items must be "
                          f"(image, {{component: actions}}), which of the shipped datasets only MUJOCO SCENES has; this "
                          f"run trains on {type(data).__name__}: use sleep, a2c or self_imitation phases")
-    if any(phase.kind in ("a2c", "self_imitation") for phase in phases):
+    if any(phase.kind in ("a2c", "self_imitation", "distillation") for phase in phases):
         # Every image is checked before the first phase: a bad one is named now, not hours in.
         ImageSource(data, agent.prog.channels, agent.prog.image_size, seed=0)
     out = Path(out) if out is not None else None
@@ -148,6 +154,9 @@ def run(agent: "Spiral", data: Any = None, out: str | Path | None = None, *, eva
     if checkpoint is None and out is not None:
         checkpoint = out / "checkpoint.pt"
     steps = checks.positive_int("steps", steps) if steps is not None else agent.prog.steps
+    # Teachers are read and checked before the first phase: a wrong one is named now, not hours in.
+    teachers = {phase.teacher: _teacher(phase, agent, phase.program_steps or steps) for phase in phases
+                if phase.kind == "distillation"}
     train_data, held_out = data, None
     if eval_data is not None or (agent.config.train.eval_every and data is not None):
         train_data, held_out = split_held_out(data, eval_data, agent.config.train.eval_size, agent.prog.channels,
@@ -168,7 +177,7 @@ def run(agent: "Spiral", data: Any = None, out: str | Path | None = None, *, eva
             if phase.settings:
                 agent.set_hyperparameters(phase.settings)
             _run_phase(agent, PhaseRun(agent, phases, index, origin, stop), train_data, held_out, out, checkpoint,
-                       log, backend, progress, callback)
+                       log, backend, progress, callback, teachers.get(phase.teacher))
             if stop is not None and stop(agent):
                 break
     finally:
@@ -215,9 +224,31 @@ class PhaseRun:
         return max(1, min(count, int(self.remaining))) if self.in_updates else count
 
 
+def _teacher(phase: Phase, agent: "Spiral", steps: int) -> "Spiral":
+    """The agent a distillation ``phase`` names, on ``agent``'s device, once it is known to label
+    programs ``agent`` can imitate: the same actions and channels, ``steps`` steps, and a
+    conditional policy (one that reads its targets)."""
+    from spiral_ppl.inference.spiral.agent import Spiral
+    from spiral_ppl.inference.spiral.checkpoints import program_differences
+
+    teacher = Spiral.named(phase.teacher, device=agent.device, argument="distillation phase teacher")
+    differ = program_differences(teacher.prog, agent.prog, ("action_space", "channels"))
+    if differ:
+        raise ValueError(f"distillation phase teacher {phase.teacher!r} acts on {teacher.prog!r}, which differs from "
+                         f"the student's program in {differ}; a teacher must label the student's actions")
+    if teacher.prog.steps != steps:
+        raise ValueError(f"distillation phase teacher {phase.teacher!r} paints {teacher.prog.steps}-step programs "
+                         f"and the phase runs on {steps}-step ones; set the phase's program_steps = "
+                         f"{teacher.prog.steps}, or give a teacher for {steps} steps")
+    if not teacher.conditional or teacher.blind:
+        raise ValueError(f"distillation phase teacher {phase.teacher!r} does not read its targets (conditional="
+                         f"{teacher.conditional}, blind={teacher.blind}); a teacher must reconstruct them")
+    return teacher
+
+
 def _run_phase(agent: "Spiral", run: PhaseRun, data: Any, held_out: torch.Tensor | None, out: Path | None,
                checkpoint: Path | None, log: TrainingLog | None, backend: Any, progress: bool | None,
-               callback: Callable[[dict[str, float]], Any] | None) -> None:
+               callback: Callable[[dict[str, float]], Any] | None, teacher: "Spiral | None" = None) -> None:
     """Updates of one phase until it is over (or the caller stops it), logged, evaluated and checkpointed."""
     phase = run.phase
     unit = "update" if run.in_updates else "s"
@@ -236,11 +267,11 @@ def _run_phase(agent: "Spiral", run: PhaseRun, data: Any, held_out: torch.Tensor
         # Rounds draw their targets with generators of their own (see _imitation_round), so the
         # source leaves the global stream alone, which a resumed run restores here.
         images = ImageSource(data, agent.prog.channels, agent.prog.image_size, seed=0) \
-            if phase.kind == "self_imitation" else None
+            if phase.kind in ("self_imitation", "distillation") else None
         agent.restore_random_state()
         with denormals_flushed():
             while not run.stopped:
-                history = _imitation_round(agent, run, data, images)
+                history = _imitation_round(agent, run, data, images, teacher)
                 train = agent.config.train
                 for metrics in history:
                     if log is not None and train.log_every and metrics["update"] % train.log_every == 0:
@@ -252,9 +283,11 @@ def _run_phase(agent: "Spiral", run: PhaseRun, data: Any, held_out: torch.Tensor
                        checkpoint=checkpoint, table=None)
 
 
-def _imitation_round(agent: "Spiral", run: PhaseRun, data: Any, images: ImageSource | None) -> list[dict[str, float]]:
+def _imitation_round(agent: "Spiral", run: PhaseRun, data: Any, images: ImageSource | None,
+                     teacher: "Spiral | None" = None) -> list[dict[str, float]]:
     """The updates of one round of a supervised phase: one for sleep and imitation; a search on
-    training targets and up to ``round_updates`` updates towards what it found for self-imitation.
+    training targets and up to ``round_updates`` updates towards what it found for self-imitation
+    (the agent's own search) and distillation (the ``teacher``'s).
 
     Every round draws from a random stream seeded by the update count, so a resumed run draws
     what an uninterrupted one would have."""
@@ -269,5 +302,15 @@ def _imitation_round(agent: "Spiral", run: PhaseRun, data: Any, images: ImageSou
         generator = torch.Generator().manual_seed(seed)
         chosen = images.indices[torch.randint(len(images), (phase.targets,), generator=generator)]
         targets = images.images(chosen).to(agent.device)
-        labels = search_labels(agent, targets, phase.passes, seed, phase.search)
+        searcher = agent if teacher is None else teacher
+        labels = search_labels(searcher, _resized(targets, searcher.prog.image_size), phase.passes, seed, phase.search)
     return agent.imitate((targets, labels), run.updates_this_round(phase.round_updates), progress=False)
+
+
+def _resized(images: torch.Tensor, size: int) -> torch.Tensor:
+    """``images`` at ``size`` x ``size``: averaged over areas when smaller, bilinear when larger."""
+    if images.shape[-1] == size:
+        return images
+    if size < images.shape[-1]:
+        return torch.nn.functional.interpolate(images, size=(size, size), mode="area")
+    return torch.nn.functional.interpolate(images, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1)
