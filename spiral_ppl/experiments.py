@@ -278,7 +278,7 @@ def build_agent(config: dict[str, Any], prog: sp.programs.Program, device: str |
     switches = {key: value for key, value in config["agent"].items() if key != "start_from"}
     agent = Spiral(prog, **switches, device=device, config=spiral_config(config))
     if "start_from" in config["agent"]:
-        _copy_weights(_starting_agent(config["agent"]["start_from"]), agent)
+        _copy_weights(Spiral.named(config["agent"]["start_from"], device="cpu", argument="[agent] start_from"), agent)
     return agent
 
 
@@ -293,13 +293,6 @@ def _check_agent_settings(config: dict[str, Any]) -> None:
             checks.non_empty_text("[agent] start_from", value, hint="a pretrained agent's name or an agent file")
         else:
             checks.switch(f"[agent] {key}", value)
-
-
-def _starting_agent(source: str):
-    """The agent ``[agent] start_from`` names: a pretrained agent's name or an agent file."""
-    from spiral_ppl.inference.spiral import Spiral
-
-    return Spiral.named(source, device="cpu", argument="[agent] start_from")
 
 
 def _copy_weights(source, agent) -> None:

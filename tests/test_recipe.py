@@ -348,6 +348,22 @@ def test_a_teacher_that_cannot_label_the_students_programs_is_named_before_any_u
         recipe.Phase("self_imitation", updates=1, teacher="mnist-recon-cpu")
 
 
+def test_a_run_resumed_past_its_distillation_no_longer_needs_the_teacher(tmp_path):
+    from spiral_ppl.programs.reference import resolve_program
+
+    prog = resolve_program("tests.grammars:Discs", {"steps": 1})
+    teacher = sleeping_teacher(tmp_path, prog, updates=1)
+    images = prog.render(prog.sample_prior(8, generator=torch.Generator().manual_seed(0)))
+    phases = [{"kind": "distillation", "teacher": str(teacher), "updates": 2, "targets": 4, "round_updates": 2},
+              {"kind": "sleep", "updates": 2}]
+    agent = sp.inference.Spiral(prog, config=tiny_config(phases, checkpoint_every=1), device="cpu")
+    recipe.run(agent, images, tmp_path / "run", progress=False, stop=lambda agent: agent.learner.updates >= 3)
+    teacher.unlink()
+    resumed = recipe.run(sp.inference.Spiral.load(tmp_path / "run" / "checkpoint.pt", device="cpu"), images,
+                         tmp_path / "run", progress=False)
+    assert resumed.learner.updates == 4
+
+
 @pytest.mark.parametrize("search", ["passes", "smc"])
 def test_a_label_free_recipe_resumed_mid_phase_is_the_uninterrupted_run(tmp_path, search):
     prog = discs()

@@ -146,6 +146,8 @@ def test_a_data_set_is_read_through_once_for_all_the_phases_of_a_run():
     ImageSource(images, 1, data.shape[-1])
     ImageSource(torch.utils.data.Subset(images, range(len(data) - 4)), 1, data.shape[-1])
     assert images.reads == len(data)  # neither the data set nor a subset of it is read through again
+    with pytest.raises(ValueError, match=r"must have shape \(1, 8, 8\)"):
+        ImageSource(images, 1, 8)  # checked for another image shape: read again, and refused at once
     part = CountingImages(data)
     ImageSource(part, 1, data.shape[-1], indices=range(5))
     ImageSource(part, 1, data.shape[-1])

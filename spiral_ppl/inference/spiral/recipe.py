@@ -154,9 +154,11 @@ def run(agent: "Spiral", data: Any = None, out: str | Path | None = None, *, eva
     if checkpoint is None and out is not None:
         checkpoint = out / "checkpoint.pt"
     steps = checks.positive_int("steps", steps) if steps is not None else agent.prog.steps
-    # Teachers are read and checked before the first phase: a wrong one is named now, not hours in.
-    teachers = {phase.teacher: _teacher(phase, agent, phase.program_steps or steps) for phase in phases
-                if phase.kind == "distillation"}
+    # Teachers of the phases still to run are read and checked before the first one: a wrong one
+    # is named now, not hours in (and a run resumed past its distillation needs its teacher no more).
+    teachers = {phase.teacher: _teacher(phase, agent, phase.program_steps or steps)
+                for index, phase in enumerate(phases)
+                if phase.kind == "distillation" and not PhaseRun(agent, phases, index, origin).done}
     train_data, held_out = data, None
     if eval_data is not None or (agent.config.train.eval_every and data is not None):
         train_data, held_out = split_held_out(data, eval_data, agent.config.train.eval_size, agent.prog.channels,

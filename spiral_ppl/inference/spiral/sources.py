@@ -24,21 +24,22 @@ from tqdm.auto import tqdm
 
 from spiral_ppl import checks
 
-#: Data sets every item of which has been checked, by ``id``: the phases of a recipe each draw
-#: from the same data, and reading 60,000 MNIST items once a phase costs seconds each time.
-_CHECKED: dict[int, weakref.ref] = {}
+#: Data sets every item of which has been checked, by ``id``, with the image shape they were
+#: checked against: the phases of a recipe each draw from the same data, and reading 60,000
+#: MNIST items once a phase costs seconds each time.
+_CHECKED: dict[int, tuple[weakref.ref, tuple[int, int]]] = {}
 
 
-def _already_checked(data: Any) -> bool:
+def _already_checked(data: Any, shape: tuple[int, int]) -> bool:
     if isinstance(data, torch.utils.data.Subset):
-        return _already_checked(data.dataset)
-    reference = _CHECKED.get(id(data))
-    return reference is not None and reference() is data
+        return _already_checked(data.dataset, shape)
+    reference, checked_shape = _CHECKED.get(id(data), (None, None))
+    return reference is not None and reference() is data and checked_shape == shape
 
 
-def _remember_checked(data: Any) -> None:
+def _remember_checked(data: Any, shape: tuple[int, int]) -> None:
     try:
-        _CHECKED[id(data)] = weakref.ref(data, lambda _, key=id(data): _CHECKED.pop(key, None))
+        _CHECKED[id(data)] = (weakref.ref(data, lambda _, key=id(data): _CHECKED.pop(key, None)), shape)
     except TypeError:  # an object without weak references is checked each time
         pass
 
@@ -65,7 +66,7 @@ class ImageSource:
             )
         self.data, self.channels, self.image_size = data, channels, image_size
         self.indices = torch.arange(len(data)) if indices is None else torch.as_tensor(list(indices))
-        self.whole = indices is None
+        self._whole = indices is None
         if len(self.indices) == 0:
             raise ValueError("data holds no images; give at least one")
         self.generator = torch.Generator().manual_seed(int(torch.randint(2**62, ())) if seed is None else seed)
@@ -76,17 +77,19 @@ class ImageSource:
 
         A data set is read once through; a bar shows the reading when it takes more than a few
         seconds (a folder of JPEGs), and items are checked again as they are drawn. A ``Dataset``
-        read through once (or a subset of one) is not read again: the phases of a recipe share it.
+        read through once for this image shape (or a subset of one) is not read again: the phases
+        of a recipe share it.
         """
-        if isinstance(self.data, Dataset) and _already_checked(self.data):
+        shape = (self.channels, self.image_size)
+        if isinstance(self.data, Dataset) and _already_checked(self.data, shape):
             return
         with tqdm(total=len(self.indices), desc="checking the training images", unit="image", delay=3,
                   leave=False) as bar:
             for start in range(0, len(self.indices), chunk):
                 self.images(self.indices[start:start + chunk])
                 bar.update(min(chunk, len(self.indices) - start))
-        if self.whole and isinstance(self.data, Dataset):
-            _remember_checked(self.data)
+        if self._whole and isinstance(self.data, Dataset):
+            _remember_checked(self.data, shape)
 
     def __len__(self) -> int:
         return len(self.indices)
