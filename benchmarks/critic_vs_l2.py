@@ -49,6 +49,10 @@ ARMS = {
     "critic-spectral-norm": ["critic.spectral_norm=true"],
     "critic-no-replay": ["critic.replay_batches=1"],
     "critic-no-drift": ["critic.drift_penalty=0"],
+    # The same changes to the critic that trains best here, 3 steps per policy update.
+    "critic-3-steps-no-replay": ["critic.steps=3", "critic.replay_batches=1"],
+    "critic-3-steps-no-drift": ["critic.steps=3", "critic.drift_penalty=0"],
+    "critic-3-steps-complement": ["critic.steps=3", "critic.complement=true"],
     "critic-3-steps": ["critic.steps=3"],
     "critic-5-steps": ["critic.steps=5"],
     "critic-mismatched": ["critic.mismatched_pairs=0.5"],
@@ -66,6 +70,9 @@ DESCRIPTIONS = {
     "critic-spectral-norm": "critic, spectrally normalised",
     "critic-no-replay": "critic, replay of the last batch only",
     "critic-no-drift": "critic, no drift penalty",
+    "critic-3-steps-no-replay": "critic, 3 steps, replay of the last batch only",
+    "critic-3-steps-no-drift": "critic, 3 steps, no drift penalty",
+    "critic-3-steps-complement": "critic, 3 steps, complement pairs (SPIRAL++)",
     "critic-3-steps": "critic, 3 critic steps per update",
     "critic-5-steps": "critic, 5 critic steps per update",
     "critic-mismatched": "critic, half its fakes mismatched real pairs",
@@ -75,7 +82,8 @@ STYLES = {"critic": ("C3", "-"), "l2": ("C0", "-"), "critic-lr3e-4": ("C1", "-")
           "blind": ("C3", ":"), "l2-unnormalised": ("C0", ":"), "critic-unnormalised": ("C3", "--"),
           "critic-terminal": ("C5", "-"), "critic-spectral-norm": ("C4", "-"), "critic-no-replay": ("C7", "-"),
           "critic-no-drift": ("C8", "-"), "critic-3-steps": ("C2", "-"), "critic-5-steps": ("C6", "-"),
-          "critic-mismatched": ("C1", "--")}
+          "critic-mismatched": ("C1", "--"), "critic-3-steps-no-replay": ("C7", "--"),
+          "critic-3-steps-no-drift": ("C8", "--"), "critic-3-steps-complement": ("C9", "--")}
 #: The arms of the figure's top row (the comparison); the others go to the bottom row with the
 #: critic and the l2 reward as references.
 COMPARISON = ("critic", "l2", "critic-lr3e-4", "l2-lr3e-4", "blind")

@@ -39,6 +39,7 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from spiral_ppl import checks
+from spiral_ppl.data.resize import resized
 from spiral_ppl.inference.engine import hide_progress
 from spiral_ppl.io import atomic_path
 
@@ -64,9 +65,7 @@ class DigitClassifier(nn.Module):
         """The penultimate features ``(N, features)``, the space of the Fréchet distance."""
         if images.ndim != 4 or images.shape[1] != 1:
             raise ValueError(f"images must be (N, 1, H, W) grey digits, got shape {tuple(images.shape)}")
-        if images.shape[-1] != SIDE or images.shape[-2] != SIDE:
-            images = F.interpolate(images, size=(SIDE, SIDE), mode="area")
-        return self.features(self.convolutions(images))
+        return self.features(self.convolutions(resized(images, SIDE)))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Class logits ``(N, 10)``."""

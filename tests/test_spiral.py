@@ -10,6 +10,7 @@ from pyro import poutine
 
 import spiral_ppl as sp
 from spiral_ppl.inference.spiral import Critic, Policy, SpiralConfig, TrainingDiverged, rollout, wgan_gp_loss
+from spiral_ppl.inference.spiral.critic import half_masks
 from spiral_ppl.inference.spiral.rewards import discounted_returns, new_stroke_starts, step_rewards
 from spiral_ppl.inference.spiral.training import denormals_flushed
 from tests.test_programs import Rectangles
@@ -845,6 +846,58 @@ def test_normalised_rewards_train_the_same_whatever_their_units():
     _, raw_small = train(1.0, False)
     _, raw_large = train(1000.0, False)
     assert raw_large[0, 1] / raw_small[0, 1] > 1e4  # value losses are squares: 1,000^2 apart
+
+
+def test_half_masks_keep_the_left_right_top_or_bottom_half():
+    masks = half_masks(4, 4, halves=torch.arange(4))
+    left = torch.tensor([[1.0, 1, 0, 0]] * 4)
+    torch.testing.assert_close(masks[:, 0], torch.stack([left, 1 - left, left.T, 1 - left.T]))
+    drawn = half_masks(400, 6)
+    assert drawn.shape == (400, 1, 6, 6) and bool((drawn.sum((1, 2, 3)) == 18).all())
+    assert len({tuple(mask.flatten().tolist()) for mask in drawn}) == 4  # every half is drawn
+
+
+def test_a_complement_critic_judges_half_the_image_beside_the_other_half_of_the_target():
+    prog = stroke_program(grid_size=4, steps=1)
+    config = SpiralConfig.small(critic={"complement": True})
+    critic = sp.inference.Spiral(prog, config=config, device="cpu").critic
+    images, targets = torch.rand(2, 3, 1, 16, 16)
+    masks = half_masks(3, 16, halves=torch.tensor([0, 1, 3]))
+    with torch.no_grad():
+        scores = critic(images, targets, masks)
+        # What the mask hides of the image, and what it shows of the target, change nothing.
+        torch.testing.assert_close(critic(images * masks, targets * (1 - masks) + masks, masks), scores)
+        assert not torch.allclose(critic(images * (1 - masks), targets, masks), scores)
+        # Without masks, the score is the mean over the four halves.
+        each = [critic(images, targets, half_masks(3, 16, halves=torch.full((3,), half))) for half in range(4)]
+        torch.testing.assert_close(critic(images, targets), torch.stack(each).mean(0))
+    with pytest.raises(ValueError, match="critic.complement .* needs a conditional agent"):
+        sp.inference.Spiral(prog, conditional=False, config=config, device="cpu")
+    with pytest.raises(ValueError, match="critic.complement must be true or false"):
+        SpiralConfig(critic={"complement": "yes"})
+
+
+def test_a_complement_critics_rewards_judge_one_half_all_episode_long():
+    prog = stroke_program(grid_size=4, steps=3)
+    config = SpiralConfig.small(a2c={"batch_size": 8}, critic={"complement": True, "steps": 2},
+                                reward={"normalise": False, "temporal": True})
+    agent = sp.inference.Spiral(prog, config=config, device="cpu")
+    targets = one_stroke_targets(prog, 8, seed=4)
+    torch.manual_seed(2)
+    episode = rollout(agent.policy, prog, 8, targets, observe_all=True)
+    with torch.no_grad():
+        rewards = agent.learner.rewards(episode, targets)
+        # The steps' rewards add up to the final canvas's score minus the empty one's under one
+        # of the four halves, the same for every step of an episode.
+        totals = [agent.critic(episode.final, targets, half_masks(8, 16, halves=torch.full((8,), half)))
+                  - agent.critic(torch.zeros_like(episode.final), targets,
+                                 half_masks(8, 16, halves=torch.full((8,), half))) for half in range(4)]
+    matches = (torch.stack(totals) - rewards.sum(1)).abs() < 1e-4
+    assert bool((matches.sum(0) >= 1).all()), (torch.stack(totals), rewards.sum(1))
+    agent.fit(targets, 2, progress=False)  # its critic trains on masked pairs
+    assert agent.learner.updates == 2
+    agent.set_hyperparameters({"critic.complement": False})
+    assert not agent.critic.complement
 
 
 def test_penalties_are_subtracted_after_normalisation_and_the_scale_is_checkpointed(tmp_path):

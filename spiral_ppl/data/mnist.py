@@ -2,7 +2,8 @@
 
 The IDX format is a big-endian header (magic number 2051 for images, 2049 for labels, then
 the dimensions) followed by unsigned bytes. Digits are white ink on black, the grayscale
-brush's convention, and are resized from 28x28 to the canvas size bilinearly.
+brush's convention, and are resized from 28x28 to the canvas size (bilinear up, area
+means down: :func:`spiral_ppl.data.resize.resized`).
 
 Reference: LeCun, Bottou, Bengio and Haffner, "Gradient-based learning applied to document
 recognition", Proc. IEEE 1998. MNIST is distributed under CC BY-SA 3.0.
@@ -31,6 +32,7 @@ from torch.utils.data import Dataset
 from spiral_ppl.checks import positive_int
 from spiral_ppl.data.cache import default_root
 from spiral_ppl.data.download import ensure_files
+from spiral_ppl.data.resize import resized
 
 FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
@@ -126,11 +128,7 @@ class MNIST(Dataset):
         """A batch ``(N, 1, image_size, image_size)`` of the digits at ``indices``."""
         index = torch.as_tensor(list(indices), dtype=torch.long)
         digits = self.digits[index].to(torch.float32)[:, None] / 255.0
-        if self.image_size != digits.shape[-1]:
-            digits = torch.nn.functional.interpolate(
-                digits, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False
-            )
-        return digits.clamp(0, 1)
+        return resized(digits, self.image_size).clamp(0, 1)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         if not -len(self) <= index < len(self):

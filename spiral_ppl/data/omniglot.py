@@ -45,6 +45,7 @@ from torch.utils.data import Dataset
 from spiral_ppl.checks import positive_int
 from spiral_ppl.data.cache import default_root
 from spiral_ppl.data.download import ensure_files
+from spiral_ppl.data.resize import resized
 
 #: Side of the original images; stroke coordinates are in this frame.
 ORIGINAL_SIZE = 105
@@ -67,10 +68,7 @@ _MEMBER = re.compile(r"(?P<alphabet>[^/]+)/(?P<character>character\d+)/(?P<id>\d
 
 def _to_canvas(background: torch.Tensor, image_size: int) -> torch.Tensor:
     """Boolean/0-1 images ``(N, H, W)`` with 1 = background -> ink ``(N, 1, S, S)``."""
-    ink = 1.0 - background.to(torch.float32)[:, None]
-    if ink.shape[-1] != image_size:
-        ink = torch.nn.functional.interpolate(ink, size=(image_size, image_size), mode="area")
-    return ink.clamp(0, 1)
+    return resized(1.0 - background.to(torch.float32)[:, None], image_size).clamp(0, 1)
 
 
 def _ensure(root: Path, name: str, download: bool, dataset: str, checksums: Mapping[str, str] | None) -> None:

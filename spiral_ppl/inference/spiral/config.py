@@ -119,6 +119,10 @@ class CriticConfig:
     #: another target (a matching-aware critic): it must then judge whether an image matches its
     #: target, not only whether it looks real
     mismatched_pairs: float = 0.0
+    #: SPIRAL++'s complement discriminator (conditional agents): the critic sees one half of
+    #: the image (left, right, top or bottom, drawn at random) beside the other half of the
+    #: target, so it cannot tell real pairs from fakes by comparing them pixel for pixel
+    complement: bool = False
 
     def __post_init__(self) -> None:
         checks.number_in("critic.mismatched_pairs", self.mismatched_pairs, 0, 1, open_high=True)
@@ -128,6 +132,7 @@ class CriticConfig:
         for name in ("gradient_penalty", "drift_penalty"):
             checks.non_negative_number(f"critic.{name}", getattr(self, name))
         checks.switch("critic.spectral_norm", self.spectral_norm)
+        checks.switch("critic.complement", self.complement)
         _check_betas("critic.betas", self.betas)
 
 

@@ -19,11 +19,25 @@ and the target stacked on the channel axis; real pairs are :math:`(x^\ast, x^\as
 :math:`(x^\ast_j, x^\ast_i)` (a matching-aware critic, Reed et al. 2016). With
 ``spectral_norm=True`` every layer is spectrally normalised, as in SPIRAL++.
 
+A critic that sees the whole of both images can separate real pairs from fakes by comparing
+them pixel for pixel, a shortcut that gives the policy a poor loss surface. SPIRAL++'s
+*complement discriminator* (``complement=True``) takes it away: with a binary mask :math:`m`
+(one half of the image: left, right, top or bottom), the critic scores the image's half
+beside the target's other half,
+
+.. math::
+
+    D_m(x \mid x^\ast) = D(m \odot x \mid (1 - m) \odot x^\ast),
+
+so a real pair is :math:`(m \odot x^\ast, (1 - m) \odot x^\ast)`, a whole target, and it must
+judge whether the image's half continues the target's. A mask is drawn per pair for each
+critic update (:func:`half_masks`); without masks, the score is the mean over the four halves.
+
 References: Gulrajani et al., "Improved Training of Wasserstein GANs", NeurIPS 2017;
 Radford et al., "Unsupervised Representation Learning with Deep Convolutional GANs", 2016;
 Ganin et al. 2018 (the conditional critic); Reed et al., "Generative Adversarial Text to Image
 Synthesis", ICML 2016 (mismatched pairs); Mellor et al., "Unsupervised Doodling and
-Painting with Improved SPIRAL", 2019 (spectral normalisation).
+Painting with Improved SPIRAL", 2019 (spectral normalisation, the complement discriminator).
 
 Example::
 
@@ -42,6 +56,24 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as spectrally_normalised
 
+#: The halves a complement critic's masks keep: left, right, top, bottom.
+HALVES = 4
+
+
+def half_masks(count: int, image_size: int, *, device: torch.device | str = "cpu",
+               halves: torch.Tensor | None = None) -> torch.Tensor:
+    """``(count, 1, H, W)`` masks that are 1 on one half of the image: ``halves[i]`` in 0..3
+    (left, right, top, bottom), drawn uniformly when not given."""
+    if halves is None:
+        halves = torch.randint(HALVES, (count,), device=device)
+    position = torch.arange(image_size, device=device)
+    first = position < image_size // 2  # the left columns, or the top rows
+    columns = first.view(1, 1, 1, -1).expand(count, 1, image_size, image_size)
+    rows = first.view(1, 1, -1, 1).expand(count, 1, image_size, image_size)
+    halves = halves.view(-1, 1, 1, 1)
+    keep = torch.where(halves == 0, columns, torch.where(halves == 1, ~columns, torch.where(halves == 2, rows, ~rows)))
+    return keep.float()
+
 
 class Critic(nn.Module):
     """A DCGAN-like Wasserstein critic over images, or over (image, target) pairs.
@@ -49,8 +81,8 @@ class Critic(nn.Module):
     :param channels: image channels.
     :param image_size: side of the square images.
     :param conditional: score pairs ``D(x | target)``.
-    :param config: width and the spectral-normalisation switch (:class:`CriticConfig`, or the
-        ``critic`` section of a ``SpiralConfig``).
+    :param config: width, the spectral-normalisation and complement switches
+        (:class:`CriticConfig`, or the ``critic`` section of a ``SpiralConfig``).
     """
 
     def __init__(self, channels: int, image_size: int, *, conditional: bool, config) -> None:
@@ -60,7 +92,8 @@ class Critic(nn.Module):
         config = config.critic if isinstance(config, SpiralConfig) else config
         if not isinstance(config, CriticConfig):
             raise TypeError(f"config must be a CriticConfig or a SpiralConfig, got {type(config).__name__}")
-        self.conditional = conditional
+        self.conditional, self.image_size = conditional, image_size
+        self.complement = config.complement
         wrap = spectrally_normalised if config.spectral_norm else (lambda layer: layer)
         width, inputs, size = config.channels, channels * (2 if conditional else 1), image_size
         layers: list[nn.Module] = []
@@ -73,13 +106,38 @@ class Critic(nn.Module):
         self.net = nn.Sequential(*layers)
         self.to(memory_format=torch.channels_last)  # faster CPU convolutions, as the policy's
 
-    def forward(self, images: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
-        """Scores ``(B,)`` of images (and their targets, for a conditional critic)."""
-        if self.conditional:
-            if targets is None:
-                raise ValueError("a conditional critic scores (image, target) pairs; pass the targets")
-            images = torch.cat([images, targets], dim=1)
-        return self.net(images).squeeze(-1).float()
+    @property
+    def complement(self) -> bool:
+        """Whether the critic judges halves beside the target's other half (SPIRAL++); settable."""
+        return self._complement
+
+    @complement.setter
+    def complement(self, value: bool) -> None:
+        if value and not self.conditional:
+            raise ValueError("critic.complement pairs half of an image with the other half of its target, so it needs "
+                             "a conditional agent (agent.conditional = true); set critic.complement = false")
+        self._complement = bool(value)
+
+    def forward(self, images: torch.Tensor, targets: torch.Tensor | None = None,
+                masks: torch.Tensor | None = None) -> torch.Tensor:
+        """Scores ``(B,)`` of images (and their targets, for a conditional critic).
+
+        :param masks: a complement critic's ``(B, 1, H, W)`` halves of the images it judges
+            (:func:`half_masks`); ``None``: the mean score over the four halves.
+        """
+        if not self.conditional:
+            return self.net(images).squeeze(-1).float()
+        if targets is None:
+            raise ValueError("a conditional critic scores (image, target) pairs; pass the targets")
+        if self.complement:
+            if masks is None:
+                count = images.shape[0]
+                every = torch.arange(HALVES, device=images.device).repeat_interleave(count)
+                scores = self(images.repeat(HALVES, 1, 1, 1), targets.repeat(HALVES, 1, 1, 1),
+                              half_masks(HALVES * count, self.image_size, device=images.device, halves=every))
+                return scores.view(HALVES, count).mean(0)
+            images, targets = images * masks, targets * (1 - masks)
+        return self.net(torch.cat([images, targets], dim=1)).squeeze(-1).float()
 
 
 def wgan_gp_loss(
@@ -90,20 +148,23 @@ def wgan_gp_loss(
     *,
     gradient_penalty: float,
     drift_penalty: float,
+    masks: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The critic's loss ``L_D`` above and its three terms (detached), for logging.
 
     :param real: ``(B, C, H, W)`` data images (for a conditional critic, the targets again).
     :param fake: ``(B, C, H, W)`` the agent's renders.
     :param targets: ``(B, C, H, W)`` targets of a conditional critic, else ``None``.
+    :param masks: a complement critic's halves, one per pair, the same for the real pair, the
+        fake and the points between them.
     """
-    real_score = critic(real, targets)
-    fake_score = critic(fake, targets)
+    real_score = critic(real, targets, masks)
+    fake_score = critic(fake, targets, masks)
     wasserstein = fake_score.mean() - real_score.mean()
 
     mix = torch.rand(real.shape[0], 1, 1, 1, device=real.device, dtype=real.dtype)
     between = (mix * real + (1 - mix) * fake).requires_grad_(True)
-    score = critic(between, targets)
+    score = critic(between, targets, masks)
     (gradient,) = torch.autograd.grad(score.sum(), between, create_graph=True)
     penalty = (gradient.flatten(1).float().norm(dim=1) - 1).pow(2).mean()
 

@@ -55,6 +55,7 @@ import torch
 from tqdm.auto import tqdm
 
 from spiral_ppl import checks
+from spiral_ppl.data.resize import resized
 from spiral_ppl.inference.engine import hide_progress
 from spiral_ppl.inference.spiral import training
 from spiral_ppl.inference.spiral.config import Phase
@@ -305,14 +306,5 @@ def _imitation_round(agent: "Spiral", run: PhaseRun, data: Any, images: ImageSou
         chosen = images.indices[torch.randint(len(images), (phase.targets,), generator=generator)]
         targets = images.images(chosen).to(agent.device)
         searcher = agent if teacher is None else teacher
-        labels = search_labels(searcher, _resized(targets, searcher.prog.image_size), phase.passes, seed, phase.search)
+        labels = search_labels(searcher, resized(targets, searcher.prog.image_size), phase.passes, seed, phase.search)
     return agent.imitate((targets, labels), run.updates_this_round(phase.round_updates), progress=False)
-
-
-def _resized(images: torch.Tensor, size: int) -> torch.Tensor:
-    """``images`` at ``size`` x ``size``: averaged over areas when smaller, bilinear when larger."""
-    if images.shape[-1] == size:
-        return images
-    if size < images.shape[-1]:
-        return torch.nn.functional.interpolate(images, size=(size, size), mode="area")
-    return torch.nn.functional.interpolate(images, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1)

@@ -47,7 +47,7 @@ from tqdm.auto import tqdm
 from spiral_ppl import checks
 from spiral_ppl.inference.engine import hide_progress
 from spiral_ppl.inference.spiral.config import SHAPES, SpiralConfig
-from spiral_ppl.inference.spiral.critic import wgan_gp_loss
+from spiral_ppl.inference.spiral.critic import half_masks, wgan_gp_loss
 from spiral_ppl.inference.spiral.episodes import EpisodeBatch, EpisodeSource, episode_source
 from spiral_ppl.inference.spiral.logs import TrainingLog
 from spiral_ppl.inference.spiral.replay import ReplayBuffer
@@ -211,6 +211,8 @@ class Learner:
             for group in self.critic_optimiser.param_groups:
                 group["lr"] = self.config.critic.lr
         self.replay.capacity = self.config.critic.replay_batches
+        if self.critic is not None:
+            self.critic.complement = self.config.critic.complement
         return self.config
 
     # -- one update: rewards, the A2C loss, the critic -----------------------------------------
@@ -226,12 +228,17 @@ class Learner:
         with ``reward.normalise``, their totals also update the running scale."""
         reward = self.config.reward
         batch = episode.final.shape[0]
+        # A complement critic judges one half per episode, the same half at every step, so that
+        # temporal rewards still add up to the final canvas's score.
+        masks = (half_masks(batch, self.prog.image_size, device=episode.final.device)
+                 if self.critic is not None and self.critic.complement else None)
 
         def score(canvases: torch.Tensor) -> torch.Tensor:
+            copies = canvases.shape[0] // batch
             if self.critic is None:
-                return -mean_squared_error(canvases, targets.repeat(canvases.shape[0] // batch, 1, 1, 1))
-            paired = None if targets is None else targets.repeat(canvases.shape[0] // batch, 1, 1, 1)
-            return self.critic(canvases, paired)
+                return -mean_squared_error(canvases, targets.repeat(copies, 1, 1, 1))
+            paired = None if targets is None else targets.repeat(copies, 1, 1, 1)
+            return self.critic(canvases, paired, None if masks is None else masks.repeat(copies, 1, 1, 1))
 
         rewards = step_rewards(score, episode.canvases, torch.zeros_like(episode.final), temporal=reward.temporal)
         rewards = rewards * reward.scale
@@ -309,9 +316,11 @@ class Learner:
             real = targets if targets is not None else real_images(batch_size).to(self.device)
             if targets is not None and critic.mismatched_pairs:
                 fake = with_mismatched_pairs(fake, targets, critic.mismatched_pairs)
+            masks = (half_masks(batch_size, self.prog.image_size, device=fake.device)
+                     if self.critic.complement else None)
             with self.autocast():
                 loss, parts = wgan_gp_loss(self.critic, real, fake, targets, gradient_penalty=critic.gradient_penalty,
-                                           drift_penalty=critic.drift_penalty)
+                                           drift_penalty=critic.drift_penalty, masks=masks)
             check_finite("critic loss (WGAN-GP)", loss, update)
             self.critic_optimiser.zero_grad(set_to_none=True)
             loss.backward()
