@@ -158,14 +158,16 @@ def wgan_gp_loss(
     :param masks: a complement critic's halves, one per pair, the same for the real pair, the
         fake and the points between them.
     """
-    real_score = critic(real, targets, masks)
-    fake_score = critic(fake, targets, masks)
+    def score(images: torch.Tensor) -> torch.Tensor:  # any critic(images, targets) works without masks
+        return critic(images, targets) if masks is None else critic(images, targets, masks)
+
+    real_score = score(real)
+    fake_score = score(fake)
     wasserstein = fake_score.mean() - real_score.mean()
 
     mix = torch.rand(real.shape[0], 1, 1, 1, device=real.device, dtype=real.dtype)
     between = (mix * real + (1 - mix) * fake).requires_grad_(True)
-    score = critic(between, targets, masks)
-    (gradient,) = torch.autograd.grad(score.sum(), between, create_graph=True)
+    (gradient,) = torch.autograd.grad(score(between).sum(), between, create_graph=True)
     penalty = (gradient.flatten(1).float().norm(dim=1) - 1).pow(2).mean()
 
     drift = (0.5 * real_score.mean() + 0.5 * fake_score.mean()).pow(2)
